@@ -1,0 +1,179 @@
+"""Shared data model of the harness: run context and per-case results.
+
+A suite module (``suite_<name>.py``) exposes ``NAME``, ``DESCRIPTION`` and
+``run(ctx: Context) -> list[CaseResult]``.  Each :class:`CaseResult` holds the
+gradcore timing, the timings of its peers (NumPy, PyTorch, ...), the targets the
+issues set on the ratios peer/gradcore, and optionally the machine limit of the
+case (memory bandwidth for norms, FMA peak for GEMM-bound work) with a target on
+the fraction of that limit that gradcore reaches.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .timing import Timing, measure
+
+__all__ = ["Context", "PeerResult", "CaseResult", "SuiteResult", "rel_err"]
+
+
+@dataclass
+class PeerResult:
+    name: str                       # column name: "numpy", "torch", ...
+    code: str                       # what was run, for the notes / json
+    timing: Optional[Timing] = None  # None: skipped
+    target: Optional[float] = None  # required peer_time / gradcore_time
+    note: str = ""                  # e.g. why it was skipped
+
+    @property
+    def time(self) -> Optional[float]:
+        return None if self.timing is None else self.timing.best
+
+
+@dataclass
+class CaseResult:
+    suite: str
+    key: str                        # short id, e.g. "2c"
+    name: str                       # operation, e.g. "clip_by_global_norm_ (clip)"
+    data: str                       # data description, e.g. "GPT-2 f32"
+    gradcore: Optional[Timing]      # None: the gradcore call failed (see check)
+    gradcore_code: str = ""
+    peers: list = field(default_factory=list)   # list[PeerResult]
+    limit_name: Optional[str] = None  # e.g. "read", "read+update"
+    limit_time: Optional[float] = None  # seconds the machine limit allows
+    limit_target: Optional[float] = None  # required fraction of the limit
+    bytes: Optional[int] = None     # payload bytes of the arrays involved
+    check: str = "ok"               # result validation, "ok" or a message
+    notes: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    # -- derived -----------------------------------------------------------
+    def ratio(self, peer: PeerResult) -> Optional[float]:
+        if peer.time is None or self.gradcore is None or not self.gradcore.best:
+            return None
+        return peer.time / self.gradcore.best
+
+    def passed(self, peer: PeerResult) -> Optional[bool]:
+        r = self.ratio(peer)
+        if peer.target is None or r is None:
+            return None
+        return r >= peer.target
+
+    @property
+    def limit_fraction(self) -> Optional[float]:
+        if self.limit_time is None or self.gradcore is None or not self.gradcore.best:
+            return None
+        return self.limit_time / self.gradcore.best
+
+    @property
+    def limit_passed(self) -> Optional[bool]:
+        f = self.limit_fraction
+        if self.limit_target is None or f is None:
+            return None
+        return f >= self.limit_target
+
+    def verdicts(self) -> list:
+        """PASS/MISS of every target of the case (a failed gradcore call misses all)."""
+        if self.gradcore is None:
+            n = sum(p.target is not None for p in self.peers) + (self.limit_target is not None)
+            return [False] * n
+        out = [self.passed(p) for p in self.peers]
+        out.append(self.limit_passed)
+        return [v for v in out if v is not None]
+
+    def peer(self, name: str) -> Optional[PeerResult]:
+        for p in self.peers:
+            if p.name == name:
+                return p
+        return None
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {
+            "suite": self.suite,
+            "key": self.key,
+            "name": self.name,
+            "data": self.data,
+            "params": self.params,
+            "gradcore": {"code": self.gradcore_code,
+                         **({} if self.gradcore is None else self.gradcore.to_dict())},
+            "peers": {},
+            "check": self.check,
+            "notes": list(self.notes),
+        }
+        for p in self.peers:
+            d["peers"][p.name] = {
+                "code": p.code,
+                "skipped": p.timing is None,
+                "note": p.note,
+                "timing": None if p.timing is None else p.timing.to_dict(),
+                "ratio": self.ratio(p),
+                "target": p.target,
+                "pass": self.passed(p),
+            }
+        if self.limit_time is not None:
+            d["limit"] = {
+                "name": self.limit_name,
+                "bytes": self.bytes,
+                "time_s": self.limit_time,
+                "fraction": self.limit_fraction,
+                "target": self.limit_target,
+                "pass": self.limit_passed,
+            }
+        elif self.bytes is not None:
+            d["bytes"] = self.bytes
+        return d
+
+
+@dataclass
+class SuiteResult:
+    name: str
+    description: str
+    cases: list = field(default_factory=list)   # list[CaseResult]
+    notes: list = field(default_factory=list)   # printed under the table
+    error: str = ""                             # the suite itself crashed
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description,
+                "cases": [c.to_dict() for c in self.cases], "notes": list(self.notes),
+                "error": self.error}
+
+
+class Context:
+    """Everything a suite needs: modules, options, timer, machine limits."""
+
+    def __init__(self, *, gradcore, np, torch, torch_note: str, quick: bool,
+                 repeat: int, min_time: float, machine, log: Callable[[str], None]):
+        self.gradcore = gradcore
+        self.np = np
+        self.torch = torch          # None when not importable
+        self.torch_note = torch_note
+        self.quick = quick
+        self.repeat = repeat
+        self.min_time = min_time
+        self.machine = machine
+        self.log = log
+
+    def time(self, fn, *, setup=None) -> Timing:
+        return measure(fn, repeat=self.repeat, min_time=self.min_time, setup=setup)
+
+    def time_peer(self, name: str, code: str, fn, *, target=None, setup=None,
+                  needs_torch: bool = False) -> PeerResult:
+        """Time a peer; a peer that is unavailable or raises is skipped with a note."""
+        if needs_torch and self.torch is None:
+            return PeerResult(name, code, None, target, note=self.torch_note)
+        try:
+            t = self.time(fn, setup=setup)
+        except Exception as exc:  # a peer failing must not kill the benchmark
+            return PeerResult(name, code, None, target, note=f"failed: {type(exc).__name__}: {exc}")
+        return PeerResult(name, code, t, target)
+
+
+def rel_err(got: float, ref: float) -> float:
+    if math.isnan(got) or math.isnan(ref):
+        return 0.0 if (math.isnan(got) and math.isnan(ref)) else math.inf
+    if got == ref:
+        return 0.0
+    return abs(got - ref) / max(abs(ref), sys.float_info.min)

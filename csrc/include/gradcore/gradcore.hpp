@@ -1,0 +1,8 @@
+// The whole public C++ API of gradcore.
+#pragma once
+
+#include "gradcore/cuda.hpp"
+#include "gradcore/export.hpp"
+#include "gradcore/norms.hpp"
+#include "gradcore/runtime.hpp"
+#include "gradcore/tensor.hpp"

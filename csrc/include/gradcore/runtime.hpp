@@ -1,0 +1,38 @@
+// Runtime facts and switches: which instruction-set target runs the kernels, and how
+// many threads they may use.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gradcore/export.hpp"
+
+namespace gradcore {
+
+// Names of the targets compiled into this build and supported by this CPU, best last
+// ("scalar" is always first).
+GRADCORE_API std::vector<std::string> isa_available();
+
+// The target kernels run on now.
+GRADCORE_API std::string isa_active();
+
+// Selects a target by name; throws std::invalid_argument for an unknown name or one
+// this CPU cannot run. Not meant to be called while kernels run on other threads.
+GRADCORE_API void set_isa(const std::string& name);
+
+// Threads the kernels may use (the calling thread counts as one). n >= 1.
+GRADCORE_API void set_num_threads(int n);
+GRADCORE_API int get_num_threads();
+
+GRADCORE_API const char* version();
+// The compiler and version that built the library.
+GRADCORE_API const char* compiler();
+
+// Yardsticks of the memory system for benchmarks, run on the library's threads: a plain
+// read of every element (returns a value derived from them so the pass cannot be
+// skipped), and an in-place read-modify-write of every element (x *= 1).
+GRADCORE_API double memory_probe_read(const float* data, std::int64_t n);
+GRADCORE_API void memory_probe_update(float* data, std::int64_t n);
+
+}  // namespace gradcore

@@ -1,0 +1,38 @@
+// Instantiates every generic kernel for one SIMD struct S and collects the pointers.
+// Included only by the csrc/targets/<isa>.cpp translation units.
+#pragma once
+
+#include <cstdint>
+
+#include "clip_kernels.hpp"
+#include "kernel_table.hpp"
+#include "norm_kernels.hpp"
+#include "probe_kernels.hpp"
+
+namespace gradcore::kernels {
+
+template <class S, class T>
+constexpr NormTable<T> make_norm_table() {
+    using K = NormKernels<S, T>;
+    return {&K::l1, &K::l2, &K::max_abs, &K::lp_sum, &K::stats};
+}
+
+template <class S, class T>
+constexpr ClipTable<T> make_clip_table() {
+    using K = ClipKernels<S, T>;
+    return {&K::scale, &K::clamp, &K::zero_nonfinite};
+}
+
+template <class S>
+constexpr KernelTable make_table() {
+    return {S::kName,
+            make_norm_table<S, std::uint16_t>(),
+            make_norm_table<S, float>(),
+            make_norm_table<S, double>(),
+            make_clip_table<S, float>(),
+            make_clip_table<S, double>(),
+            &ProbeKernels<S>::read,
+            &ProbeKernels<S>::update};
+}
+
+}  // namespace gradcore::kernels

@@ -1,0 +1,191 @@
+// Norm reductions over one contiguous chunk, generic over the SIMD struct S and the
+// element type T (std::uint16_t = float16, float, double). Every reduction widens to
+// float64 lanes with S::load2_f64, so one body serves all dtypes.
+//
+// Accuracy: float16/float32 squares cannot overflow or underflow float64, so their fast
+// path is always exact-range. For float64 the fast path is kept when its result lies in
+// [2^-960, DBL_MAX]; there, values whose squares underflowed contribute < 2^-1074 each,
+// far below an ulp of the result. Otherwise the chunk is summed again (it is still in
+// cache) scaled by a power of two near its max |x|.
+#pragma once
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "partials.hpp"
+
+namespace gradcore::kernels {
+
+template <class S, class T>
+struct NormKernels {
+    using Vd = typename S::Vd;
+    static constexpr std::int64_t kStep = 2 * S::kLanesD;  // elements per load2_f64
+
+    static double to_double(T v) {
+        if constexpr (std::is_same_v<T, std::uint16_t>) {
+            Vd lo, hi;
+            const T pair[2 * S::kLanesD] = {v};
+            S::load2_f64(pair, lo, hi);
+            return S::reduce_add(lo);  // the other lanes hold +0.0
+        } else {
+            return static_cast<double>(v);
+        }
+    }
+
+    // Max |x|, NaN if any element is NaN.
+    static double max_abs(const T* x, std::int64_t n) {
+        Vd m0 = S::zero_d(), m1 = S::zero_d(), nan = S::zero_d();
+        std::int64_t i = 0;
+        for (; i + kStep <= n; i += kStep) {
+            Vd a, b;
+            S::load2_f64(x + i, a, b);
+            m0 = S::max(m0, S::abs(a));
+            m1 = S::max(m1, S::abs(b));
+            nan = S::add(nan, S::add(S::nan_to_one(a), S::nan_to_one(b)));
+        }
+        double m = S::reduce_max(S::max(m0, m1));
+        bool has_nan = S::reduce_add(nan) != 0.0;
+        for (; i < n; ++i) {
+            const double v = std::fabs(to_double(x[i]));
+            has_nan |= v != v;
+            m = v > m ? v : m;
+        }
+        return has_nan ? std::numeric_limits<double>::quiet_NaN() : m;
+    }
+
+    // Plain sum of (x * scale)^2; scale = 1 on the fast path.
+    template <bool kScaled>
+    static double sum_squares(const T* x, std::int64_t n, double scale) {
+        const Vd s = S::set1_d(scale);
+        Vd a0 = S::zero_d(), a1 = S::zero_d(), a2 = S::zero_d(), a3 = S::zero_d();
+        std::int64_t i = 0;
+        for (; i + 2 * kStep <= n; i += 2 * kStep) {
+            Vd v0, v1, v2, v3;
+            S::load2_f64(x + i, v0, v1);
+            S::load2_f64(x + i + kStep, v2, v3);
+            if constexpr (kScaled) {
+                v0 = S::mul(v0, s), v1 = S::mul(v1, s), v2 = S::mul(v2, s), v3 = S::mul(v3, s);
+            }
+            a0 = S::fma(v0, v0, a0);
+            a1 = S::fma(v1, v1, a1);
+            a2 = S::fma(v2, v2, a2);
+            a3 = S::fma(v3, v3, a3);
+        }
+        double sum = S::reduce_add(S::add(S::add(a0, a1), S::add(a2, a3)));
+        for (; i < n; ++i) {
+            const double v = to_double(x[i]) * (kScaled ? scale : 1.0);
+            sum += v * v;
+        }
+        return sum;
+    }
+
+    // Plain sum of |x| * scale.
+    template <bool kScaled>
+    static double sum_abs(const T* x, std::int64_t n, double scale) {
+        const Vd s = S::set1_d(scale);
+        Vd a0 = S::zero_d(), a1 = S::zero_d(), a2 = S::zero_d(), a3 = S::zero_d();
+        std::int64_t i = 0;
+        for (; i + 2 * kStep <= n; i += 2 * kStep) {
+            Vd v0, v1, v2, v3;
+            S::load2_f64(x + i, v0, v1);
+            S::load2_f64(x + i + kStep, v2, v3);
+            v0 = S::abs(v0), v1 = S::abs(v1), v2 = S::abs(v2), v3 = S::abs(v3);
+            if constexpr (kScaled) {
+                v0 = S::mul(v0, s), v1 = S::mul(v1, s), v2 = S::mul(v2, s), v3 = S::mul(v3, s);
+            }
+            a0 = S::add(v0, a0);
+            a1 = S::add(v1, a1);
+            a2 = S::add(v2, a2);
+            a3 = S::add(v3, a3);
+        }
+        double sum = S::reduce_add(S::add(S::add(a0, a1), S::add(a2, a3)));
+        for (; i < n; ++i) sum += std::fabs(to_double(x[i])) * (kScaled ? scale : 1.0);
+        return sum;
+    }
+
+    // The power-of-two exponent e with max_abs / 2^e in [0.5, 1), clamped so that 2^-e
+    // stays finite for subnormal maxima.
+    static int scale_exponent(double m) {
+        int e;
+        std::frexp(m, &e);
+        return e < -1022 ? -1022 : e;
+    }
+
+    // Handles the chunks whose max |x| is 0, NaN or inf; returns false for the others.
+    static bool degenerate(double m, ScaledSum& out) {
+        if (m == 0.0 || m != m || m == std::numeric_limits<double>::infinity()) {
+            out = {m, 0};
+            return true;
+        }
+        return false;
+    }
+
+    static ScaledSum l2(const T* x, std::int64_t n) {
+        const double fast = sum_squares<false>(x, n, 1.0);
+        if constexpr (!std::is_same_v<T, double>) {
+            return {fast, 0};
+        } else {
+            if (fast != fast || (fast >= 0x1p-960 && fast <= DBL_MAX)) return {fast, 0};
+            ScaledSum out;
+            const double m = max_abs(x, n);
+            if (degenerate(m, out)) return out;
+            const int e = scale_exponent(m);
+            return {sum_squares<true>(x, n, std::ldexp(1.0, -e)), e};
+        }
+    }
+
+    static ScaledSum l1(const T* x, std::int64_t n) {
+        const double fast = sum_abs<false>(x, n, 1.0);
+        if (!std::is_same_v<T, double> || !(fast > DBL_MAX)) return {fast, 0};
+        ScaledSum out;
+        const double m = max_abs(x, n);
+        if (degenerate(m, out)) return out;
+        const int e = scale_exponent(m);
+        return {sum_abs<true>(x, n, std::ldexp(1.0, -e)), e};
+    }
+
+    // Any other p: sum of (|x| / m)^p where m is the max |x| of the whole array or list
+    // (found by a first pass), so the largest term is exactly 1 and nothing overflows
+    // or underflows for any p. std::pow per element: the rare path, not worth a vector pow.
+    static double lp_sum(const T* x, std::int64_t n, double p, double m) {
+        double sum = 0.0;
+        for (std::int64_t i = 0; i < n; ++i) sum += std::pow(std::fabs(to_double(x[i])) / m, p);
+        return sum;
+    }
+
+    static ChunkStats stats(const T* x, std::int64_t n) {
+        Vd sq0 = S::zero_d(), sq1 = S::zero_d(), m0 = S::zero_d(), m1 = S::zero_d();
+        Vd bad = S::zero_d();
+        std::int64_t i = 0;
+        for (; i + kStep <= n; i += kStep) {
+            Vd a, b;
+            S::load2_f64(x + i, a, b);
+            sq0 = S::fma(a, a, sq0);
+            sq1 = S::fma(b, b, sq1);
+            m0 = S::max(m0, S::abs(a));
+            m1 = S::max(m1, S::abs(b));
+            bad = S::add(bad, S::add(S::nonfinite_to_one(a), S::nonfinite_to_one(b)));
+        }
+        double sq = S::reduce_add(S::add(sq0, sq1));
+        double m = S::reduce_max(S::max(m0, m1));
+        double nonfinite = S::reduce_add(bad);
+        for (; i < n; ++i) {
+            const double v = to_double(x[i]);
+            sq += v * v;
+            m = std::fabs(v) > m ? std::fabs(v) : m;
+            nonfinite += (v - v) == 0.0 ? 0.0 : 1.0;
+        }
+        ChunkStats out{{sq, 0}, m, static_cast<std::int64_t>(nonfinite)};
+        if (sq != sq) {
+            out.max_abs = std::numeric_limits<double>::quiet_NaN();
+        } else if (std::is_same_v<T, double> && !(sq >= 0x1p-960 && sq <= DBL_MAX)) {
+            out.sumsq = l2(x, n);  // rare: rescale
+        }
+        return out;
+    }
+};
+
+}  // namespace gradcore::kernels

@@ -1,0 +1,82 @@
+// AArch64 Advanced SIMD: 2 float64 / 4 float32 lanes (always present on aarch64).
+#pragma once
+
+#include <arm_neon.h>
+
+#include <cfloat>
+#include <cstdint>
+
+namespace gradcore::simd {
+
+struct Neon {
+    static constexpr const char* kName = "neon";
+
+    using Vd = float64x2_t;
+    static constexpr int kLanesD = 2;
+    // Native vector of T, picked by overload (std::conditional would drop the vector
+    // types' alignment attributes with a warning).
+    static float32x4_t native_of(float);
+    static float64x2_t native_of(double);
+    template <class T>
+    using V = decltype(native_of(T{}));
+    template <class T>
+    static constexpr int kLanes = 16 / sizeof(T);
+
+    static Vd zero_d() { return vdupq_n_f64(0.0); }
+    static Vd set1_d(double v) { return vdupq_n_f64(v); }
+    static void load2_f64(const std::uint16_t* p, Vd& lo, Vd& hi) {
+        const float32x4_t f = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+        lo = vcvt_f64_f32(vget_low_f32(f));
+        hi = vcvt_high_f64_f32(f);
+    }
+    static void load2_f64(const float* p, Vd& lo, Vd& hi) {
+        const float32x4_t f = vld1q_f32(p);
+        lo = vcvt_f64_f32(vget_low_f32(f));
+        hi = vcvt_high_f64_f32(f);
+    }
+    static void load2_f64(const double* p, Vd& lo, Vd& hi) {
+        lo = vld1q_f64(p);
+        hi = vld1q_f64(p + 2);
+    }
+
+    static Vd fma(Vd a, Vd b, Vd c) { return vfmaq_f64(c, a, b); }
+    static Vd add(Vd a, Vd b) { return vaddq_f64(a, b); }
+    static Vd abs(Vd a) { return vabsq_f64(a); }
+    static Vd max(Vd a, Vd b) { return vmaxq_f64(a, b); }
+    static Vd nan_to_one(Vd a) {
+        const uint64x2_t not_nan = vceqq_f64(a, a);
+        return vreinterpretq_f64_u64(vbicq_u64(vreinterpretq_u64_f64(vdupq_n_f64(1.0)), not_nan));
+    }
+    static Vd nonfinite_to_one(Vd a) {
+        const uint64x2_t ok = vcleq_f64(vabsq_f64(a), vdupq_n_f64(DBL_MAX));
+        return vreinterpretq_f64_u64(vbicq_u64(vreinterpretq_u64_f64(vdupq_n_f64(1.0)), ok));
+    }
+    static double reduce_add(Vd a) { return vaddvq_f64(a); }
+    static double reduce_max(Vd a) { return vmaxvq_f64(a); }
+
+    static float32x4_t load(const float* p) { return vld1q_f32(p); }
+    static float64x2_t load(const double* p) { return vld1q_f64(p); }
+    static void store(float* p, float32x4_t v) { vst1q_f32(p, v); }
+    static void store(double* p, float64x2_t v) { vst1q_f64(p, v); }
+    static float32x4_t set1(float v) { return vdupq_n_f32(v); }
+    static float64x2_t set1(double v) { return vdupq_n_f64(v); }
+    static float32x4_t mul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
+    static float64x2_t mul(float64x2_t a, float64x2_t b) { return vmulq_f64(a, b); }
+    // vmax/vmin propagate NaN, which is what clamp needs for NaN x.
+    static float32x4_t clamp(float32x4_t x, float32x4_t lo, float32x4_t hi) {
+        return vminq_f32(hi, vmaxq_f32(lo, x));
+    }
+    static float64x2_t clamp(float64x2_t x, float64x2_t lo, float64x2_t hi) {
+        return vminq_f64(hi, vmaxq_f64(lo, x));
+    }
+    static float32x4_t zero_nonfinite(float32x4_t x) {
+        const uint32x4_t ok = vcleq_f32(vabsq_f32(x), vdupq_n_f32(FLT_MAX));
+        return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(x), ok));
+    }
+    static float64x2_t zero_nonfinite(float64x2_t x) {
+        const uint64x2_t ok = vcleq_f64(vabsq_f64(x), vdupq_n_f64(DBL_MAX));
+        return vreinterpretq_f64_u64(vandq_u64(vreinterpretq_u64_f64(x), ok));
+    }
+};
+
+}  // namespace gradcore::simd

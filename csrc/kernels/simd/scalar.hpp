@@ -1,0 +1,80 @@
+// Portable reference target: one lane, plain C++. Every SIMD target is tested against it.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace gradcore::simd {
+
+struct Scalar {
+    static constexpr const char* kName = "scalar";
+
+    using Vd = double;
+    static constexpr int kLanesD = 1;
+    template <class T>
+    using V = T;
+    template <class T>
+    static constexpr int kLanes = 1;
+
+    // IEEE binary16 -> float64, exact for every input (normals, subnormals, inf, NaN).
+    static double half_to_double(std::uint16_t h) {
+        const int sign = (h >> 15) & 1;
+        const int exp = (h >> 10) & 0x1f;
+        const int mant = h & 0x3ff;
+        double v;
+        if (exp == 0) {
+            v = mant * 0x1p-24;
+        } else if (exp == 0x1f) {
+            v = mant ? std::numeric_limits<double>::quiet_NaN()
+                     : std::numeric_limits<double>::infinity();
+        } else {
+            v = std::ldexp(static_cast<double>(1024 + mant), exp - 25);
+        }
+        return sign ? -v : v;
+    }
+
+    static Vd zero_d() { return 0.0; }
+    static Vd set1_d(double v) { return v; }
+    static void load2_f64(const std::uint16_t* p, Vd& lo, Vd& hi) {
+        lo = half_to_double(p[0]);
+        hi = half_to_double(p[1]);
+    }
+    static void load2_f64(const float* p, Vd& lo, Vd& hi) {
+        lo = p[0];
+        hi = p[1];
+    }
+    static void load2_f64(const double* p, Vd& lo, Vd& hi) {
+        lo = p[0];
+        hi = p[1];
+    }
+
+    static Vd fma(Vd a, Vd b, Vd c) { return a * b + c; }
+    static Vd add(Vd a, Vd b) { return a + b; }
+    static Vd abs(Vd a) { return std::fabs(a); }
+    static Vd max(Vd a, Vd b) { return a > b ? a : b; }
+    static Vd nan_to_one(Vd a) { return a != a ? 1.0 : 0.0; }
+    static Vd nonfinite_to_one(Vd a) {
+        return (a - a) == 0.0 ? 0.0 : 1.0;  // inf - inf and NaN - NaN are NaN
+    }
+    static double reduce_add(Vd a) { return a; }
+    static double reduce_max(Vd a) { return a; }
+
+    template <class T>
+    static T load(const T* p) { return *p; }
+    template <class T>
+    static void store(T* p, T v) { *p = v; }
+    template <class T>
+    static T set1(T v) { return v; }
+    template <class T>
+    static T mul(T a, T b) { return a * b; }
+    template <class T>
+    static T clamp(T x, T lo, T hi) {
+        // Comparisons with NaN are false, so a NaN x falls through unchanged.
+        return x < lo ? lo : (x > hi ? hi : x);
+    }
+    template <class T>
+    static T zero_nonfinite(T x) { return (x - x) == 0 ? x : T(0); }
+};
+
+}  // namespace gradcore::simd

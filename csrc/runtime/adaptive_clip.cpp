@@ -1,0 +1,77 @@
+// Adaptive gradient clipping (Brock, De, Smith, Simonyan 2021): each unit of a gradient
+// is clipped relative to the norm of the same unit of its parameter.
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gradcore/norms.hpp"
+#include "runtime/dispatch.hpp"
+#include "runtime/norm_combiner.hpp"
+#include "runtime/thread_pool.hpp"
+#include "runtime/typed_kernels.hpp"
+
+namespace gradcore {
+namespace {
+
+struct UnitTask {
+    std::size_t pair;
+    std::int64_t unit;
+};
+
+// The L2 norm of one unit: its `outer` runs of `inner` contiguous elements.
+double unit_norm(const kernels::KernelTable& k, const TensorView& t, const UnitLayout& l,
+                 std::int64_t u) {
+    runtime::NormCombiner norm({runtime::OrderKind::l2, 2.0});
+    runtime::with_norm_kernels(k, t, [&](const auto& tab, const auto* x) {
+        for (std::int64_t o = 0; o < l.outer; ++o) {
+            norm.add(tab.l2(x + (o * l.units + u) * l.inner, l.inner));
+        }
+    });
+    return norm.result();
+}
+
+void scale_unit(const kernels::KernelTable& k, const TensorView& t, const UnitLayout& l,
+                std::int64_t u, double factor) {
+    runtime::with_clip_kernels(k, t, [&](const auto& tab, auto* x) {
+        using T = std::remove_pointer_t<decltype(x)>;
+        for (std::int64_t o = 0; o < l.outer; ++o) {
+            tab.scale(x + (o * l.units + u) * l.inner, l.inner, static_cast<T>(factor));
+        }
+    });
+}
+
+}  // namespace
+
+void adaptive_clip_(const TensorView* grads, const TensorView* params, const UnitLayout* layouts,
+                    std::size_t count, double clipping, double eps) {
+    if (!(clipping >= 0.0) || clipping == INFINITY) {
+        throw std::invalid_argument("clipping must be a finite number >= 0, got " + std::to_string(clipping));
+    }
+    if (!(eps >= 0.0) || eps == INFINITY) {
+        throw std::invalid_argument("eps must be a finite number >= 0, got " + std::to_string(eps));
+    }
+    runtime::require_writable_dtypes(grads, count, "grads");
+    std::vector<UnitTask> tasks;
+    std::int64_t work = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+        const UnitLayout& l = layouts[i];
+        if (grads[i].numel != params[i].numel || l.outer * l.units * l.inner != grads[i].numel) {
+            throw std::invalid_argument("grads[" + std::to_string(i) + "] and params[" +
+                                        std::to_string(i) + "] do not match the unit layout");
+        }
+        for (std::int64_t u = 0; u < l.units; ++u) tasks.push_back({i, u});
+        work += 2 * grads[i].numel;
+    }
+    const kernels::KernelTable& k = runtime::active_table();
+    auto task = [&](std::size_t t) {
+        const auto [i, u] = tasks[t];
+        const double g = unit_norm(k, grads[i], layouts[i], u);
+        const double p = unit_norm(k, params[i], layouts[i], u);
+        const double limit = clipping * (p > eps ? p : eps);
+        if (g > limit) scale_unit(k, grads[i], layouts[i], u, limit / g);
+    };
+    runtime::parallel_for(tasks.size(), work, runtime::TaskFn(task));
+}
+
+}  // namespace gradcore

@@ -1,0 +1,286 @@
+// The public norm and clipping API: splits lists into chunks, runs the active target's
+// kernels over them on the pool, and combines the per-chunk partials in list order.
+#include "gradcore/norms.hpp"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/chunks.hpp"
+#include "runtime/dispatch.hpp"
+#include "runtime/norm_combiner.hpp"
+#include "runtime/typed_kernels.hpp"
+
+namespace gradcore {
+namespace {
+
+using kernels::ChunkStats;
+using kernels::KernelTable;
+using kernels::ScaledSum;
+using runtime::Chunk;
+using runtime::ChunkList;
+using runtime::make_chunks;
+using runtime::NormCombiner;
+using runtime::NormOrder;
+using runtime::OrderKind;
+using runtime::require_writable_dtypes;
+using runtime::with_clip_kernels;
+using runtime::with_norm_kernels;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+NormOrder parse_order(double ord) {
+    check_norm_order(ord);
+    if (ord == 1.0) return {OrderKind::l1, 1.0};
+    if (ord == 2.0) return {OrderKind::l2, 2.0};
+    if (ord == kInf) return {OrderKind::linf, kInf};
+    return {OrderKind::lp, ord};
+}
+
+// Per-chunk partial of an L1, L2 or L-inf norm.
+ScaledSum chunk_partial(const KernelTable& k, const TensorView& t, const Chunk& c, OrderKind kind) {
+    return with_norm_kernels(k, t, [&](const auto& tab, const auto* x) -> ScaledSum {
+        x += c.begin;
+        switch (kind) {
+            case OrderKind::l1: return tab.l1(x, c.size);
+            case OrderKind::l2: return tab.l2(x, c.size);
+            default: return {tab.max_abs(x, c.size), 0};
+        }
+    });
+}
+
+// Norms of a chunked list: per array when `per_array` is non-null, and of everything
+// together as the return value.
+double list_norms(const TensorView* arrays, std::size_t count, NormOrder order, double* per_array) {
+    const KernelTable& k = runtime::active_table();
+    const ChunkList list = make_chunks(arrays, count);
+    const std::vector<Chunk>& chunks = list.chunks;
+
+    // L1, L2, L-inf: one pass, partials folded in order.
+    const OrderKind pass_kind = order.kind == OrderKind::lp ? OrderKind::linf : order.kind;
+    std::vector<ScaledSum> partials(chunks.size());
+    runtime::for_each_chunk(list, [&](std::size_t i) {
+        partials[i] = chunk_partial(k, arrays[chunks[i].array], chunks[i], pass_kind);
+    });
+    const NormOrder pass_order{pass_kind, order.p};
+    NormCombiner total(pass_order);
+    std::vector<double> array_max;  // for p: each array's max |x|
+    for (std::size_t c = 0, a = 0; a < count; ++a) {
+        NormCombiner one(pass_order);
+        for (; c < chunks.size() && chunks[c].array == a; ++c) {
+            one.add(partials[c]);
+            total.add(partials[c]);
+        }
+        if (order.kind == OrderKind::lp) {
+            array_max.push_back(one.result());
+        } else if (per_array) {
+            per_array[a] = one.result();
+        }
+    }
+    if (order.kind != OrderKind::lp) return total.result();
+
+    // Any other p: a second pass of sum (|x| / m)^p, with m the max of the whole list
+    // (for the total) and of each array (for per-array norms). The max alone settles
+    // zero, NaN and inf.
+    const double list_max = total.result();
+    const auto settled = [](double m) { return m == 0.0 || m != m || m == kInf; };
+    std::vector<double> sums(chunks.size() * (per_array ? 2 : 1), 0.0);
+    runtime::for_each_chunk(list, [&](std::size_t i) {
+        const Chunk& c = chunks[i];
+        with_norm_kernels(k, arrays[c.array], [&](const auto& tab, const auto* x) {
+            if (!settled(list_max)) sums[i] = tab.lp_sum(x + c.begin, c.size, order.p, list_max);
+            const double m = array_max[c.array];
+            if (per_array && !settled(m)) sums[chunks.size() + i] = tab.lp_sum(x + c.begin, c.size, order.p, m);
+        });
+    });
+    const auto finish = [&](double m, double sum) {
+        return settled(m) ? m : m * std::pow(sum, 1.0 / order.p);
+    };
+    double list_sum = 0.0;
+    for (std::size_t c = 0, a = 0; a < count; ++a) {
+        double array_sum = 0.0;
+        for (; c < chunks.size() && chunks[c].array == a; ++c) {
+            list_sum += sums[c];
+            if (per_array) array_sum += sums[chunks.size() + c];
+        }
+        if (per_array) per_array[a] = finish(array_max[a], array_sum);
+    }
+    return finish(list_max, list_sum);
+}
+
+// min(1, max_norm / (norm + eps)), NaN when the norm is NaN (PyTorch's clamp keeps
+// NaN). An all-zero input needs no scaling whatever eps is.
+double clip_factor(double max_norm, double norm, double eps) {
+    if (norm == 0.0) return 1.0;
+    const double f = max_norm / (norm + eps);
+    return f != f ? f : (f < 1.0 ? f : 1.0);
+}
+
+// x *= factors[array] for every array whose factor is not 1.
+void scale_arrays(const TensorView* arrays, std::size_t count, const double* factors) {
+    const KernelTable& k = runtime::active_table();
+    std::vector<TensorView> todo;
+    std::vector<double> todo_factor;
+    for (std::size_t a = 0; a < count; ++a) {
+        if (factors[a] != 1.0 && arrays[a].numel > 0) {
+            todo.push_back(arrays[a]);
+            todo_factor.push_back(factors[a]);
+        }
+    }
+    const ChunkList list = make_chunks(todo.data(), todo.size());
+    runtime::for_each_chunk(list, [&](std::size_t i) {
+        const Chunk& c = list.chunks[i];
+        with_clip_kernels(k, todo[c.array], [&](const auto& tab, auto* x) {
+            using T = std::remove_pointer_t<decltype(x)>;
+            tab.scale(x + c.begin, c.size, static_cast<T>(todo_factor[c.array]));
+        });
+    });
+}
+
+void check_finite_nonnegative(double v, const char* name) {
+    if (!(v >= 0.0) || v == kInf) {
+        throw std::invalid_argument(std::string(name) + " must be a finite number >= 0, got " +
+                                    std::to_string(v));
+    }
+}
+
+void check_max_norm(double max_norm) {
+    if (!(max_norm >= 0.0)) {
+        throw std::invalid_argument("max_norm must be >= 0 (and not NaN), got " + std::to_string(max_norm));
+    }
+}
+
+}  // namespace
+
+void check_norm_order(double ord) {
+    if (!(ord > 0.0)) {
+        throw std::invalid_argument("ord must be a real p > 0 or inf, got " + std::to_string(ord));
+    }
+}
+
+double global_norm(const TensorView* arrays, std::size_t count, double ord) {
+    return list_norms(arrays, count, parse_order(ord), nullptr);
+}
+
+void norms(const TensorView* arrays, std::size_t count, double ord, double* out) {
+    list_norms(arrays, count, parse_order(ord), out);
+}
+
+void grad_stats(const TensorView* arrays, std::size_t count, ArrayStats* out) {
+    const KernelTable& k = runtime::active_table();
+    const ChunkList list = make_chunks(arrays, count);
+    std::vector<ChunkStats> partials(list.chunks.size());
+    runtime::for_each_chunk(list, [&](std::size_t i) {
+        const Chunk& c = list.chunks[i];
+        partials[i] = with_norm_kernels(k, arrays[c.array], [&](const auto& tab, const auto* x) {
+            return tab.stats(x + c.begin, c.size);
+        });
+    });
+    for (std::size_t c = 0, a = 0; a < count; ++a) {
+        NormCombiner l2({OrderKind::l2, 2.0});
+        double max_abs = 0.0;
+        std::int64_t nonfinite = 0;
+        for (; c < list.chunks.size() && list.chunks[c].array == a; ++c) {
+            l2.add(partials[c].sumsq);
+            const double m = partials[c].max_abs;
+            if (max_abs == max_abs && (m != m || m > max_abs)) max_abs = m;  // NaN sticks
+            nonfinite += partials[c].nonfinite;
+        }
+        out[a] = {l2.result(), max_abs, nonfinite};
+    }
+}
+
+void scale_(const TensorView* arrays, std::size_t count, double factor) {
+    require_writable_dtypes(arrays, count);
+    const std::vector<double> factors(count, factor);
+    scale_arrays(arrays, count, factors.data());
+}
+
+void clip_by_value_(const TensorView* arrays, std::size_t count, double lo, double hi) {
+    if (lo != lo || hi != hi || lo > hi) {
+        throw std::invalid_argument("clip bounds must satisfy min <= max (and not be NaN), got min=" +
+                                    std::to_string(lo) + ", max=" + std::to_string(hi));
+    }
+    require_writable_dtypes(arrays, count);
+    const KernelTable& k = runtime::active_table();
+    const ChunkList list = make_chunks(arrays, count);
+    runtime::for_each_chunk(list, [&](std::size_t i) {
+        const Chunk& c = list.chunks[i];
+        with_clip_kernels(k, arrays[c.array], [&](const auto& tab, auto* x) {
+            using T = std::remove_pointer_t<decltype(x)>;
+            // Bounds rounded to the array's precision; rounding can only widen, never
+            // swap them.
+            tab.clamp(x + c.begin, c.size, static_cast<T>(lo), static_cast<T>(hi));
+        });
+    });
+}
+
+std::int64_t zero_nonfinite_(const TensorView* arrays, std::size_t count) {
+    require_writable_dtypes(arrays, count);
+    const KernelTable& k = runtime::active_table();
+    const ChunkList list = make_chunks(arrays, count);
+    std::vector<std::int64_t> found(list.chunks.size(), 0);
+    runtime::for_each_chunk(list, [&](std::size_t i) {
+        const Chunk& c = list.chunks[i];
+        found[i] = with_clip_kernels(k, arrays[c.array], [&](const auto& tab, auto* x) {
+            return tab.zero_nonfinite(x + c.begin, c.size);
+        });
+    });
+    std::int64_t total = 0;
+    for (std::int64_t f : found) total += f;
+    return total;
+}
+
+void clip_by_norm_(const TensorView* arrays, std::size_t count, double max_norm, double ord,
+                   double eps, double* norms_out) {
+    check_max_norm(max_norm);
+    check_finite_nonnegative(eps, "eps");
+    const NormOrder order = parse_order(ord);
+    require_writable_dtypes(arrays, count);
+    list_norms(arrays, count, order, norms_out);
+    std::vector<double> factors(count);
+    for (std::size_t a = 0; a < count; ++a) factors[a] = clip_factor(max_norm, norms_out[a], eps);
+    scale_arrays(arrays, count, factors.data());
+}
+
+GlobalClipResult clip_by_global_norm_(const TensorView* arrays, std::size_t count, double max_norm,
+                                      double ord, double eps, NonFinitePolicy policy,
+                                      bool has_given_total, double given_total) {
+    check_max_norm(max_norm);
+    check_finite_nonnegative(eps, "eps");
+    const NormOrder order = parse_order(ord);
+    require_writable_dtypes(arrays, count);
+    if (has_given_total && given_total < 0.0) {
+        throw std::invalid_argument("total_norm must be >= 0, got " + std::to_string(given_total));
+    }
+    GlobalClipResult r{};
+    r.total_norm = has_given_total ? given_total : list_norms(arrays, count, order, nullptr);
+    r.nonfinite = !(r.total_norm <= kInf) || r.total_norm == kInf;
+    double norm_for_factor = r.total_norm;
+    if (r.nonfinite) {
+        switch (policy) {
+            case NonFinitePolicy::error:
+            case NonFinitePolicy::skip:
+                r.factor = 1.0;
+                return r;
+            case NonFinitePolicy::zero:
+                zero_nonfinite_(arrays, count);
+                norm_for_factor = list_norms(arrays, count, order, nullptr);
+                break;
+            case NonFinitePolicy::propagate:
+                break;
+        }
+    }
+    r.factor = clip_factor(max_norm, norm_for_factor, eps);
+    if (r.factor != 1.0) {
+        const std::vector<double> factors(count, r.factor);
+        scale_arrays(arrays, count, factors.data());
+        r.clipped = true;
+    }
+    return r;
+}
+
+}  // namespace gradcore

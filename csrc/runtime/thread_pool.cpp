@@ -1,0 +1,197 @@
+#include "runtime/thread_pool.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gradcore/runtime.hpp"
+
+namespace gradcore::runtime {
+namespace {
+
+// Below this many elements a single thread finishes before a sleeping worker wakes.
+constexpr std::int64_t kMinParallelWork = 1 << 16;
+
+int cpus_available() {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+int initial_threads() {
+    if (const char* env = std::getenv("GRADCORE_NUM_THREADS")) {
+        char* end = nullptr;
+        const long n = std::strtol(env, &end, 10);
+        if (end != env && *end == '\0' && n >= 1 && n <= 4096) return static_cast<int>(n);
+    }
+    return cpus_available();
+}
+
+thread_local bool t_inside_pool = false;
+
+class Pool {
+   public:
+    static Pool& get() {
+        // Leaked on purpose: workers may still be parked at process exit, and joining
+        // them from a static destructor after Python finalised is asking for trouble.
+        static Pool* pool = new Pool();
+        return *pool;
+    }
+
+    int threads() const { return threads_.load(std::memory_order_relaxed); }
+
+    void set_threads(int n) {
+        std::lock_guard<std::mutex> busy(busy_);
+        stop_workers();
+        threads_.store(n, std::memory_order_relaxed);
+    }
+
+    void run(std::size_t n_tasks, TaskFn fn) {
+        const int k = static_cast<int>(std::min<std::size_t>(threads(), n_tasks));
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (k <= 1 || t_inside_pool || !busy.owns_lock()) {
+            for (std::size_t i = 0; i < n_tasks; ++i) fn(i);
+            return;
+        }
+        start_workers(k - 1);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_ = &fn;
+            n_tasks_ = n_tasks;
+            next_.store(0, std::memory_order_relaxed);
+            helpers_wanted_ = k - 1;
+            helpers_running_ = k - 1;
+        }
+        wake_.notify_all();
+        t_inside_pool = true;
+        work(fn);
+        t_inside_pool = false;
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [&] { return helpers_running_ == 0; });
+        job_ = nullptr;
+    }
+
+    void forget_workers_after_fork() {
+        // The child has only the forking thread: the old workers and any held locks are
+        // gone. Leak their std::thread objects (destroying them would terminate) and
+        // rebuild the synchronisation objects in place.
+        workers_.release_all();
+        new (&busy_) std::mutex();
+        new (&mutex_) std::mutex();
+        new (&wake_) std::condition_variable();
+        new (&done_) std::condition_variable();
+        job_ = nullptr;
+        helpers_wanted_ = 0;
+        helpers_running_ = 0;
+        stopping_ = false;
+    }
+
+   private:
+    struct Workers {
+        std::vector<std::thread*> list;
+        void release_all() { list.clear(); }
+    };
+
+    Pool() : threads_(initial_threads()) {
+        pthread_atfork(nullptr, nullptr, [] { Pool::get().forget_workers_after_fork(); });
+    }
+
+    void work(TaskFn fn) {
+        for (;;) {
+            const std::size_t i = next_.fetch_add(1, std::memory_order_relaxed);
+            if (i >= n_tasks_) break;
+            fn(i);
+        }
+    }
+
+    void start_workers(int wanted) {
+        while (static_cast<int>(workers_.list.size()) < wanted) {
+            workers_.list.push_back(new std::thread([this] { worker_loop(); }));
+        }
+    }
+
+    void stop_workers() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        for (std::thread* t : workers_.list) {
+            t->join();
+            delete t;
+        }
+        workers_.list.clear();
+        std::lock_guard<std::mutex> lock(mutex_);
+        stopping_ = false;
+    }
+
+    // A worker claims one helper slot of the current job, runs tasks until none are
+    // left, and reports back. Waiting on the slot count rather than on a generation
+    // counter means a worker that starts after the job was posted still joins it.
+    void worker_loop() {
+        t_inside_pool = true;
+        for (;;) {
+            const TaskFn* job;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return stopping_ || helpers_wanted_ > 0; });
+                if (stopping_) return;
+                --helpers_wanted_;
+                job = job_;
+            }
+            work(*job);
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                --helpers_running_;
+            }
+            done_.notify_one();
+        }
+    }
+
+    std::atomic<int> threads_;
+    std::mutex busy_;  // held by the one caller that owns the workers right now
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    Workers workers_;
+    const TaskFn* job_ = nullptr;
+    std::size_t n_tasks_ = 0;
+    std::atomic<std::size_t> next_{0};
+    int helpers_wanted_ = 0;
+    int helpers_running_ = 0;
+    bool stopping_ = false;
+};
+
+}  // namespace
+
+void parallel_for(std::size_t n_tasks, std::int64_t work_items, TaskFn fn) {
+    if (n_tasks == 0) return;
+    if (n_tasks == 1 || work_items < kMinParallelWork) {
+        for (std::size_t i = 0; i < n_tasks; ++i) fn(i);
+        return;
+    }
+    Pool::get().run(n_tasks, fn);
+}
+
+}  // namespace gradcore::runtime
+
+namespace gradcore {
+
+void set_num_threads(int n) {
+    if (n < 1) throw std::invalid_argument("number of threads must be >= 1, got " + std::to_string(n));
+    runtime::Pool::get().set_threads(n);
+}
+
+int get_num_threads() { return runtime::Pool::get().threads(); }
+
+}  // namespace gradcore

@@ -1,0 +1,44 @@
+// From a TensorView's dtype to the right row of the kernel table.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "gradcore/tensor.hpp"
+#include "kernels/kernel_table.hpp"
+
+namespace gradcore::runtime {
+
+// Calls f(norm_table_for_T, const T* data).
+template <class F>
+decltype(auto) with_norm_kernels(const kernels::KernelTable& k, const TensorView& t, F&& f) {
+    switch (t.dtype) {
+        case DType::float16: return f(k.norm_f16, static_cast<const std::uint16_t*>(t.data));
+        case DType::float32: return f(k.norm_f32, static_cast<const float*>(t.data));
+        case DType::float64: break;
+    }
+    return f(k.norm_f64, static_cast<const double*>(t.data));
+}
+
+// Calls f(clip_table_for_T, T* data); float32 and float64 only (see below).
+template <class F>
+decltype(auto) with_clip_kernels(const kernels::KernelTable& k, const TensorView& t, F&& f) {
+    if (t.dtype == DType::float32) return f(k.clip_f32, static_cast<float*>(t.data));
+    return f(k.clip_f64, static_cast<double*>(t.data));
+}
+
+// In-place kernels exist for float32 and float64; checked for the whole list before
+// anything is written.
+inline void require_writable_dtypes(const TensorView* arrays, std::size_t count,
+                                    const char* name = "arrays") {
+    for (std::size_t i = 0; i < count; ++i) {
+        if (arrays[i].dtype == DType::float16) {
+            throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +
+                                        "]: in-place operations support float32 and float64, "
+                                        "not float16");
+        }
+    }
+}
+
+}  // namespace gradcore::runtime

@@ -1,0 +1,56 @@
+"""gradcore: fast, exact gradient norms, clipping and backprop kernels for NumPy arrays.
+
+See ``gradcore.info()`` for the SIMD target in use, and DESIGN.md for the API contract.
+Functions whose names end in ``_`` modify their array arguments in place.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from ._norms import (
+    GradStats,
+    NonFiniteGradientError,
+    adaptive_clip_,
+    clip_by_global_norm_,
+    clip_by_norm_,
+    clip_by_value_,
+    global_norm,
+    grad_stats,
+    norms,
+)
+
+__version__ = _core._version()
+
+__all__ = [
+    "GradStats", "NonFiniteGradientError", "adaptive_clip_", "clip_by_global_norm_",
+    "clip_by_norm_", "clip_by_value_", "get_num_threads", "global_norm", "grad_stats",
+    "info", "norms", "set_num_threads",
+]
+
+
+def set_num_threads(n: int) -> None:
+    """Number of threads the kernels may use (>= 1). Also set by ``GRADCORE_NUM_THREADS``;
+    the default is the number of cores this process may run on."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads the kernels may use."""
+    return int(_core.get_num_threads())
+
+
+def info() -> dict:
+    """Facts about this build and process: version, active and available SIMD targets,
+    threads, whether CUDA was compiled in, and the compiler."""
+    return {
+        "version": __version__,
+        "isa": _core._isa_active(),
+        "isa_available": list(_core._isa_available()),
+        "threads": get_num_threads(),
+        "cuda": bool(_core._cuda_built()),
+        "compiler": _core._compiler(),
+    }

@@ -1,0 +1,48 @@
+"""Argument checks shared by the public functions (the kernels re-check what they rely on)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+
+def array_list(arrays, name: str = "arrays"):
+    """A list or tuple of arrays as is; one array becomes a list of one; any other
+    iterable (e.g. a generator over ``model.parameters()``) is materialised."""
+    if isinstance(arrays, (list, tuple)):
+        return arrays
+    if isinstance(arrays, np.ndarray) or hasattr(arrays, "__dlpack__") or hasattr(arrays, "__array__"):
+        return [arrays]
+    if isinstance(arrays, (str, bytes)) or not hasattr(arrays, "__iter__"):
+        raise TypeError(f"{name} must be an array or a sequence of arrays, "
+                        f"got {type(arrays).__name__}")
+    return list(arrays)
+
+
+def real(value, name: str) -> float:
+    """A real number (not bool) as float, else TypeError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def nonnegative(value, name: str) -> float:
+    """A real number >= 0 (inf allowed, NaN not)."""
+    v = real(value, name)
+    if not v >= 0.0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
+
+
+def norm_order(ord) -> float:
+    """``ord`` as float: any real p > 0 or inf (also the string 'inf', as torch accepts)."""
+    if isinstance(ord, str) and ord.strip().lower() in ("inf", "+inf"):
+        return math.inf
+    if isinstance(ord, bool) or not isinstance(ord, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"ord must be a real number p > 0 or inf, got {ord!r}")
+    p = float(ord)
+    if not p > 0.0:
+        raise ValueError(f"ord must be a real number p > 0 or inf, got {ord!r}")
+    return p

@@ -1,0 +1,46 @@
+"""Turning array-likes into NumPy arrays for the C++ bindings.
+
+The bindings take NumPy arrays directly; anything else comes here first. For in-place
+functions the result must share memory with the caller's object (a copy would silently
+drop the update), so conversions that copy are refused there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_array(obj, writeable: bool, label: str) -> np.ndarray:
+    """Return a NumPy view of ``obj`` (or, for read-only use, a converted copy).
+
+    ``label`` names the argument in error messages, e.g. ``"arrays[3]"``.
+    """
+    if isinstance(obj, np.ndarray):
+        return obj
+    if hasattr(obj, "__dlpack__"):
+        try:
+            return np.from_dlpack(obj)
+        except (TypeError, ValueError, BufferError, RuntimeError) as exc:
+            if writeable:
+                raise TypeError(
+                    f"{label}: cannot view {type(obj).__name__} memory through DLPack "
+                    f"for in-place use ({exc})") from exc
+            # Read-only use may fall back to __array__ / the buffer protocol below
+            # (e.g. a tensor that requires grad, or one on another device).
+    if writeable:
+        try:
+            view = np.asarray(memoryview(obj))
+        except TypeError:
+            view = None
+        if view is None:
+            view = np.asarray(obj)
+            if view.flags.owndata:
+                raise TypeError(
+                    f"{label}: {type(obj).__name__} cannot be modified in place (converting it "
+                    "to an array would copy); pass a NumPy array or an object exposing its "
+                    "memory through DLPack or the buffer protocol")
+        return view
+    try:
+        return np.asarray(obj)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{label}: cannot convert {type(obj).__name__} to an array ({exc})") from exc

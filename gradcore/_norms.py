@@ -1,0 +1,138 @@
+"""Gradient norms and in-place clipping over whole lists of arrays (DESIGN.md 2.1).
+
+Each function is one C++ call for the whole list: the binding builds a table of
+(pointer, size) once and the kernels split the work into chunks across arrays and threads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._args import array_list, nonnegative, norm_order, real
+
+_POLICIES = ("propagate", "error", "skip", "zero")
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """Raised by ``clip_by_global_norm_(..., nonfinite="error")`` when the total norm is
+    NaN or inf. The arrays are left untouched. ``total_norm`` holds the offending norm."""
+
+    def __init__(self, total_norm: float):
+        self.total_norm = total_norm
+        super().__init__(f"the total gradient norm is {total_norm}; the arrays were not modified")
+
+
+class GradStats(NamedTuple):
+    """Per-array statistics from one pass over the data (see ``grad_stats``)."""
+
+    l2_norm: np.ndarray   #: float64, the L2 norm of each array
+    max_abs: np.ndarray   #: float64, max |x| of each array (NaN if the array holds NaN)
+    nonfinite: np.ndarray  #: int64, the count of NaN/inf elements of each array
+
+
+def global_norm(arrays, ord=2) -> float:
+    """The ``ord``-norm of all arrays together, as if they were concatenated.
+
+    ``ord`` is any real p > 0 or ``inf``. float16/32 data are accumulated in float64;
+    float64 data are rescaled when needed, so every finite input has a finite, correct
+    norm. NaN anywhere gives NaN; otherwise an inf gives inf. An empty list gives 0.0.
+    """
+    return float(_core.global_norm(array_list(arrays), norm_order(ord)))
+
+
+def norms(arrays, ord=2) -> np.ndarray:
+    """The ``ord``-norm of each array: a float64 array with one entry per array."""
+    return _core.norms(array_list(arrays), norm_order(ord))
+
+
+def grad_stats(arrays) -> GradStats:
+    """L2 norm, max |x| and non-finite count of every array, in one fused pass."""
+    return GradStats(*_core.grad_stats(array_list(arrays)))
+
+
+def clip_by_value_(arrays, clip_value=None, *, min=None, max=None):
+    """Clamp every element in place to ``[-clip_value, clip_value]`` or to ``[min, max]``.
+
+    Give either ``clip_value`` or one or both of ``min``/``max``. NaN stays NaN.
+    Returns the list that was clipped.
+    """
+    arrays = array_list(arrays)
+    if clip_value is not None:
+        if min is not None or max is not None:
+            raise TypeError("clip_by_value_: give either clip_value or min/max, not both")
+        bound = nonnegative(clip_value, "clip_value")
+        lo, hi = -bound, bound
+    else:
+        if min is None and max is None:
+            raise TypeError("clip_by_value_: give clip_value, or min and/or max")
+        lo = -math.inf if min is None else real(min, "min")
+        hi = math.inf if max is None else real(max, "max")
+        if math.isnan(lo) or math.isnan(hi):
+            raise ValueError(f"min and max must not be NaN, got min={lo}, max={hi}")
+        if lo > hi:
+            raise ValueError(f"min must be <= max, got min={lo}, max={hi}")
+    _core.clip_by_value_(arrays, lo, hi)
+    return arrays
+
+
+def clip_by_norm_(arrays, max_norm, ord=2, *, eps=1e-6) -> np.ndarray:
+    """Scale each array on its own so that its norm is at most ``max_norm`` (Keras
+    ``clipnorm``), with PyTorch's factor ``min(1, max_norm / (norm + eps))``.
+
+    Returns the float64 norms before clipping. Arrays whose factor is 1 are not written.
+    """
+    return _core.clip_by_norm_(array_list(arrays), nonnegative(max_norm, "max_norm"),
+                               norm_order(ord), nonnegative(eps, "eps"))
+
+
+def clip_by_global_norm_(arrays, max_norm, ord=2, *, eps=1e-6, nonfinite="propagate",
+                         total_norm=None) -> float:
+    """Scale all arrays by ``min(1, max_norm / (total + eps))``, where ``total`` is the
+    norm of all of them together (``torch.nn.utils.clip_grad_norm_``). Returns ``total``,
+    the norm before clipping. Nothing is written when the factor is 1.
+
+    ``total_norm``: a total computed earlier (or across processes); no norm pass is made.
+
+    ``nonfinite`` decides what happens when the total is NaN or inf:
+
+    - ``"propagate"``: scale anyway, as PyTorch does (NaN spreads, inf zeroes everything);
+    - ``"error"``: raise ``NonFiniteGradientError``; the arrays are untouched;
+    - ``"skip"``: leave the arrays untouched and return the non-finite total, so the
+      caller can skip the step;
+    - ``"zero"``: set the non-finite elements to 0, then clip by the norm of the rest;
+      the non-finite total (before zeroing) is returned.
+    """
+    if nonfinite not in _POLICIES:
+        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, _POLICIES))}; "
+                         f"got {nonfinite!r}")
+    if total_norm is not None:
+        total_norm = real(total_norm, "total_norm")
+        if total_norm < 0:
+            raise ValueError(f"total_norm must be >= 0, got {total_norm}")
+    total, _factor, _clipped, is_nonfinite = _core.clip_by_global_norm_(
+        array_list(arrays), nonnegative(max_norm, "max_norm"), norm_order(ord),
+        nonnegative(eps, "eps"), nonfinite, total_norm)
+    if is_nonfinite and nonfinite == "error":
+        raise NonFiniteGradientError(total)
+    return float(total)
+
+
+def adaptive_clip_(grads, params, clipping=0.01, *, eps=1e-3, unit_axis=0):
+    """Adaptive gradient clipping (Brock et al. 2021, NFNets), in place on ``grads``.
+
+    For every unit (slices along ``unit_axis`` for arrays with ndim >= 2, the whole array
+    otherwise): ``limit = clipping * max(||param_unit||, eps)``; a grad unit whose L2 norm
+    exceeds ``limit`` is scaled down to norm ``limit``. ``grads[i]`` and ``params[i]``
+    must have the same shape. Returns ``grads``.
+    """
+    grads = array_list(grads, "grads")
+    params = array_list(params, "params")
+    if isinstance(unit_axis, bool) or not isinstance(unit_axis, (int, np.integer)):
+        raise TypeError(f"unit_axis must be an int, got {type(unit_axis).__name__}")
+    _core.adaptive_clip_(grads, params, nonnegative(clipping, "clipping"),
+                         nonnegative(eps, "eps"), int(unit_axis))
+    return grads
