@@ -35,7 +35,7 @@ struct KernelTable {
     // A plain multi-pass probe of the memory system, the yardstick of the benchmarks:
     // read-only sum of float32 (no widening), and an in-place read-modify-write.
     float (*probe_read)(const float*, std::int64_t);
-    void (*probe_update)(float*, std::int64_t);
+    void (*probe_update)(float*, std::int64_t, float factor);
 };
 
 // Defined once per target translation unit.

@@ -31,11 +31,13 @@ struct ProbeKernels {
         return r;
     }
 
-    static void update(float* x, std::int64_t n) {
-        const V f = S::set1(1.0f);
+    // factor is a run-time value (1.0 from the caller): a literal 1.0 would let the
+    // compiler delete the whole loop.
+    static void update(float* x, std::int64_t n, float factor) {
+        const V f = S::set1(factor);
         std::int64_t i = 0;
         for (; i + kLanes <= n; i += kLanes) S::store(x + i, S::mul(S::load(x + i), f));
-        for (; i < n; ++i) x[i] *= 1.0f;
+        for (; i < n; ++i) x[i] *= factor;
     }
 };
 

@@ -46,10 +46,27 @@ inline ChunkList make_chunks(const TensorView* arrays, std::size_t count) {
 }
 
 // Runs fn(chunk_index) for every chunk, in parallel when the list is big enough.
+// Consecutive small chunks (many small arrays) are grouped into tasks of about
+// kChunkElements elements, so that a list of thousands of tiny arrays costs a few dozen
+// task hand-offs rather than thousands. Each chunk still writes its own result slot.
 template <class F>
 void for_each_chunk(const ChunkList& list, F&& fn) {
-    auto task = [&](std::size_t i) { fn(i); };
-    parallel_for(list.chunks.size(), list.total_elements, TaskFn(task));
+    const std::vector<Chunk>& chunks = list.chunks;
+    std::vector<std::size_t> group_begin;
+    group_begin.reserve(chunks.size() + 1);
+    std::int64_t in_group = kChunkElements;
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+        if (in_group >= kChunkElements) {
+            group_begin.push_back(i);
+            in_group = 0;
+        }
+        in_group += chunks[i].size + 64;  // + a nominal per-chunk cost
+    }
+    group_begin.push_back(chunks.size());
+    auto task = [&](std::size_t g) {
+        for (std::size_t i = group_begin[g]; i < group_begin[g + 1]; ++i) fn(i);
+    };
+    parallel_for(group_begin.size() - 1, list.total_elements, TaskFn(task));
 }
 
 }  // namespace gradcore::runtime
