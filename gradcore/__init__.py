@@ -7,6 +7,7 @@ Functions whose names end in ``_`` modify their array arguments in place.
 from __future__ import annotations
 
 from . import _core
+from ._dense import dense_backward, dense_forward, matmul
 from ._norms import (
     GradStats,
     NonFiniteGradientError,
@@ -23,8 +24,8 @@ __version__ = _core._version()
 
 __all__ = [
     "GradStats", "NonFiniteGradientError", "adaptive_clip_", "clip_by_global_norm_",
-    "clip_by_norm_", "clip_by_value_", "get_num_threads", "global_norm", "grad_stats",
-    "info", "norms", "set_num_threads",
+    "clip_by_norm_", "clip_by_value_", "dense_backward", "dense_forward", "get_num_threads", "global_norm", "grad_stats",
+    "info", "matmul", "norms", "set_num_threads",
 ]
 
 

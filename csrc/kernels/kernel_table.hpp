@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "gemm_kernels.hpp"
 #include "partials.hpp"
 
 namespace gradcore::kernels {
@@ -25,6 +26,21 @@ struct ClipTable {
     std::int64_t (*zero_nonfinite)(T*, std::int64_t);
 };
 
+// GEMM pieces (see gemm_kernels.hpp) and the element-wise passes of the dense layer.
+template <class T>
+struct GemmTable {
+    int mr, nr;
+    void (*pack_a)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t mc, std::int64_t kc, T*);
+    void (*pack_b)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t kc, std::int64_t nc, T*);
+    void (*micro)(std::int64_t kc, const T* a, const T* b, T* c, std::int64_t ldc, T alpha, T beta,
+                  const Epilogue<T>*);
+    // grad_z[r, j] = grad_y[r, j] * act'(y[r, j]) for rows [0, rows), columns [0, cols);
+    // grad_bias[j] (+)= sum_r grad_z[r, j] when grad_bias is not null.
+    void (*grad_z)(const T* gy, std::int64_t ld_gy, const T* y, std::int64_t ld_y, T* gz,
+                   std::int64_t ld_gz, std::int64_t rows, std::int64_t cols, Activation, T slope,
+                   T* grad_bias, bool accumulate_bias);
+};
+
 struct KernelTable {
     const char* name;
     NormTable<std::uint16_t> norm_f16;
@@ -32,6 +48,8 @@ struct KernelTable {
     NormTable<double> norm_f64;
     ClipTable<float> clip_f32;
     ClipTable<double> clip_f64;
+    GemmTable<float> gemm_f32;
+    GemmTable<double> gemm_f64;
     // A plain multi-pass probe of the memory system, the yardstick of the benchmarks:
     // read-only sum of float32 (no widening), and an in-place read-modify-write.
     float (*probe_read)(const float*, std::int64_t);

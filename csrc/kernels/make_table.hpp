@@ -5,6 +5,8 @@
 #include <cstdint>
 
 #include "clip_kernels.hpp"
+#include "dense_kernels.hpp"
+#include "gemm_kernels.hpp"
 #include "kernel_table.hpp"
 #include "norm_kernels.hpp"
 #include "probe_kernels.hpp"
@@ -23,6 +25,12 @@ constexpr ClipTable<T> make_clip_table() {
     return {&K::scale, &K::clamp, &K::zero_nonfinite};
 }
 
+template <class S, class T>
+constexpr GemmTable<T> make_gemm_table() {
+    using K = GemmKernels<S, T>;
+    return {K::MR, K::NR, &K::pack_a, &K::pack_b, &K::micro, &DenseKernels<S, T>::grad_z};
+}
+
 template <class S>
 constexpr KernelTable make_table() {
     return {S::kName,
@@ -31,6 +39,8 @@ constexpr KernelTable make_table() {
             make_norm_table<S, double>(),
             make_clip_table<S, float>(),
             make_clip_table<S, double>(),
+            make_gemm_table<S, float>(),
+            make_gemm_table<S, double>(),
             &ProbeKernels<S>::read,
             &ProbeKernels<S>::update};
 }

@@ -12,6 +12,7 @@ namespace gradcore::python {
 namespace py = pybind11;
 
 void bind_norms(py::module_& m);
+void bind_dense(py::module_& m);
 
 }  // namespace gradcore::python
 
@@ -59,4 +60,5 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("array"), py::arg("mode"));
 
     python::bind_norms(m);
+    python::bind_dense(m);
 }

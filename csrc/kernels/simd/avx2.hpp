@@ -80,6 +80,39 @@ struct Avx2 {
     static __m256d zero_nonfinite(__m256d x) {
         return _mm256_and_pd(x, _mm256_cmp_pd(abs(x), _mm256_set1_pd(DBL_MAX), _CMP_LE_OQ));
     }
+
+    // Native-vector arithmetic for GEMM micro-kernels and dense epilogues.
+    static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+    static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+    static __m256 sub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
+    static __m256d sub(__m256d a, __m256d b) { return _mm256_sub_pd(a, b); }
+    static __m256 div(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
+    static __m256d div(__m256d a, __m256d b) { return _mm256_div_pd(a, b); }
+    static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+    static __m256 min(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+    static __m256d min(__m256d a, __m256d b) { return _mm256_min_pd(a, b); }
+    static __m256 where_positive(__m256 y, __m256 a, __m256 b) {
+        return _mm256_blendv_ps(b, a, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ));
+    }
+    static __m256d where_positive(__m256d y, __m256d a, __m256d b) {
+        return _mm256_blendv_pd(b, a, _mm256_cmp_pd(y, _mm256_setzero_pd(), _CMP_GT_OQ));
+    }
+    static __m256 round_nearest(__m256 x) {
+        return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    static __m256d round_nearest(__m256d x) {
+        return _mm256_round_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    // 2^n for integral n in the normal exponent range, built in the exponent field.
+    static __m256 pow2i(__m256 n) {
+        const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+    }
+    static __m256d pow2i(__m256d n) {
+        // n + 1.5 * 2^52 holds n in its low mantissa bits (AVX2 has no double -> int64).
+        const __m256i i = _mm256_castpd_si256(_mm256_add_pd(n, _mm256_set1_pd(0x1.8p52)));
+        return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(i, _mm256_set1_epi64x(1023)), 52));
+    }
 };
 
 }  // namespace gradcore::simd

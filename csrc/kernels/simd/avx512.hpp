@@ -75,6 +75,38 @@ struct Avx512 {
         const __mmask8 ok = _mm512_cmp_pd_mask(abs(x), _mm512_set1_pd(DBL_MAX), _CMP_LE_OQ);
         return _mm512_maskz_mov_pd(ok, x);
     }
+
+    // Native-vector arithmetic for GEMM micro-kernels and dense epilogues.
+    static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+    static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+    static __m512 sub(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
+    static __m512d sub(__m512d a, __m512d b) { return _mm512_sub_pd(a, b); }
+    static __m512 div(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }
+    static __m512d div(__m512d a, __m512d b) { return _mm512_div_pd(a, b); }
+    static __m512 max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+    static __m512 min(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+    static __m512d min(__m512d a, __m512d b) { return _mm512_min_pd(a, b); }
+    static __m512 where_positive(__m512 y, __m512 a, __m512 b) {
+        return _mm512_mask_mov_ps(b, _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), a);
+    }
+    static __m512d where_positive(__m512d y, __m512d a, __m512d b) {
+        return _mm512_mask_mov_pd(b, _mm512_cmp_pd_mask(y, _mm512_setzero_pd(), _CMP_GT_OQ), a);
+    }
+    static __m512 round_nearest(__m512 x) {
+        return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    static __m512d round_nearest(__m512d x) {
+        return _mm512_roundscale_pd(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    // 2^n for integral n in the normal exponent range, built in the exponent field.
+    static __m512 pow2i(__m512 n) {
+        const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+    }
+    static __m512d pow2i(__m512d n) {
+        const __m512i e = _mm512_add_epi64(_mm512_cvtpd_epi64(n), _mm512_set1_epi64(1023));
+        return _mm512_castsi512_pd(_mm512_slli_epi64(e, 52));
+    }
 };
 
 }  // namespace gradcore::simd

@@ -77,6 +77,34 @@ struct Neon {
         const uint64x2_t ok = vcleq_f64(vabsq_f64(x), vdupq_n_f64(DBL_MAX));
         return vreinterpretq_f64_u64(vandq_u64(vreinterpretq_u64_f64(x), ok));
     }
+
+    // Native-vector arithmetic for GEMM micro-kernels and dense epilogues.
+    static float32x4_t fma(float32x4_t a, float32x4_t b, float32x4_t c) { return vfmaq_f32(c, a, b); }
+    static float32x4_t add(float32x4_t a, float32x4_t b) { return vaddq_f32(a, b); }
+    static float32x4_t sub(float32x4_t a, float32x4_t b) { return vsubq_f32(a, b); }
+    static float64x2_t sub(float64x2_t a, float64x2_t b) { return vsubq_f64(a, b); }
+    static float32x4_t div(float32x4_t a, float32x4_t b) { return vdivq_f32(a, b); }
+    static float64x2_t div(float64x2_t a, float64x2_t b) { return vdivq_f64(a, b); }
+    static float32x4_t max(float32x4_t a, float32x4_t b) { return vmaxq_f32(a, b); }
+    static float32x4_t min(float32x4_t a, float32x4_t b) { return vminq_f32(a, b); }
+    static float64x2_t min(float64x2_t a, float64x2_t b) { return vminq_f64(a, b); }
+    static float32x4_t where_positive(float32x4_t y, float32x4_t a, float32x4_t b) {
+        return vbslq_f32(vcgtq_f32(y, vdupq_n_f32(0.0f)), a, b);
+    }
+    static float64x2_t where_positive(float64x2_t y, float64x2_t a, float64x2_t b) {
+        return vbslq_f64(vcgtq_f64(y, vdupq_n_f64(0.0)), a, b);
+    }
+    static float32x4_t round_nearest(float32x4_t x) { return vrndnq_f32(x); }
+    static float64x2_t round_nearest(float64x2_t x) { return vrndnq_f64(x); }
+    // 2^n for integral n in the normal exponent range, built in the exponent field.
+    static float32x4_t pow2i(float32x4_t n) {
+        const int32x4_t e = vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127));
+        return vreinterpretq_f32_s32(vshlq_n_s32(e, 23));
+    }
+    static float64x2_t pow2i(float64x2_t n) {
+        const int64x2_t e = vaddq_s64(vcvtnq_s64_f64(n), vdupq_n_s64(1023));
+        return vreinterpretq_f64_s64(vshlq_n_s64(e, 52));
+    }
 };
 
 }  // namespace gradcore::simd

@@ -75,6 +75,23 @@ struct Scalar {
     }
     template <class T>
     static T zero_nonfinite(T x) { return (x - x) == 0 ? x : T(0); }
+
+    // Native-"vector" arithmetic for GEMM micro-kernels and dense epilogues.
+    static float fma(float a, float b, float c) { return a * b + c; }
+    static float add(float a, float b) { return a + b; }
+    static float max(float a, float b) { return a > b ? a : b; }
+    template <class T>
+    static T sub(T a, T b) { return a - b; }
+    template <class T>
+    static T div(T a, T b) { return a / b; }
+    template <class T>
+    static T min(T a, T b) { return a < b ? a : b; }
+    template <class T>
+    static T where_positive(T y, T a, T b) { return y > T(0) ? a : b; }
+    template <class T>
+    static T round_nearest(T x) { return std::nearbyint(x); }
+    template <class T>
+    static T pow2i(T n) { return std::ldexp(T(1), static_cast<int>(n)); }
 };
 
 }  // namespace gradcore::simd

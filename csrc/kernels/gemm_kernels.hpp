@@ -1,0 +1,132 @@
+// The BLIS-style GEMM pieces for one SIMD struct S: packing of A and B into
+// micro-panels and one register-blocked micro-kernel with a fused write-back
+// (alpha, beta, bias, activation). The blocking loops and threads live in
+// csrc/runtime/gemm.cpp; the panels are the contract between the two:
+//
+//   packed A: for each panel of MR rows, kc steps of MR values  (a[p][k][r])
+//   packed B: for each panel of NR cols, kc steps of NR values  (b[q][k][j])
+//
+// Both are zero-padded to whole panels, so the micro-kernel never branches on edges;
+// the runtime hands partial tiles a scratch tile of MR x NR.
+#pragma once
+
+#include <cstdint>
+
+#include "activations.hpp"
+
+namespace gradcore::kernels {
+
+template <class T>
+struct Epilogue {
+    const T* bias = nullptr;  // NR values for this tile (added before the activation), or null
+    Activation act = Activation::identity;
+    T slope = T(0.01);        // leaky_relu's negative slope
+};
+
+// Register tile: MR rows x NR columns, NR a multiple of the vector width. With 16
+// vector registers (AVX2, NEON) 6 x 2 vectors of accumulators leave room for the B row
+// and the broadcast; AVX-512 has 32 registers and uses 8 x 2 (wider tiles
+// also halve the B traffic per FMA); scalar uses 4 x 4.
+template <class S, class T>
+struct GemmShape {
+    static constexpr int kLanes = S::template kLanes<T>;
+    static constexpr int kNVec = kLanes == 1 ? 4 : 2;
+    static constexpr int kMR = kLanes == 1 ? 4 : (kLanes * static_cast<int>(sizeof(T)) == 64 ? 8 : 6);
+    static constexpr int kNR = kNVec * kLanes;
+};
+
+template <class S, class T>
+struct GemmKernels {
+    using V = typename S::template V<T>;
+    static constexpr int kLanes = GemmShape<S, T>::kLanes;
+    static constexpr int kNVec = GemmShape<S, T>::kNVec;
+    static constexpr int MR = GemmShape<S, T>::kMR;
+    static constexpr int NR = GemmShape<S, T>::kNR;
+
+    // a(i, k) = a[i * rs + k * cs], rows [0, mc), columns [0, kc).
+    static void pack_a(const T* a, std::int64_t rs, std::int64_t cs, std::int64_t mc,
+                       std::int64_t kc, T* dst) {
+        for (std::int64_t i0 = 0; i0 < mc; i0 += MR) {
+            const std::int64_t rows = mc - i0 < MR ? mc - i0 : MR;
+            if (cs == 1 && rows == MR) {
+                // Row-major A: MR streams of contiguous rows, interleaved.
+                const T* src = a + i0 * rs;
+                for (std::int64_t k = 0; k < kc; ++k) {
+                    for (int r = 0; r < MR; ++r) dst[k * MR + r] = src[r * rs + k];
+                }
+            } else {
+                for (std::int64_t k = 0; k < kc; ++k) {
+                    const T* src = a + i0 * rs + k * cs;
+                    int r = 0;
+                    for (; r < rows; ++r) dst[k * MR + r] = src[r * rs];
+                    for (; r < MR; ++r) dst[k * MR + r] = T(0);
+                }
+            }
+            dst += kc * MR;
+        }
+    }
+
+    // b(k, j) = b[k * rs + j * cs], rows [0, kc), columns [0, nc).
+    static void pack_b(const T* b, std::int64_t rs, std::int64_t cs, std::int64_t kc,
+                       std::int64_t nc, T* dst) {
+        for (std::int64_t j0 = 0; j0 < nc; j0 += NR) {
+            const std::int64_t cols = nc - j0 < NR ? nc - j0 : NR;
+            if (cs == 1 && cols == NR) {
+                for (std::int64_t k = 0; k < kc; ++k) {
+                    const T* src = b + k * rs + j0;
+                    for (int v = 0; v < kNVec; ++v) S::store(dst + k * NR + v * kLanes, S::load(src + v * kLanes));
+                }
+            } else if (rs == 1 && cols == NR) {
+                // Transposed B (columns contiguous): read each column once, scatter.
+                for (int j = 0; j < NR; ++j) {
+                    const T* src = b + (j0 + j) * cs;
+                    for (std::int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+                }
+            } else {
+                for (std::int64_t k = 0; k < kc; ++k) {
+                    int j = 0;
+                    for (; j < cols; ++j) dst[k * NR + j] = b[k * rs + (j0 + j) * cs];
+                    for (; j < NR; ++j) dst[k * NR + j] = T(0);
+                }
+            }
+            dst += kc * NR;
+        }
+    }
+
+    // C[MR x NR] (row stride ldc) = act(alpha * A_panel B_panel + beta * C + bias).
+    // beta == 0 never reads C (it may hold garbage or NaN, as BLAS allows).
+    static void micro(std::int64_t kc, const T* a, const T* b, T* c, std::int64_t ldc, T alpha,
+                      T beta, const Epilogue<T>* ep) {
+        V acc[MR][kNVec];
+        for (int r = 0; r < MR; ++r)
+            for (int v = 0; v < kNVec; ++v) acc[r][v] = S::set1(T(0));
+        for (std::int64_t k = 0; k < kc; ++k) {
+            V bv[kNVec];
+            for (int v = 0; v < kNVec; ++v) bv[v] = S::load(b + v * kLanes);
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; ++r) {
+                const V av = S::set1(a[r]);
+#pragma GCC unroll 4
+                for (int v = 0; v < kNVec; ++v) acc[r][v] = S::fma(av, bv[v], acc[r][v]);
+            }
+            a += MR;
+            b += NR;
+        }
+        const V va = S::set1(alpha);
+        const V vb = S::set1(beta);
+        for (int r = 0; r < MR; ++r) {
+            T* row = c + r * ldc;
+            for (int v = 0; v < kNVec; ++v) {
+                V x = S::mul(acc[r][v], va);
+                if (beta != T(0)) x = S::fma(vb, S::load(row + v * kLanes), x);
+                if (ep) {
+                    if (ep->bias) x = S::add(x, S::load(ep->bias + v * kLanes));
+                    x = Activations<S, T>::forward(x, ep->act, S::set1(ep->slope));
+                }
+                S::store(row + v * kLanes, x);
+            }
+        }
+    }
+};
+
+}  // namespace gradcore::kernels

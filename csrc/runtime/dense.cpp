@@ -1,0 +1,115 @@
+// Dense layer forward/backward as GEMMs with fused element-wise work:
+// forward = one GEMM whose write-back adds the bias and applies the activation;
+// backward = one fused pass (activation derivative + bias reduction) producing grad_z,
+// then grad_x = grad_z W and grad_W = grad_z^T x. grad_z is the only temporary, the
+// same one NumPy's composition materialises; with the identity activation grad_y is
+// used directly and there is none.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gradcore/dense.hpp"
+#include "gradcore/runtime.hpp"
+#include "runtime/dispatch.hpp"
+#include "runtime/gemm.hpp"
+#include "runtime/thread_pool.hpp"
+
+namespace gradcore {
+namespace {
+
+std::string shape(std::int64_t r, std::int64_t c) {
+    return "(" + std::to_string(r) + ", " + std::to_string(c) + ")";
+}
+
+template <class T>
+MatrixRef<const T> transposed(MatrixRef<const T> m) {
+    return {m.data, m.cols, m.rows, m.cs, m.rs};
+}
+
+template <class T>
+const kernels::GemmTable<T>& gemm_table() {
+    if constexpr (sizeof(T) == 4) {
+        return runtime::active_table().gemm_f32;
+    } else {
+        return runtime::active_table().gemm_f64;
+    }
+}
+
+template <class T>
+void forward(const DenseForward<T>& f) {
+    const std::int64_t batch = f.x.rows, in = f.x.cols, out = f.weight.rows;
+    if (f.weight.cols != in) {
+        throw std::invalid_argument("x has shape " + shape(batch, in) + " but weight has shape " +
+                                    shape(out, f.weight.cols) + " (expected (out, " + std::to_string(in) + "))");
+    }
+    if (f.y.rows != batch || f.y.cols != out) {
+        throw std::invalid_argument("y has shape " + shape(f.y.rows, f.y.cols) + ", expected " + shape(batch, out));
+    }
+    runtime::gemm<T>(f.x, transposed(f.weight), f.y, T(1), T(0), f.bias, f.act, static_cast<T>(f.negative_slope));
+}
+
+template <class T>
+void backward(const DenseBackward<T>& b) {
+    const std::int64_t batch = b.x.rows, in = b.x.cols, out = b.weight.rows;
+    if (b.grad_y.cs != 1 || b.y.cs != 1) throw std::invalid_argument("grad_y and y must have contiguous rows");
+    auto expect = [](const char* name, std::int64_t r, std::int64_t c, std::int64_t er, std::int64_t ec) {
+        if (r != er || c != ec) {
+            throw std::invalid_argument(std::string(name) + " has shape " + shape(r, c) + ", expected " + shape(er, ec));
+        }
+    };
+    expect("weight", b.weight.rows, b.weight.cols, out, in);
+    expect("grad_y", b.grad_y.rows, b.grad_y.cols, batch, out);
+    expect("y", b.y.rows, b.y.cols, batch, out);
+    if (b.grad_x.data) expect("grad_x", b.grad_x.rows, b.grad_x.cols, batch, in);
+    if (b.grad_weight.data) expect("grad_weight", b.grad_weight.rows, b.grad_weight.cols, out, in);
+
+    const bool need_grad_z = b.act != Activation::identity;
+    MatrixRef<const T> grad_z = b.grad_y;
+    std::vector<T> grad_z_buffer;
+    const kernels::GemmTable<T>& k = gemm_table<T>();
+    const T slope = static_cast<T>(b.negative_slope);
+    const Activation act = need_grad_z ? b.act : Activation::identity;
+    if (need_grad_z || b.grad_bias) {
+        T* gz = nullptr;
+        std::int64_t ld_gz = 0;
+        if (need_grad_z) {
+            grad_z_buffer.resize(static_cast<std::size_t>(batch * out));
+            gz = grad_z_buffer.data();
+            ld_gz = out;
+            grad_z = {gz, batch, out, out, 1};
+        }
+        // Column strips in parallel: each strip owns its bias entries (no reduction
+        // across threads, deterministic for any thread count).
+        constexpr std::int64_t kStrip = 256;
+        const std::int64_t strips = (out + kStrip - 1) / kStrip;
+        auto strip = [&](std::size_t s) {
+            const std::int64_t j0 = static_cast<std::int64_t>(s) * kStrip;
+            const std::int64_t w = std::min(kStrip, out - j0);
+            if (gz) {
+                k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.y.data + j0, b.y.rs, gz + j0, ld_gz, batch,
+                         w, act, slope, b.grad_bias ? b.grad_bias + j0 : nullptr, b.accumulate);
+            } else {  // identity: only the bias reduction is needed
+                k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.grad_y.data + j0, b.grad_y.rs, nullptr, 0, batch, w,
+                         Activation::identity, slope, b.grad_bias + j0, b.accumulate);
+            }
+        };
+        runtime::parallel_for(static_cast<std::size_t>(strips), batch * out, runtime::TaskFn(strip));
+    }
+    const T beta = b.accumulate ? T(1) : T(0);
+    if (b.grad_x.data) {
+        runtime::gemm<T>(grad_z, b.weight, b.grad_x, T(1), beta, nullptr, Activation::identity, T(0));
+    }
+    if (b.grad_weight.data) {
+        runtime::gemm<T>(transposed(grad_z), b.x, b.grad_weight, T(1), beta, nullptr, Activation::identity, T(0));
+    }
+}
+
+}  // namespace
+
+void dense_forward(const DenseForward<float>& args) { forward(args); }
+void dense_forward(const DenseForward<double>& args) { forward(args); }
+void dense_backward(const DenseBackward<float>& args) { backward(args); }
+void dense_backward(const DenseBackward<double>& args) { backward(args); }
+
+}  // namespace gradcore

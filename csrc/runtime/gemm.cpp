@@ -1,0 +1,175 @@
+#include "runtime/gemm.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gradcore/runtime.hpp"
+#include "runtime/dispatch.hpp"
+#include "runtime/thread_pool.hpp"
+
+namespace gradcore::runtime {
+namespace {
+
+// Cache blocking for Zen 3 (32 KiB L1d, 512 KiB L2 per core, 32 MiB L3), in bytes of
+// packed data: a KC-deep micro-panel of B (KC x NR) stays in L1 while the micro-kernel
+// sweeps the MC x KC block of A held in L2 (~half of it); the KC x NC panel of B is
+// shared by the threads in L3. KC = 256 for float32 (16 KiB B micro-panel) and 256 for
+// float64 (16 KiB too: NR is half as wide); MC * KC * sizeof(T) ~ 144 KiB.
+template <class T>
+struct Blocking {
+    static constexpr std::int64_t KC = 256;
+    static constexpr std::int64_t MC = sizeof(T) == 4 ? 144 : 72;
+    static constexpr std::int64_t NC = 3072;
+};
+
+template <class T>
+const kernels::GemmTable<T>& table() {
+    if constexpr (sizeof(T) == 4) {
+        return active_table().gemm_f32;
+    } else {
+        return active_table().gemm_f64;
+    }
+}
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+std::int64_t round_up(std::int64_t a, std::int64_t b) { return ceil_div(a, b) * b; }
+
+template <class T>
+T* grow(std::vector<T>& buffer, std::int64_t n) {
+    if (static_cast<std::int64_t>(buffer.size()) < n) buffer.resize(static_cast<std::size_t>(n));
+    return buffer.data();
+}
+
+// Per-thread packing buffers, kept between calls (allocating a few MB per call would
+// cost page faults on every GEMM). A is packed by each task; B by the calling thread's
+// tasks into the caller's buffer, which the workers only read.
+template <class T>
+std::vector<T>& a_buffer() {
+    thread_local std::vector<T> buffer;
+    return buffer;
+}
+template <class T>
+std::vector<T>& b_buffer() {
+    thread_local std::vector<T> buffer;
+    return buffer;
+}
+
+}  // namespace
+
+template <class T>
+void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T beta,
+          const T* bias, Activation act, T slope) {
+    const std::int64_t M = c.rows, N = c.cols, K = a.cols;
+    if (a.rows != M || b.rows != K || b.cols != N) {
+        throw std::invalid_argument("gemm: shapes (" + std::to_string(a.rows) + ", " + std::to_string(a.cols) +
+                                    ") x (" + std::to_string(b.rows) + ", " + std::to_string(b.cols) +
+                                    ") -> (" + std::to_string(M) + ", " + std::to_string(N) + ") do not agree");
+    }
+    if (c.cs != 1 && N > 1) throw std::invalid_argument("gemm: C must have unit column stride");
+    if (M == 0 || N == 0) return;
+    const kernels::GemmTable<T>& k = table<T>();
+    const std::int64_t MR = k.mr, NR = k.nr;
+    using B = Blocking<T>;
+    const int threads = get_num_threads();
+
+    // Row blocks: at most MC rows, and at least `threads` of them when M allows it, in
+    // a multiple of the thread count so that no thread idles at the end.
+    std::int64_t n_ic = ceil_div(M, B::MC);
+    const std::int64_t max_ic = ceil_div(M, MR);
+    if (n_ic > 1 || threads > 1) n_ic = std::min(max_ic, round_up(n_ic, threads));
+    const std::int64_t mc = round_up(ceil_div(M, n_ic), MR);
+    n_ic = ceil_div(M, mc);
+    // Few row blocks (small M): split each block's columns across threads as well.
+    const std::int64_t n_js = n_ic >= threads ? 1 : ceil_div(threads, n_ic);
+
+    std::vector<T>& b_buf = b_buffer<T>();
+    for (std::int64_t jc = 0; jc < N; jc += B::NC) {
+        const std::int64_t nc = std::min(B::NC, N - jc);
+        const std::int64_t n_panels = ceil_div(nc, NR);
+        for (std::int64_t pc = 0; pc == 0 || pc < K; pc += B::KC) {
+            const std::int64_t kc = std::min(B::KC, K - pc);
+            const bool first = pc == 0, last = pc + kc >= K;
+            T* bp = grow(b_buf, std::max<std::int64_t>(1, kc * n_panels * NR));
+            // Pack B, split by panels.
+            const std::int64_t pack_tasks = std::min<std::int64_t>(n_panels, 4 * threads);
+            auto pack_b = [&](std::size_t t) {
+                const std::int64_t p0 = n_panels * static_cast<std::int64_t>(t) / pack_tasks;
+                const std::int64_t p1 = n_panels * static_cast<std::int64_t>(t + 1) / pack_tasks;
+                if (p1 <= p0) return;
+                const std::int64_t j0 = p0 * NR, j1 = std::min(nc, p1 * NR);
+                k.pack_b(b.data + pc * b.rs + (jc + j0) * b.cs, b.rs, b.cs, kc, j1 - j0, bp + p0 * kc * NR);
+            };
+            parallel_for(static_cast<std::size_t>(pack_tasks), kc * nc, TaskFn(pack_b));
+
+            const T beta_k = first ? beta : T(1);
+            auto block = [&](std::size_t t) {
+                const std::int64_t ic = static_cast<std::int64_t>(t) / n_js * mc;
+                const std::int64_t js = static_cast<std::int64_t>(t) % n_js;
+                if (ic >= M) return;
+                const std::int64_t mcur = std::min(mc, M - ic);
+                const std::int64_t q0 = n_panels * js / n_js, q1 = n_panels * (js + 1) / n_js;
+                if (q1 <= q0) return;
+                T* ap = grow(a_buffer<T>(), std::max<std::int64_t>(1, round_up(mcur, MR) * kc));
+                k.pack_a(a.data + ic * a.rs + pc * a.cs, a.rs, a.cs, mcur, kc, ap);
+                alignas(64) T tile[16 * 64];
+                alignas(64) T tile_bias[64];
+                kernels::Epilogue<T> ep;
+                ep.act = act;
+                ep.slope = slope;
+                for (std::int64_t q = q0; q < q1; ++q) {
+                    const std::int64_t j = q * NR;  // within the jc block
+                    const std::int64_t ncur = std::min(NR, nc - j);
+                    const T* bpanel = bp + q * kc * NR;
+                    const T* tile_bias_src = bias ? bias + jc + j : nullptr;
+                    if (ncur < NR && tile_bias_src) {
+                        std::fill(tile_bias, tile_bias + NR, T(0));
+                        std::copy(tile_bias_src, tile_bias_src + ncur, tile_bias);
+                        tile_bias_src = tile_bias;
+                    }
+                    ep.bias = tile_bias_src;
+                    const kernels::Epilogue<T>* epp = last && (bias || act != Activation::identity) ? &ep : nullptr;
+                    for (std::int64_t i = 0; i < mcur; i += MR) {
+                        const std::int64_t mr = std::min(MR, mcur - i);
+                        T* cij = c.data + (ic + i) * c.rs + jc + j;
+                        const T* apanel = ap + i * kc;
+                        if (mr == MR && ncur == NR) {
+                            k.micro(kc, apanel, bpanel, cij, c.rs, alpha, beta_k, epp);
+                            continue;
+                        }
+                        for (std::int64_t r = 0; r < mr; ++r) {
+                            for (std::int64_t s = 0; s < ncur; ++s) {
+                                tile[r * NR + s] = beta_k != T(0) ? cij[r * c.rs + s] : T(0);
+                            }
+                        }
+                        k.micro(kc, apanel, bpanel, tile, NR, alpha, beta_k, epp);
+                        for (std::int64_t r = 0; r < mr; ++r) {
+                            for (std::int64_t s = 0; s < ncur; ++s) cij[r * c.rs + s] = tile[r * NR + s];
+                        }
+                    }
+                }
+            };
+            parallel_for(static_cast<std::size_t>(n_ic * n_js), M * nc * std::max<std::int64_t>(kc, 1) / 4, TaskFn(block));
+        }
+    }
+}
+
+template void gemm<float>(MatrixRef<const float>, MatrixRef<const float>, MatrixRef<float>, float, float,
+                          const float*, Activation, float);
+template void gemm<double>(MatrixRef<const double>, MatrixRef<const double>, MatrixRef<double>, double,
+                           double, const double*, Activation, double);
+
+}  // namespace gradcore::runtime
+
+namespace gradcore {
+
+void gemm(MatrixRef<const float> a, MatrixRef<const float> b, MatrixRef<float> c, float alpha, float beta) {
+    runtime::gemm<float>(a, b, c, alpha, beta, nullptr, Activation::identity, 0.0f);
+}
+void gemm(MatrixRef<const double> a, MatrixRef<const double> b, MatrixRef<double> c, double alpha,
+          double beta) {
+    runtime::gemm<double>(a, b, c, alpha, beta, nullptr, Activation::identity, 0.0);
+}
+
+}  // namespace gradcore
