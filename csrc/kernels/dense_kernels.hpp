@@ -13,6 +13,28 @@ struct DenseKernels {
     using V = typename S::template V<T>;
     static constexpr std::int64_t kLanes = S::template kLanes<T>;
 
+    enum class MathFn : int { exp = 0, tanh = 1, sigmoid = 2 };
+
+    // x = f(x) in place: the vector exp/tanh/sigmoid exposed for testing against NumPy.
+    static void vector_math(T* x, std::int64_t n, int fn) {
+        auto f = [fn](V v) {
+            switch (static_cast<MathFn>(fn)) {
+                case MathFn::tanh: return VectorMath<S, T>::tanh(v);
+                case MathFn::sigmoid: return VectorMath<S, T>::sigmoid(v);
+                case MathFn::exp: break;
+            }
+            return VectorMath<S, T>::exp(v);
+        };
+        std::int64_t i = 0;
+        for (; i + kLanes <= n; i += kLanes) S::store(x + i, f(S::load(x + i)));
+        if (i < n) {
+            T tail[kLanes] = {};
+            for (std::int64_t j = i; j < n; ++j) tail[j - i] = x[j];
+            S::store(tail, f(S::load(tail)));
+            for (std::int64_t j = i; j < n; ++j) x[j] = tail[j - i];
+        }
+    }
+
     // gz may be null: then only the bias reduction is done.
     static void grad_z(const T* gy, std::int64_t ld_gy, const T* y, std::int64_t ld_y, T* gz,
                        std::int64_t ld_gz, std::int64_t rows, std::int64_t cols, Activation act,

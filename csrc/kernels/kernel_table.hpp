@@ -39,6 +39,7 @@ struct GemmTable {
     void (*grad_z)(const T* gy, std::int64_t ld_gy, const T* y, std::int64_t ld_y, T* gz,
                    std::int64_t ld_gz, std::int64_t rows, std::int64_t cols, Activation, T slope,
                    T* grad_bias, bool accumulate_bias);
+    void (*vector_math)(T* x, std::int64_t n, int fn);  // 0 exp, 1 tanh, 2 sigmoid
 };
 
 struct KernelTable {

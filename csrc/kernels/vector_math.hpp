@@ -35,9 +35,14 @@ struct VectorMath {
         return S::mul(S::mul(p, S::pow2i(half)), S::pow2i(S::sub(n, half)));
     }
 
+    // With e = exp(-|x|) <= 1: 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, so
+    // nothing overflows and tiny (subnormal) results for very negative x stay right.
     static V sigmoid(V x) {
+        const V zero = S::set1(T(0));
         const V one = S::set1(T(1));
-        return S::div(one, S::add(one, exp(S::sub(S::set1(T(0)), x))));
+        const V e = exp(S::sub(zero, S::max(S::sub(zero, x), x)));
+        const V r = S::div(one, S::add(one, e));
+        return S::where_positive(S::sub(zero, x), S::mul(e, r), r);
     }
 
     // |x| < 1/4: the odd Taylor series (exact rationals from the Bernoulli numbers);

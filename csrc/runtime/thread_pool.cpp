@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -65,20 +66,25 @@ class Pool {
             return;
         }
         start_workers(k - 1);
+        bool wake = false;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             job_ = &fn;
             n_tasks_ = n_tasks;
             next_.store(0, std::memory_order_relaxed);
-            helpers_wanted_ = k - 1;
-            helpers_running_ = k - 1;
+            helpers_running_.store(k - 1, std::memory_order_relaxed);
+            helpers_wanted_.store(k - 1, std::memory_order_release);
+            wake = sleepers_ > 0;
         }
-        wake_.notify_all();
+        if (wake) wake_.notify_all();
         t_inside_pool = true;
         work(fn);
         t_inside_pool = false;
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [&] { return helpers_running_ == 0; });
+        // The helpers are usually done by now: spin briefly before sleeping.
+        if (!spin_until([&] { return helpers_running_.load(std::memory_order_acquire) == 0; })) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_.wait(lock, [&] { return helpers_running_.load(std::memory_order_acquire) == 0; });
+        }
         job_ = nullptr;
     }
 
@@ -92,9 +98,10 @@ class Pool {
         new (&wake_) std::condition_variable();
         new (&done_) std::condition_variable();
         job_ = nullptr;
-        helpers_wanted_ = 0;
-        helpers_running_ = 0;
-        stopping_ = false;
+        helpers_wanted_.store(0);
+        helpers_running_.store(0);
+        sleepers_ = 0;
+        stopping_.store(false);
     }
 
    private:
@@ -105,6 +112,24 @@ class Pool {
 
     Pool() : threads_(initial_threads()) {
         pthread_atfork(nullptr, nullptr, [] { Pool::get().forget_workers_after_fork(); });
+    }
+
+    // Spins for up to kSpinMicros waiting for done(); false if it gave up. Waking a
+    // sleeping thread costs tens of microseconds on a VM, more than a small kernel
+    // takes, while back-to-back kernels (pack, then compute; forward, then backward)
+    // follow each other within microseconds. The spin is short so that an idle pool
+    // does not take cores from NumPy's or PyTorch's threads.
+    template <class Done>
+    static bool spin_until(Done&& done) {
+        constexpr auto kSpinMicros = std::chrono::microseconds(100);
+        const auto start = std::chrono::steady_clock::now();
+        for (unsigned i = 1;; ++i) {
+            if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            if (i % 64 == 0 && std::chrono::steady_clock::now() - start > kSpinMicros) return false;
+        }
     }
 
     void work(TaskFn fn) {
@@ -124,7 +149,7 @@ class Pool {
     void stop_workers() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            stopping_ = true;
+            stopping_.store(true);
         }
         wake_.notify_all();
         for (std::thread* t : workers_.list) {
@@ -133,29 +158,40 @@ class Pool {
         }
         workers_.list.clear();
         std::lock_guard<std::mutex> lock(mutex_);
-        stopping_ = false;
+        stopping_.store(false);
     }
 
-    // A worker claims one helper slot of the current job, runs tasks until none are
-    // left, and reports back. Waiting on the slot count rather than on a generation
-    // counter means a worker that starts after the job was posted still joins it.
+    bool try_claim() {
+        int w = helpers_wanted_.load(std::memory_order_acquire);
+        while (w > 0) {
+            if (helpers_wanted_.compare_exchange_weak(w, w - 1, std::memory_order_acq_rel)) return true;
+        }
+        return false;
+    }
+
+    // A worker claims one helper slot of the posted job, runs tasks until none are
+    // left, and reports back; between jobs it spins briefly, then sleeps. Waiting on
+    // the slot count (not on a generation counter) means a worker that starts after a
+    // job was posted still joins it.
     void worker_loop() {
         t_inside_pool = true;
         for (;;) {
-            const TaskFn* job;
-            {
+            if (!spin_until([&] { return stopping_.load(std::memory_order_relaxed) || try_claim(); })) {
                 std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [&] { return stopping_ || helpers_wanted_ > 0; });
-                if (stopping_) return;
-                --helpers_wanted_;
-                job = job_;
+                ++sleepers_;
+                wake_.wait(lock, [&] {
+                    return stopping_.load(std::memory_order_relaxed) ||
+                           helpers_wanted_.load(std::memory_order_relaxed) > 0;
+                });
+                --sleepers_;
+                continue;  // claim (or stop) at the top
             }
-            work(*job);
-            {
+            if (stopping_.load(std::memory_order_relaxed)) return;
+            work(*job_);
+            if (helpers_running_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 std::lock_guard<std::mutex> lock(mutex_);
-                --helpers_running_;
+                done_.notify_one();
             }
-            done_.notify_one();
         }
     }
 
@@ -167,9 +203,10 @@ class Pool {
     const TaskFn* job_ = nullptr;
     std::size_t n_tasks_ = 0;
     std::atomic<std::size_t> next_{0};
-    int helpers_wanted_ = 0;
-    int helpers_running_ = 0;
-    bool stopping_ = false;
+    std::atomic<int> helpers_wanted_{0};
+    std::atomic<int> helpers_running_{0};
+    int sleepers_ = 0;  // guarded by mutex_
+    std::atomic<bool> stopping_{false};
 };
 
 }  // namespace
