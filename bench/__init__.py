@@ -5,12 +5,12 @@ the arguments after "bench".  From a source checkout, ``python -m bench`` does
 the same.  Every case runs gradcore and its peers (NumPy always, PyTorch CPU
 when importable) side by side in this process and prints best-of-N times, the
 ratio peer/gradcore against the targets of the issues (PASS/MISS) and the
-fraction of the machine limit (memory bandwidth for norms).
+fraction of the machine limit (memory bandwidth for norms, FMA peak for dense).
 
 Suites are the modules ``suite_<name>.py`` of this package, found at run time
 (so ``suite_dense.py`` / ``suite_rnn.py`` only need to be dropped in).  A suite
 module defines ``NAME``, ``DESCRIPTION``, optionally ``NEEDS`` (machine limits
-to measure up front, e.g. ``("memory",)``), and
+to measure up front: ``"memory"`` and/or ``"fma"``), and
 ``run(ctx: common.Context) -> common.SuiteResult``.
 """
 
@@ -202,6 +202,32 @@ def _machine_rows(mem) -> list:
     return rows
 
 
+def _fma_rows(fma) -> list:
+    def g(v):
+        return "-" if v is None else f"{v / 1e9:.1f}"
+
+    rows = [("sgemm", f"{g(fma.numpy_sgemm)} GFLOP/s  (NumPy a @ b, {fma.blas}, "
+                      f"{fma.size}³ float32, best of N)"),
+            ("dgemm", f"{g(fma.numpy_dgemm)} GFLOP/s  (same, float64)")]
+    if fma.torch_sgemm is not None:
+        rows.append(("torch", f"sgemm {g(fma.torch_sgemm)}, dgemm {g(fma.torch_dgemm)} GFLOP/s  "
+                              f"({fma.torch_threads} threads; reference)"))
+    if fma.theory_f32 is not None:
+        rows.append(("theory", f"f32 {g(fma.theory_f32)}, f64 {g(fma.theory_f64)} GFLOP/s  "
+                               f"= {fma.cores} cores × {fma.fma_units} FMA/cycle × "
+                               f"{fma.vector_bits // 32}|{fma.vector_bits // 64} lanes ({fma.isa}) "
+                               f"× 2 flops × {fma.ghz:.3g} GHz ({fma.clock_source})"))
+    else:
+        rows.append(("theory", f"unknown (clock not readable; {fma.cores} cores, {fma.isa})"))
+    used = ("theoretical FMA peak" if fma.source == "theoretical"
+            else f"NumPy BLAS yardstick ({fma.blas})")
+    rows.append(("limit", f"{used}: f32 {g(fma.peak('float32'))}, "
+                          f"f64 {g(fma.peak('float64'))} GFLOP/s"))
+    if fma.note:
+        rows.append(("note", fma.note))
+    return rows
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -259,6 +285,9 @@ def main(argv: Optional[list] = None) -> int:
     if any("memory" in getattr(m, "NEEDS", ()) for m in modules.values()):
         mem = machine.memory()
         rep.kv_block("machine limits (memory bandwidth)", _machine_rows(mem))
+    if any("fma" in getattr(m, "NEEDS", ()) for m in modules.values()):
+        fma = machine.fma()
+        rep.kv_block("machine limits (FMA peak)", _fma_rows(fma))
 
     results = []
     for name, mod in modules.items():

@@ -17,6 +17,10 @@ def as_array(obj, writeable: bool, label: str) -> np.ndarray:
     """
     if isinstance(obj, np.ndarray):
         return obj
+    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
+        # A torch parameter: its data (same memory) without the autograd wrapper, which
+        # refuses DLPack export and __array__.
+        obj = obj.detach()
     if hasattr(obj, "__dlpack__"):
         try:
             return np.from_dlpack(obj)

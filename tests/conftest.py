@@ -5,11 +5,23 @@ on 2 cores; "dev" runs many more examples. Pick one with HYPOTHESIS_PROFILE=dev.
 """
 
 import os
+import sys
 
-import pytest
-from hypothesis import HealthCheck, settings
+# The tests exercise the *installed* gradcore. `python -m pytest` run from the checkout
+# puts the checkout (cwd) first on sys.path, where gradcore/ has no compiled _core: drop
+# it so that `import gradcore` finds the installed package.
+_CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _CHECKOUT]
 
-import gradcore
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+import gradcore  # noqa: E402
+
+assert not os.path.abspath(gradcore.__file__).startswith(os.path.join(_CHECKOUT, "gradcore")), (
+    f"the tests must import the installed gradcore, not the checkout: {gradcore.__file__}")
+
+
 
 # The fixtures below hold process-wide state (ISA, thread count) constant for every
 # example of a test, which is exactly what they are for.

@@ -142,7 +142,12 @@ def _scaled(a, factor):
 
 
 def _clip_factor(max_norm, norm, eps):
-    """PyTorch's clamp(max_norm / (norm + eps), max=1): NaN stays NaN."""
+    """PyTorch's clamp(max_norm / (norm + eps), max=1): NaN stays NaN.
+
+    A zero norm gives 1 whatever max_norm and eps are (all-zero arrays are left as they
+    are; 0 / (0 + 0) would otherwise make them NaN)."""
+    if norm == 0.0:
+        return 1.0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         return float(np.minimum(np.float64(max_norm) / (np.float64(norm) + eps), 1.0))
 
@@ -151,14 +156,14 @@ def ref_clip_by_value(arrays, clip_value=None, *, min=None, max=None):
     """Returns the clipped copies. Bounds from clip_value or (min, max); NaN stays NaN."""
     if clip_value is not None:
         if min is not None or max is not None:
-            raise ValueError("give clip_value or min/max, not both")
+            raise TypeError("give clip_value or min/max, not both")
         c = float(clip_value)
         if math.isnan(c) or c < 0:
             raise ValueError("clip_value must be >= 0")
         lo, hi = -c, c
     else:
         if min is None and max is None:
-            raise ValueError("give clip_value or at least one of min/max")
+            raise TypeError("give clip_value or at least one of min/max")
         lo = -math.inf if min is None else float(min)
         hi = math.inf if max is None else float(max)
         if math.isnan(lo) or math.isnan(hi) or lo > hi:

@@ -21,7 +21,7 @@ struct NormTable {
 
 template <class T>
 struct ClipTable {
-    void (*scale)(T*, std::int64_t, T);
+    void (*scale)(T*, std::int64_t, double factor);
     void (*clamp)(T*, std::int64_t, T, T);
     std::int64_t (*zero_nonfinite)(T*, std::int64_t);
 };

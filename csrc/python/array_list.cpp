@@ -1,5 +1,7 @@
 #include "array_list.hpp"
 
+#include <pybind11/stl.h>
+
 #include <string>
 
 namespace gradcore::python {
@@ -17,8 +19,9 @@ std::string item_name(const char* name, std::size_t i) {
 // Objects that are not NumPy arrays go through gradcore._convert, which knows DLPack,
 // the buffer protocol and __array__, and which refuses to copy for in-place use.
 py::array convert(py::handle item, const std::string& label, Access access) {
-    static py::object as_array = py::module_::import("gradcore._convert").attr("as_array");
-    return as_array(item, access == Access::write, label).cast<py::array>();
+    // Leaked on purpose: a static py::object would be destroyed after the interpreter.
+    static py::object* as_array = new py::object(py::module_::import("gradcore._convert").attr("as_array"));
+    return (*as_array)(item, access == Access::write, label).cast<py::array>();
 }
 
 bool is_native_byte_order(char order) {

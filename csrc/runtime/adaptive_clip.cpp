@@ -34,9 +34,8 @@ double unit_norm(const kernels::KernelTable& k, const TensorView& t, const UnitL
 void scale_unit(const kernels::KernelTable& k, const TensorView& t, const UnitLayout& l,
                 std::int64_t u, double factor) {
     runtime::with_clip_kernels(k, t, [&](const auto& tab, auto* x) {
-        using T = std::remove_pointer_t<decltype(x)>;
         for (std::int64_t o = 0; o < l.outer; ++o) {
-            tab.scale(x + (o * l.units + u) * l.inner, l.inner, static_cast<T>(factor));
+            tab.scale(x + (o * l.units + u) * l.inner, l.inner, factor);
         }
     });
 }

@@ -134,8 +134,7 @@ void scale_arrays(const TensorView* arrays, std::size_t count, const double* fac
     runtime::for_each_chunk(list, [&](std::size_t i) {
         const Chunk& c = list.chunks[i];
         with_clip_kernels(k, todo[c.array], [&](const auto& tab, auto* x) {
-            using T = std::remove_pointer_t<decltype(x)>;
-            tab.scale(x + c.begin, c.size, static_cast<T>(todo_factor[c.array]));
+            tab.scale(x + c.begin, c.size, todo_factor[c.array]);
         });
     });
 }

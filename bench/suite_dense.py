@@ -1,0 +1,363 @@
+"""Suite "dense": matrix multiply and the dense layer, forward + backward.
+
+Targets are those of the dense-layer issue; every ratio is peer_time /
+gradcore_time (> 1: gradcore is faster), measured side by side in this process.
+
+Cases (matmul sizes are M×K×N: an (M, K) matrix times a (K, N) matrix)
+  * 1a/1b  ``gradcore.matmul(a, b)`` float32 / float64, 2048×2048×2048
+    (``--quick``: 1024³): >= 0.85x NumPy ``a @ b``.
+  * 2a/2b  the same at 256×256×256: >= 0.9x NumPy.
+  * 3a     ``gradcore.matmul(a, bt, trans_b=True)`` float32, 2048³ (``--quick``:
+    1024³) vs NumPy ``a @ bt.T`` (informative, no target).
+  * 3b     small/skinny 32×256×256 float32 (informative, no target).
+  * 4a-4c  one dense forward then one backward, timed together, float32,
+    batch × in × out:
+      4a  32×256×256 relu:     >= 1.5x NumPy, >= 2x PyTorch (autograd)
+      4b  64×512×512 tanh:     >= 1.2x NumPy
+      4c  1024×2048×2048 relu: >= 0.9x NumPy  (``--quick``: 512×1024×1024)
+    gradcore: ``y = dense_forward(x, W, b, act); gx, gW, gb = dense_backward(gy,
+    x, W, y, act)``.  NumPy, written plainly as a user would: ``z = x @ W.T + b;
+    y = act(z); gz = gy * (y > 0)`` (relu) or ``gy * (1 - y*y)`` (tanh); ``gx =
+    gz @ W; gW = gz.T @ x; gb = gz.sum(0)``.  PyTorch: x, W, b are
+    ``torch.from_numpy`` views of the same arrays with ``requires_grad``; ``y =
+    act(F.linear(x, W, b)); torch.autograd.grad(y, (x, W, b), gy)`` (no gradient
+    accumulation, nothing to reset between calls).
+
+Data: a, b, x, gy ~ N(0, 1); W ~ N(0, 1) / sqrt(in) (so z = x @ W.T + b is
+about N(0, 1): relu keeps about half the elements, tanh is not saturated); b ~
+N(0, 0.1²).  Every implementation allocates its outputs on every call.
+
+Machine limit: the FMA peak of the machine for the dtype (theoretical when the
+clock is readable, else the NumPy BLAS yardstick; see machine.py).  "% of
+limit" = (flops / peak) / gradcore time = gradcore GFLOP/s / peak GFLOP/s, with
+flops = 2·M·K·N for a matmul and 3 GEMMs = 6·batch·in·out for a dense forward +
+backward (bias, activation and reductions are not counted).  The issue sets no
+target on it (informative).
+
+Checks (outside the timed region): gradcore vs the NumPy result, max |diff| /
+max |reference| <= 1e-4 (float32) or 1e-10 (float64) per output.  The dense
+backward is checked against the NumPy backward computed from gradcore's own y
+(its input): computing the mask from NumPy's y instead could flip the relu
+derivative of an element with z ~ 0, where the two GEMMs round differently.
+"""
+
+from __future__ import annotations
+
+import gc as _pygc
+import math
+
+from .common import CaseResult, PeerResult, SuiteResult
+
+NAME = "dense"
+DESCRIPTION = ("matmul / dense_forward + dense_backward vs NumPy and PyTorch "
+               "(GFLOP/s, fraction of the FMA peak)")
+NEEDS = ("fma",)            # measured up front by the CLI (printed before the tables)
+
+RTOL = {"float32": 1e-4, "float64": 1e-10}   # max |diff| / max |reference|
+
+# targets of the issue (peer_time / gradcore_time)
+T_MATMUL_BIG_NUMPY = 0.85
+T_MATMUL_SMALL_NUMPY = 0.9
+T_DENSE_SMALL_NUMPY = 1.5
+T_DENSE_SMALL_TORCH = 2.0
+T_DENSE_MID_NUMPY = 1.2
+T_DENSE_BIG_NUMPY = 0.9
+
+NUMPY_DENSE_CODE = {
+    "relu": ("z = x @ W.T + b; y = np.maximum(z, 0); gz = gy * (y > 0); "
+             "gx = gz @ W; gW = gz.T @ x; gb = gz.sum(0)"),
+    "tanh": ("z = x @ W.T + b; y = np.tanh(z); gz = gy * (1 - y*y); "
+             "gx = gz @ W; gW = gz.T @ x; gb = gz.sum(0)"),
+}
+GC_DENSE_CODE = ("y = gradcore.dense_forward(x, W, b, act); "
+                 "gx, gW, gb = gradcore.dense_backward(gy, x, W, y, act)")
+TORCH_DENSE_CODE = "y = act(F.linear(x, W, b)); torch.autograd.grad(y, (x, W, b), gy)"
+
+
+# ---------------------------------------------------------------------------
+# NumPy peers (plain compositions, as a user would write them)
+
+def _numpy_dense_relu(np, x, W, b, gy):
+    z = x @ W.T + b
+    y = np.maximum(z, 0)
+    gz = gy * (y > 0)
+    gx = gz @ W
+    gW = gz.T @ x
+    gb = gz.sum(0)
+    return gx, gW, gb
+
+
+def _numpy_dense_tanh(np, x, W, b, gy):
+    z = x @ W.T + b
+    y = np.tanh(z)
+    gz = gy * (1 - y * y)
+    gx = gz @ W
+    gW = gz.T @ x
+    gb = gz.sum(0)
+    return gx, gW, gb
+
+
+_NUMPY_DENSE = {"relu": _numpy_dense_relu, "tanh": _numpy_dense_tanh}
+
+
+def _numpy_act(np, act, z):
+    return np.maximum(z, 0) if act == "relu" else np.tanh(z)
+
+
+def _numpy_dact(np, act, gy, y):
+    return gy * (y > 0) if act == "relu" else gy * (1 - y * y)
+
+
+def max_rel_err(np, got, ref) -> float:
+    """max |got - ref| / max |ref| (computed in float64)."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.shape != ref.shape:
+        raise ValueError(f"shape {got.shape}, expected {ref.shape}")
+    if ref.size == 0:
+        return 0.0
+    r = ref.astype(np.float64, copy=False)
+    d = float(np.max(np.abs(got.astype(np.float64) - r)))
+    s = float(np.max(np.abs(r)))
+    return d / s if s > 0 else d
+
+
+def _dims(*n) -> str:
+    return f"{n[0]}³" if len(set(n)) == 1 else "×".join(str(v) for v in n)
+
+
+_SHORT = {"float32": "f32", "float64": "f64"}
+
+
+# ---------------------------------------------------------------------------
+# cases
+
+class _Runner:
+    def __init__(self, ctx, suite: SuiteResult):
+        self.ctx = ctx
+        self.suite = suite
+        self.gc = ctx.gradcore
+        self.np = ctx.np
+        self.torch = ctx.torch
+        self.fma = ctx.machine.fma()
+
+    def case(self, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
+             dtype="float32", flops=None, params=None, notes=()):
+        """Time gradcore and each peer (name, code, fn, target, needs_torch)."""
+        ctx = self.ctx
+        ctx.log(f"{NAME}: [{key}] {name} on {data}")
+        try:
+            t_gc = ctx.time(gc_fn, setup=setup)
+        except Exception as exc:
+            t_gc = None
+            check = f"gradcore raised {type(exc).__name__}: {exc}"
+        limit_time = None if flops is None else flops / self.fma.peak(dtype)
+        res = CaseResult(suite=NAME, key=key, name=name, data=data, gradcore=t_gc,
+                         gradcore_code=gc_code, limit_name=self.fma.label(dtype),
+                         limit_time=limit_time, limit_target=None, check=check,
+                         params=dict(params or {}), notes=list(notes))
+        for pname, code, fn, target, needs_torch in peers:
+            if t_gc is None:
+                res.peers.append(PeerResult(pname, code, None, target, note="gradcore failed"))
+                continue
+            res.peers.append(ctx.time_peer(pname, code, fn, target=target, setup=setup,
+                                           needs_torch=needs_torch))
+        if flops is not None:
+            res.params["flops"] = flops
+        if flops is not None and t_gc is not None:
+            gf = {"gradcore": flops / t_gc.best / 1e9}
+            for p in res.peers:
+                gf[p.name] = None if p.time is None else flops / p.time / 1e9
+            gf["peak"] = self.fma.peak(dtype) / 1e9
+            res.params["GFLOPs"] = gf
+            res.notes.append("GFLOP/s: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in gf.items() if v is not None)
+                + f" ({self.fma.label(dtype)})")
+        self.suite.cases.append(res)
+        return res
+
+    def _check(self, fn) -> str:
+        try:
+            return fn()
+        except Exception as exc:
+            return f"check raised {type(exc).__name__}: {exc}"
+
+    # -- matmul --------------------------------------------------------------
+    def matmul(self, key, m, k, n, dtype, target, *, trans_b=False, seed=0):
+        np, gc, torch = self.np, self.gc, self.torch
+        dt = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        a = rng.standard_normal((m, k), dtype=dt)
+        b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=dt)
+        ta = tb = None
+        if torch is not None:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        if trans_b:
+            name = "matmul trans_b=True"
+            data = f"{_dims(m, k, n)} {_SHORT[dt.name]} (b is N×K)"
+            gc_code, gc_fn = "gradcore.matmul(a, b, trans_b=True)", \
+                (lambda: gc.matmul(a, b, trans_b=True))
+            np_code, np_fn = "a @ b.T", (lambda: a @ b.T)
+            t_code, t_fn = "ta @ tb.T", (lambda: ta @ tb.T)
+        else:
+            name = "matmul"
+            data = f"{_dims(m, k, n)} {_SHORT[dt.name]}"
+            gc_code, gc_fn = "gradcore.matmul(a, b)", (lambda: gc.matmul(a, b))
+            np_code, np_fn = "a @ b", (lambda: a @ b)
+            t_code, t_fn = "ta @ tb", (lambda: ta @ tb)
+
+        err = None
+
+        def check():
+            nonlocal err
+            got = gc_fn()
+            if got.dtype != dt:
+                return f"result dtype {got.dtype}, expected {dt}"
+            err = max_rel_err(np, got, np_fn())
+            tol = RTOL[dt.name]
+            return "ok" if err <= tol else \
+                f"max |diff| / max |ref| = {err:.2e} > {tol:g} vs NumPy {np_code}"
+
+        chk = self._check(check)
+        self.case(key, name, data, gc_code, gc_fn,
+                  [("numpy", np_code, np_fn, target, False),
+                   ("torch", t_code + " (torch.from_numpy views)", t_fn, None, True)],
+                  check=chk, dtype=dt.name, flops=2.0 * m * k * n,
+                  params={"M": m, "K": k, "N": n, "dtype": dt.name, "trans_b": trans_b,
+                          "max_rel_err": err})
+
+    # -- dense forward + backward ------------------------------------------------
+    def dense(self, key, batch, n_in, n_out, act, t_numpy, t_torch=None, *, seed=0):
+        np, gc, torch = self.np, self.gc, self.torch
+        f32 = np.float32
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((batch, n_in), dtype=f32)
+        W = rng.standard_normal((n_out, n_in), dtype=f32)
+        W *= f32(1.0 / math.sqrt(n_in))
+        b = rng.standard_normal(n_out, dtype=f32)
+        b *= f32(0.1)
+        gy = rng.standard_normal((batch, n_out), dtype=f32)
+
+        def gc_step():
+            y = gc.dense_forward(x, W, b, act)
+            return gc.dense_backward(gy, x, W, y, act)
+
+        np_dense = _NUMPY_DENSE[act]
+
+        def np_step():
+            return np_dense(np, x, W, b, gy)
+
+        t_step = None
+        if torch is not None:
+            F = torch.nn.functional
+            tact = torch.relu if act == "relu" else torch.tanh
+            tx = torch.from_numpy(x).requires_grad_(True)
+            tW = torch.from_numpy(W).requires_grad_(True)
+            tb = torch.from_numpy(b).requires_grad_(True)
+            tgy = torch.from_numpy(gy)
+
+            def t_step():
+                y = tact(F.linear(tx, tW, tb))
+                return torch.autograd.grad(y, (tx, tW, tb), tgy)
+
+        errs = {}
+
+        def check():
+            tol = RTOL["float32"]
+            y = gc.dense_forward(x, W, b, act)
+            y_ref = _numpy_act(np, act, x @ W.T + b)
+            got = {"y": y}
+            ref = {"y": y_ref}
+            gx, gW, gb = gc.dense_backward(gy, x, W, y, act)
+            # reference backward from gradcore's own y (the input of dense_backward)
+            gz = _numpy_dact(np, act, gy, y)
+            got.update(gx=gx, gW=gW, gb=gb)
+            ref.update(gx=gz @ W, gW=gz.T @ x, gb=gz.sum(0))
+            bad = []
+            for k in ("y", "gx", "gW", "gb"):
+                if got[k] is None:
+                    bad.append(f"{k} is None")
+                    continue
+                if np.asarray(got[k]).dtype != np.float32:
+                    bad.append(f"{k} dtype {np.asarray(got[k]).dtype}")
+                    continue
+                errs[k] = e = max_rel_err(np, got[k], ref[k])
+                if not e <= tol:
+                    bad.append(f"{k} max |diff| / max |ref| = {e:.2e}")
+            return "ok" if not bad else "; ".join(bad) + f" (tol {tol:g})"
+
+        chk = self._check(check)
+        peers = [("numpy", NUMPY_DENSE_CODE[act], np_step, t_numpy, False),
+                 ("torch", TORCH_DENSE_CODE.replace("act", f"torch.{act}"), t_step,
+                  t_torch, True)]
+        self.case(key, f"dense fwd+bwd {act}", f"{batch}×{n_in}×{n_out} f32", GC_DENSE_CODE,
+                  gc_step, peers, check=chk, dtype="float32",
+                  flops=6.0 * batch * n_in * n_out,
+                  params={"batch": batch, "in": n_in, "out": n_out, "activation": act,
+                          "dtype": "float32", "max_rel_err": errs})
+
+
+_ORDER = ["1a", "1b", "2a", "2b", "3a", "3b", "4a", "4b", "4c"]
+
+
+def run(ctx) -> SuiteResult:
+    suite = SuiteResult(NAME, DESCRIPTION)
+    r = _Runner(ctx, suite)
+    big = 1024 if ctx.quick else 2048
+    dbig = (512, 1024, 1024) if ctx.quick else (1024, 2048, 2048)
+    groups = [
+        ("1a", lambda: r.matmul("1a", big, big, big, "float32", T_MATMUL_BIG_NUMPY, seed=1)),
+        ("1b", lambda: r.matmul("1b", big, big, big, "float64", T_MATMUL_BIG_NUMPY, seed=2)),
+        ("2a", lambda: r.matmul("2a", 256, 256, 256, "float32", T_MATMUL_SMALL_NUMPY, seed=3)),
+        ("2b", lambda: r.matmul("2b", 256, 256, 256, "float64", T_MATMUL_SMALL_NUMPY, seed=4)),
+        ("3a", lambda: r.matmul("3a", big, big, big, "float32", None, trans_b=True, seed=5)),
+        ("3b", lambda: r.matmul("3b", 32, 256, 256, "float32", None, seed=6)),
+        ("4a", lambda: r.dense("4a", 32, 256, 256, "relu", T_DENSE_SMALL_NUMPY,
+                               T_DENSE_SMALL_TORCH, seed=7)),
+        ("4b", lambda: r.dense("4b", 64, 512, 512, "tanh", T_DENSE_MID_NUMPY, seed=8)),
+        ("4c", lambda: r.dense("4c", *dbig, "relu", T_DENSE_BIG_NUMPY, seed=9)),
+    ]
+    for key, group in groups:
+        try:
+            group()
+        except Exception as exc:  # keep what was measured, report the crash
+            import traceback
+            suite.notes.append(f"case {key} aborted: {type(exc).__name__}: {exc}")
+            ctx.log(traceback.format_exc())
+        _pygc.collect()
+    suite.cases.sort(key=lambda c: _ORDER.index(c.key) if c.key in _ORDER else len(_ORDER))
+
+    fma = ctx.machine.fma()
+    if fma.source == "theoretical":
+        peak_txt = (f"the theoretical FMA peak, f32 {fma.theory_f32 / 1e9:.1f} / f64 "
+                    f"{fma.theory_f64 / 1e9:.1f} GFLOP/s = {fma.cores} cores × "
+                    f"{fma.fma_units} FMA/cycle × {fma.vector_bits // 32}|"
+                    f"{fma.vector_bits // 64} lanes ({fma.isa}) × 2 flops × {fma.ghz:.3g} GHz "
+                    f"({fma.clock_source}); NumPy BLAS reaches f32 {fma.numpy_sgemm / 1e9:.1f} / "
+                    f"f64 {fma.numpy_dgemm / 1e9:.1f} GFLOP/s on {fma.size}³")
+    else:
+        peak_txt = (f"the NumPy BLAS yardstick ({fma.blas}, {fma.size}³ a @ b, best of N): "
+                    f"sgemm {fma.numpy_sgemm / 1e9:.1f} / dgemm {fma.numpy_dgemm / 1e9:.1f} "
+                    f"GFLOP/s, not the theoretical peak ({fma.note})")
+    suite.notes += [
+        "ratio = peer time / gradcore time (> 1: gradcore faster); '% of limit' = gradcore "
+        "GFLOP/s / peak GFLOP/s (no target), flops = 2·M·K·N per matmul (M×K×N = (M×K) @ "
+        "(K×N)), 6·batch·in·out per dense forward+backward (3 GEMMs).",
+        f"peak: {peak_txt}.",
+        "dense: one forward then one backward timed together, batch×in×out, float32. "
+        f"gradcore: {GC_DENSE_CODE}. numpy: {NUMPY_DENSE_CODE['relu']} (tanh: y = np.tanh(z), "
+        "gz = gy * (1 - y*y)).",
+        "check: gradcore vs NumPy, max |diff| / max |ref| <= 1e-4 (f32) / 1e-10 (f64) per "
+        "output; the backward reference uses gradcore's y (the input of dense_backward).",
+    ]
+    if ctx.quick:
+        suite.notes.append(
+            f"--quick: matmul {big}³ instead of 2048³ (1a, 1b, 3a), dense {_dims(*dbig)} "
+            f"instead of 1024×2048×2048 (4c), peak probe GEMMs {fma.size}³.")
+    if ctx.torch is None:
+        suite.notes.append(f"torch peers skipped: {ctx.torch_note}")
+    else:
+        suite.notes.append(
+            "torch: matmul ta @ tb on torch.from_numpy views; dense: x, W, b = "
+            "torch.from_numpy(...).requires_grad_(), " + TORCH_DENSE_CODE
+            + " (no accumulation), F = torch.nn.functional.")
+    return suite
