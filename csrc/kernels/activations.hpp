@@ -19,11 +19,12 @@ struct Activations {
 
     static V forward(V z, Activation act, V slope) {
         switch (act) {
+            // Selected on -z > 0 (z < 0) so that NaN, for which every ordered compare
+            // is false, passes through unchanged as in torch.
             case Activation::relu:
-                // where_positive(z, z, 0) rather than max(z, 0): NaN must stay NaN.
-                return S::where_positive(z, z, S::set1(T(0)));
+                return S::where_positive(S::sub(S::set1(T(0)), z), S::set1(T(0)), z);
             case Activation::leaky_relu:
-                return S::where_positive(z, z, S::mul(z, slope));
+                return S::where_positive(S::sub(S::set1(T(0)), z), S::mul(z, slope), z);
             case Activation::tanh:
                 return VectorMath<S, T>::tanh(z);
             case Activation::sigmoid:

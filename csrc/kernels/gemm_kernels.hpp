@@ -77,10 +77,18 @@ struct GemmKernels {
                     for (int v = 0; v < kNVec; ++v) S::store(dst + k * NR + v * kLanes, S::load(src + v * kLanes));
                 }
             } else if (rs == 1 && cols == NR) {
-                // Transposed B (columns contiguous): read each column once, scatter.
+                // Transposed B (columns contiguous): square blocks through registers.
+                std::int64_t k = 0;
+                if constexpr (S::kHasTranspose) {
+                    for (; k + kLanes <= kc; k += kLanes) {
+                        for (int g = 0; g < NR; g += kLanes) {
+                            S::transpose_block(b + (j0 + g) * cs + k, cs, dst + k * NR + g, NR);
+                        }
+                    }
+                }
                 for (int j = 0; j < NR; ++j) {
                     const T* src = b + (j0 + j) * cs;
-                    for (std::int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+                    for (std::int64_t kk = k; kk < kc; ++kk) dst[kk * NR + j] = src[kk];
                 }
             } else {
                 for (std::int64_t k = 0; k < kc; ++k) {
@@ -97,9 +105,16 @@ struct GemmKernels {
     // beta == 0 never reads C (it may hold garbage or NaN, as BLAS allows).
     static void micro(std::int64_t kc, const T* a, const T* b, T* c, std::int64_t ldc, T alpha,
                       T beta, const Epilogue<T>* ep) {
+        // The C tile is touched only after the k loop; fetching it now hides the misses
+        // (from the second k block on, C is read as well as written).
+        for (int r = 0; r < MR; ++r) {
+            __builtin_prefetch(c + r * ldc, 1);
+            __builtin_prefetch(c + r * ldc + NR - 1, 1);
+        }
         V acc[MR][kNVec];
         for (int r = 0; r < MR; ++r)
             for (int v = 0; v < kNVec; ++v) acc[r][v] = S::set1(T(0));
+#pragma GCC unroll 4
         for (std::int64_t k = 0; k < kc; ++k) {
             V bv[kNVec];
             for (int v = 0; v < kNVec; ++v) bv[v] = S::load(b + v * kLanes);

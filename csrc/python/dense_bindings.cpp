@@ -50,8 +50,11 @@ template <class T>
 MatrixRef<const T> input_matrix(py::array& a, bool transpose) {
     const auto item = static_cast<py::ssize_t>(sizeof(T));
     if (a.strides(0) % item != 0 || a.strides(1) % item != 0) a = py::array::ensure(a, py::array::c_style);
-    MatrixRef<const T> m{static_cast<const T*>(a.data()), a.shape(0), a.shape(1), a.strides(0) / item,
-                         a.strides(1) / item};
+    // A stride along a dimension of extent <= 1 is never used, and NumPy may give it any
+    // value (it still calls such arrays contiguous): normalise it.
+    MatrixRef<const T> m{static_cast<const T*>(a.data()), a.shape(0), a.shape(1),
+                         a.shape(0) > 1 ? a.strides(0) / item : a.shape(1),
+                         a.shape(1) > 1 ? a.strides(1) / item : 1};
     if (transpose) m = {m.data, m.cols, m.rows, m.cs, m.rs};
     return m;
 }

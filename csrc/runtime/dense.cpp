@@ -52,7 +52,10 @@ void forward(const DenseForward<T>& f) {
 template <class T>
 void backward(const DenseBackward<T>& b) {
     const std::int64_t batch = b.x.rows, in = b.x.cols, out = b.weight.rows;
-    if (b.grad_y.cs != 1 || b.y.cs != 1) throw std::invalid_argument("grad_y and y must have contiguous rows");
+    // (NumPy's strides of zero-size arrays are arbitrary: only non-empty ones matter.)
+    if (batch > 0 && out > 0 && (b.grad_y.cs != 1 || b.y.cs != 1)) {
+        throw std::invalid_argument("grad_y and y must have contiguous rows");
+    }
     auto expect = [](const char* name, std::int64_t r, std::int64_t c, std::int64_t er, std::int64_t ec) {
         if (r != er || c != ec) {
             throw std::invalid_argument(std::string(name) + " has shape " + shape(r, c) + ", expected " + shape(er, ec));

@@ -113,6 +113,38 @@ struct Avx2 {
         const __m256i i = _mm256_castpd_si256(_mm256_add_pd(n, _mm256_set1_pd(0x1.8p52)));
         return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(i, _mm256_set1_epi64x(1023)), 52));
     }
+
+    // d[j * ld + i] = s[i * ls + j] for a kLanes x kLanes block (GEMM packing of
+    // transposed operands).
+    static constexpr bool kHasTranspose = true;
+    static void transpose_block(const float* s, std::int64_t ls, float* d, std::int64_t ld) {
+        __m256 r[8], t[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * ls);
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int h = 0; h < 8; h += 4) {  // rows 0-3, then 4-7
+            r[h + 0] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+            r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        for (int j = 0; j < 4; ++j) {
+            _mm256_storeu_ps(d + j * ld, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+            _mm256_storeu_ps(d + (j + 4) * ld, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+        }
+    }
+    static void transpose_block(const double* s, std::int64_t ls, double* d, std::int64_t ld) {
+        const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ls);
+        const __m256d r2 = _mm256_loadu_pd(s + 2 * ls), r3 = _mm256_loadu_pd(s + 3 * ls);
+        const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+        const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+        _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
+        _mm256_storeu_pd(d + ld, _mm256_permute2f128_pd(t1, t3, 0x20));
+        _mm256_storeu_pd(d + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
+        _mm256_storeu_pd(d + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
+    }
 };
 
 }  // namespace gradcore::simd

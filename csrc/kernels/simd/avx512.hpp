@@ -107,6 +107,8 @@ struct Avx512 {
         const __m512i e = _mm512_add_epi64(_mm512_cvtpd_epi64(n), _mm512_set1_epi64(1023));
         return _mm512_castsi512_pd(_mm512_slli_epi64(e, 52));
     }
+
+    static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
 };
 
 }  // namespace gradcore::simd

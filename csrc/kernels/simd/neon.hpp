@@ -105,6 +105,8 @@ struct Neon {
         const int64x2_t e = vaddq_s64(vcvtnq_s64_f64(n), vdupq_n_s64(1023));
         return vreinterpretq_f64_s64(vshlq_n_s64(e, 52));
     }
+
+    static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
 };
 
 }  // namespace gradcore::simd

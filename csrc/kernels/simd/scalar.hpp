@@ -92,6 +92,8 @@ struct Scalar {
     static T round_nearest(T x) { return std::nearbyint(x); }
     template <class T>
     static T pow2i(T n) { return std::ldexp(T(1), static_cast<int>(n)); }
+
+    static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
 };
 
 }  // namespace gradcore::simd
