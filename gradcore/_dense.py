@@ -7,17 +7,13 @@ import numpy as np
 
 from . import _core
 from ._args import real
+from ._convert import as_array
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
 
 
 def _matrix(a, name):
-    if isinstance(a, np.ndarray):
-        return a
-    try:
-        return np.asarray(a)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name}: cannot convert {type(a).__name__} to an array ({exc})") from exc
+    return as_array(a, False, name)
 
 
 def _refuse_overlap(outputs, inputs):

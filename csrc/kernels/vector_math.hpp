@@ -45,15 +45,19 @@ struct VectorMath {
         return S::where_positive(S::sub(zero, x), S::mul(e, r), r);
     }
 
-    // |x| < 1/4: the odd Taylor series (exact rationals from the Bernoulli numbers);
-    // otherwise sign(x) * (1 - 2 / (exp(2|x|) + 1)), which saturates to +-1 cleanly.
+    // |x| < 0.55: the odd Taylor series (exact rationals from the Bernoulli numbers;
+    // each term is ~0.12x the previous there, 8 terms reach float32's precision, 19
+    // float64's); beyond, sign(x) * (1 - 2 / (exp(2|x|) + 1)), where tanh > 1/2 keeps
+    // the subtraction free of cancellation, and which saturates to +-1 cleanly.
     static V tanh(V x) {
         static constexpr double kCoef[] = {
             1.0, -0.33333333333333331, 0.13333333333333333, -0.053968253968253971,
             0.021869488536155203, -0.0088632355299021973, 0.0035921280365724811,
             -0.0014558343870513183, 0.00059002744094558595, -0.00023912911424355248,
-            9.6915379569294509e-05, -3.9278323883316833e-05};
-        constexpr int kTerms = kF64 ? 12 : 6;
+            9.6915379569294509e-05, -3.9278323883316833e-05, 1.5918905069328964e-05,
+            -6.4516892156554306e-06, 2.6147711512907546e-06, -1.0597268320104654e-06,
+            4.2949110782738057e-07, -1.7406618963571648e-07, 7.0546369464009681e-08};
+        constexpr int kTerms = kF64 ? 19 : 8;
         const V zero = S::set1(T(0));
         const V one = S::set1(T(1));
         const V x2 = S::mul(x, x);
@@ -64,7 +68,7 @@ struct VectorMath {
         const V e = exp(S::add(ax, ax));
         const V large = S::sub(one, S::div(S::set1(T(2)), S::add(e, one)));
         const V signed_large = S::where_positive(x, large, S::sub(zero, large));
-        return S::where_positive(S::sub(S::set1(T(0.25)), ax), small, signed_large);
+        return S::where_positive(S::sub(S::set1(T(0.55)), ax), small, signed_large);
     }
 };
 
