@@ -9,6 +9,10 @@ Rules (DESIGN.md section 3: ratios measured side by side in one process):
   start-up), then a calibration batch, then ``repeat`` timed batches; the reported
   time is the best batch divided by ``inner`` (best-of-N: the least disturbed run).
 * the garbage collector is disabled while timing (and restored afterwards).
+* before each measurement the process sleeps ``settle`` seconds: thread pools of the
+  library measured just before (OpenBLAS, OpenMP, gradcore's own) keep spinning for a
+  while after their last call, and on a 2-core machine those spinning threads would take
+  the cores of the library measured next. Each library is timed on a quiet machine.
 * with ``setup``: ``setup()`` runs before every timed call, outside the timed
   region (used to restore arrays that the measured call modifies in place), so
   every timed batch is a single call; short calls get more samples instead.
@@ -25,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 __all__ = ["Timing", "measure", "gc_disabled", "format_seconds"]
+
+#: pause before each measurement, long enough for OpenBLAS/OpenMP spin-waits to end
+SETTLE_SECONDS = 0.3
 
 #: hard cap on the number of single-call samples taken in ``setup`` mode
 MAX_SETUP_SAMPLES_FACTOR = 20
@@ -80,9 +87,12 @@ def measure(
     min_time: float = 0.02,
     warmup: int = 1,
     setup: Optional[Callable[[], object]] = None,
+    settle: float = SETTLE_SECONDS,
 ) -> Timing:
     """Time ``fn()``; return best-of-``repeat`` seconds per call."""
     repeat = max(1, int(repeat))
+    if settle > 0:
+        time.sleep(settle)
     with gc_disabled():
         if setup is not None:
             return _measure_with_setup(fn, setup, repeat, min_time, warmup)

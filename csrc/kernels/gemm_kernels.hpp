@@ -102,9 +102,11 @@ struct GemmKernels {
     }
 
     // C[MR x NR] (row stride ldc) = act(alpha * A_panel B_panel + beta * C + bias).
-    // beta == 0 never reads C (it may hold garbage or NaN, as BLAS allows).
-    static void micro(std::int64_t kc, const T* a, const T* b, T* c, std::int64_t ldc, T alpha,
-                      T beta, const Epilogue<T>* ep) {
+    // beta == 0 never reads C (it may hold garbage or NaN, as BLAS allows). B's rows of
+    // NR values are ldb apart: NR for a packed panel, or the row stride of an unpacked,
+    // row-major B (small problems, where packing B costs more than it saves).
+    static void micro(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c,
+                      std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep) {
         // The C tile is touched only after the k loop; fetching it now hides the misses
         // (from the second k block on, C is read as well as written).
         for (int r = 0; r < MR; ++r) {
@@ -125,7 +127,7 @@ struct GemmKernels {
                 for (int v = 0; v < kNVec; ++v) acc[r][v] = S::fma(av, bv[v], acc[r][v]);
             }
             a += MR;
-            b += NR;
+            b += ldb;
         }
         const V va = S::set1(alpha);
         const V vb = S::set1(beta);

@@ -55,6 +55,13 @@ std::vector<T>& b_buffer() {
     thread_local std::vector<T> buffer;
     return buffer;
 }
+template <class T>
+std::vector<T>& b_edge_buffer() {
+    thread_local std::vector<T> buffer;
+    return buffer;
+}
+
+constexpr std::int64_t kDirectBMaxRows = 64;
 
 }  // namespace
 
@@ -84,6 +91,12 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     // Few row blocks (small M): split each block's columns across threads as well.
     const std::int64_t n_js = n_ic >= threads ? 1 : ceil_div(threads, n_ic);
 
+    // Few rows and a row-major B: the micro-kernel reads B in place (its rows ldb
+    // apart) instead of a packed copy. B is then reused by only a few row panels, so
+    // packing it would cost about as much as it saves, and a KC x NC block of it read
+    // in place stays in L2 all the same.
+    const bool direct_b = b.cs == 1 && M <= kDirectBMaxRows;
+
     std::vector<T>& b_buf = b_buffer<T>();
     for (std::int64_t jc = 0; jc < N; jc += B::NC) {
         const std::int64_t nc = std::min(B::NC, N - jc);
@@ -91,7 +104,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
         for (std::int64_t pc = 0; pc == 0 || pc < K; pc += B::KC) {
             const std::int64_t kc = std::min(B::KC, K - pc);
             const bool first = pc == 0, last = pc + kc >= K;
-            T* bp = grow(b_buf, std::max<std::int64_t>(1, kc * n_panels * NR));
+            T* bp = direct_b ? nullptr : grow(b_buf, std::max<std::int64_t>(1, kc * n_panels * NR));
             // Pack B, split by panels.
             const std::int64_t pack_tasks = std::min<std::int64_t>(n_panels, 4 * threads);
             auto pack_b = [&](std::size_t t) {
@@ -101,7 +114,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                 const std::int64_t j0 = p0 * NR, j1 = std::min(nc, p1 * NR);
                 k.pack_b(b.data + pc * b.rs + (jc + j0) * b.cs, b.rs, b.cs, kc, j1 - j0, bp + p0 * kc * NR);
             };
-            parallel_for(static_cast<std::size_t>(pack_tasks), kc * nc, TaskFn(pack_b));
+            if (!direct_b) parallel_for(static_cast<std::size_t>(pack_tasks), kc * nc, TaskFn(pack_b));
 
             const T beta_k = first ? beta : T(1);
             auto block = [&](std::size_t t) {
@@ -121,7 +134,18 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                 for (std::int64_t q = q0; q < q1; ++q) {
                     const std::int64_t j = q * NR;  // within the jc block
                     const std::int64_t ncur = std::min(NR, nc - j);
-                    const T* bpanel = bp + q * kc * NR;
+                    const T* bpanel;
+                    std::int64_t ldb = NR;
+                    if (!direct_b) {
+                        bpanel = bp + q * kc * NR;
+                    } else if (ncur == NR) {
+                        bpanel = b.data + pc * b.rs + jc + j;
+                        ldb = b.rs;
+                    } else {  // the last, partial panel: zero-padded copy
+                        T* edge = grow(b_edge_buffer<T>(), std::max<std::int64_t>(1, kc * NR));
+                        k.pack_b(b.data + pc * b.rs + jc + j, b.rs, 1, kc, ncur, edge);
+                        bpanel = edge;
+                    }
                     const T* tile_bias_src = bias ? bias + jc + j : nullptr;
                     if (ncur < NR && tile_bias_src) {
                         std::fill(tile_bias, tile_bias + NR, T(0));
@@ -135,7 +159,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                         T* cij = c.data + (ic + i) * c.rs + jc + j;
                         const T* apanel = ap + i * kc;
                         if (mr == MR && ncur == NR) {
-                            k.micro(kc, apanel, bpanel, cij, c.rs, alpha, beta_k, epp);
+                            k.micro(kc, apanel, bpanel, ldb, cij, c.rs, alpha, beta_k, epp);
                             continue;
                         }
                         for (std::int64_t r = 0; r < mr; ++r) {
@@ -143,7 +167,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                                 tile[r * NR + s] = beta_k != T(0) ? cij[r * c.rs + s] : T(0);
                             }
                         }
-                        k.micro(kc, apanel, bpanel, tile, NR, alpha, beta_k, epp);
+                        k.micro(kc, apanel, bpanel, ldb, tile, NR, alpha, beta_k, epp);
                         for (std::int64_t r = 0; r < mr; ++r) {
                             for (std::int64_t s = 0; s < ncur; ++s) cij[r * c.rs + s] = tile[r * NR + s];
                         }
