@@ -7,6 +7,7 @@
 
 #include "gemm_kernels.hpp"
 #include "partials.hpp"
+#include "rnn_kernels.hpp"
 
 namespace gradcore::kernels {
 
@@ -42,6 +43,20 @@ struct GemmTable {
     void (*vector_math)(T* x, std::int64_t n, int fn);  // 0 exp, 1 tanh, 2 sigmoid
 };
 
+// The fused per-step cell kernels of the recurrent layers (see rnn_kernels.hpp).
+template <class T>
+struct RnnTable {
+    void (*lstm_forward)(std::int64_t batch, std::int64_t hidden, T* gates, const T* c_prev, T* c, T* h);
+    void (*lstm_backward)(std::int64_t batch, std::int64_t hidden, const T* gates, const T* c_prev,
+                          const T* c, const T* dh, T* dc, T* dg);
+    void (*gru_forward)(std::int64_t batch, std::int64_t hidden, T* gates, const T* gh, const T* h_prev,
+                        T* gh_n, T* h);
+    void (*gru_backward)(std::int64_t batch, std::int64_t hidden, const T* gates, const T* gh_n,
+                         const T* h_prev, const T* dh, T* dgx, T* dgh, T* dh_prev_direct);
+    void (*rnn_backward)(std::int64_t count, const T* h, const T* dh, T* dg, bool relu);
+    double (*gather_hidden_grad)(std::int64_t count, const T* gy, T* dh, T clip);
+};
+
 struct KernelTable {
     const char* name;
     NormTable<std::uint16_t> norm_f16;
@@ -51,6 +66,8 @@ struct KernelTable {
     ClipTable<double> clip_f64;
     GemmTable<float> gemm_f32;
     GemmTable<double> gemm_f64;
+    RnnTable<float> rnn_f32;
+    RnnTable<double> rnn_f64;
     // A plain multi-pass probe of the memory system, the yardstick of the benchmarks:
     // read-only sum of float32 (no widening), and an in-place read-modify-write.
     float (*probe_read)(const float*, std::int64_t);

@@ -10,6 +10,7 @@
 #include "kernel_table.hpp"
 #include "norm_kernels.hpp"
 #include "probe_kernels.hpp"
+#include "rnn_kernels.hpp"
 
 namespace gradcore::kernels {
 
@@ -32,6 +33,13 @@ constexpr GemmTable<T> make_gemm_table() {
             &DenseKernels<S, T>::vector_math};
 }
 
+template <class S, class T>
+constexpr RnnTable<T> make_rnn_table() {
+    using K = RnnKernels<S, T>;
+    return {&K::lstm_forward, &K::lstm_backward, &K::gru_forward, &K::gru_backward, &K::rnn_backward,
+            &K::gather_hidden_grad};
+}
+
 template <class S>
 constexpr KernelTable make_table() {
     return {S::kName,
@@ -42,6 +50,8 @@ constexpr KernelTable make_table() {
             make_clip_table<S, double>(),
             make_gemm_table<S, float>(),
             make_gemm_table<S, double>(),
+            make_rnn_table<S, float>(),
+            make_rnn_table<S, double>(),
             &ProbeKernels<S>::read,
             &ProbeKernels<S>::update};
 }

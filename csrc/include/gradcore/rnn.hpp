@@ -1,0 +1,61 @@
+// One recurrent layer (one direction), forward and backpropagation through time, in
+// PyTorch's parameterisation: x (T, B, I), h (B, H), weight_ih (G*H, I),
+// weight_hh (G*H, H), biases (G*H). All arrays are C-contiguous.
+#pragma once
+
+#include <cstdint>
+
+#include "gradcore/export.hpp"
+
+namespace gradcore {
+
+enum class Cell : int { rnn_tanh = 0, rnn_relu = 1, lstm = 2, gru = 3 };
+
+// Gates per cell: 1 (rnn), 4 (lstm: i, f, g, o), 3 (gru: r, z, n).
+GRADCORE_API int gate_count(Cell cell);
+
+// The forward pass's outputs double as the cache the backward reads:
+//   hs     (T+1, B, H)  hs[0] = h0, hs[t+1] = h_t (so y = hs[1:])
+//   cs     (T+1, B, H)  lstm only: cs[0] = c0, cs[t+1] = c_t
+//   gates  (T, B, G*H)  lstm/gru: the gates after their activations
+//   gh_n   (T, B, H)    gru only: W_hn h_{t-1} + b_hn (needed for dr)
+template <class T>
+struct RnnForward {
+    Cell cell;
+    std::int64_t steps, batch, input, hidden;
+    const T* x;
+    const T* weight_ih;
+    const T* weight_hh;
+    const T* bias_ih;  // may be null
+    const T* bias_hh;  // may be null
+    T* hs;             // hs[0] must hold h0 on entry
+    T* cs;             // cs[0] must hold c0 on entry (lstm)
+    T* gates;
+    T* gh_n;
+};
+GRADCORE_API void rnn_forward(const RnnForward<float>& f);
+GRADCORE_API void rnn_forward(const RnnForward<double>& f);
+
+// Gradients; grad_h_n / grad_c_n may be null (zeros); outputs with null data are not
+// computed. hidden_grad_norms[t] = ||dL/dh_t|| over the batch, before clipping;
+// clip_hidden > 0 clamps dL/dh_t to [-clip, clip] at every step (<= 0: no clipping).
+template <class T>
+struct RnnBackward {
+    RnnForward<T> forward;  // as after rnn_forward (the cache)
+    const T* grad_y;        // (T, B, H)
+    const T* grad_h_n;
+    const T* grad_c_n;
+    double clip_hidden;
+    T* grad_x;              // (T, B, I)
+    T* grad_h0;             // (B, H)
+    T* grad_c0;             // (B, H), lstm
+    T* grad_weight_ih;
+    T* grad_weight_hh;
+    T* grad_bias_ih;
+    T* grad_bias_hh;
+    double* hidden_grad_norms;  // (T)
+};
+GRADCORE_API void rnn_backward(const RnnBackward<float>& b);
+GRADCORE_API void rnn_backward(const RnnBackward<double>& b);
+
+}  // namespace gradcore

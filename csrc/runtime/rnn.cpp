@@ -1,0 +1,179 @@
+// Recurrent layers in oneDNN's shape: one GEMM for the input projections of all T steps,
+// then per step one recurrent GEMM plus one fused cell kernel; backwards, per step the
+// fused cell backward and dh_{t-1} = dG_t W_hh, and after the loop merged GEMMs over all
+// steps for grad_x, grad_weight_ih and grad_weight_hh, and one reduction per bias.
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gradcore/rnn.hpp"
+#include "runtime/dispatch.hpp"
+#include "runtime/gemm.hpp"
+
+namespace gradcore {
+namespace {
+
+template <class T>
+const kernels::RnnTable<T>& rnn_table() {
+    if constexpr (sizeof(T) == 4) {
+        return runtime::active_table().rnn_f32;
+    } else {
+        return runtime::active_table().rnn_f64;
+    }
+}
+template <class T>
+const kernels::GemmTable<T>& gemm_table() {
+    if constexpr (sizeof(T) == 4) {
+        return runtime::active_table().gemm_f32;
+    } else {
+        return runtime::active_table().gemm_f64;
+    }
+}
+
+template <class T>
+MatrixRef<const T> mat(const T* p, std::int64_t rows, std::int64_t cols) {
+    return {p, rows, cols, cols, 1};
+}
+template <class T>
+MatrixRef<T> out(T* p, std::int64_t rows, std::int64_t cols) {
+    return {p, rows, cols, cols, 1};
+}
+template <class T>
+MatrixRef<const T> transposed(MatrixRef<const T> m) {
+    return {m.data, m.cols, m.rows, m.cs, m.rs};
+}
+
+// W_hh^T as a row-major copy: the per-step GEMM then reads it in place, unpacked.
+template <class T>
+std::vector<T> transpose_copy(const T* w, std::int64_t rows, std::int64_t cols) {
+    std::vector<T> t(static_cast<std::size_t>(rows * cols));
+    constexpr std::int64_t kBlock = 32;
+    for (std::int64_t i0 = 0; i0 < rows; i0 += kBlock)
+        for (std::int64_t j0 = 0; j0 < cols; j0 += kBlock)
+            for (std::int64_t i = i0; i < std::min(rows, i0 + kBlock); ++i)
+                for (std::int64_t j = j0; j < std::min(cols, j0 + kBlock); ++j) t[j * rows + i] = w[i * cols + j];
+    return t;
+}
+
+template <class T>
+void forward(const RnnForward<T>& f) {
+    const std::int64_t Tn = f.steps, B = f.batch, I = f.input, H = f.hidden, G = gate_count(f.cell);
+    const std::int64_t GH = G * H, BH = B * H;
+    if (Tn <= 0 || B <= 0 || H <= 0) return;
+    const kernels::RnnTable<T>& k = rnn_table<T>();
+    const std::vector<T> whh_t = transpose_copy(f.weight_hh, GH, H);  // (H, G*H)
+    const MatrixRef<const T> whh_tm = mat<T>(whh_t.data(), H, GH);
+    const MatrixRef<const T> wih_t = transposed(mat(f.weight_ih, GH, I));
+    const MatrixRef<const T> xs = mat(f.x, Tn * B, I);
+
+    if (f.cell == Cell::rnn_tanh || f.cell == Cell::rnn_relu) {
+        // Input projections straight into hs[1:], then h_t = act(hs[t+1] + h_{t-1} W_hh^T + b_hh):
+        // one GEMM per step with the activation in its write-back.
+        const Activation act = f.cell == Cell::rnn_tanh ? Activation::tanh : Activation::relu;
+        runtime::gemm<T>(xs, wih_t, out(f.hs + BH, Tn * B, H), T(1), T(0), f.bias_ih, Activation::identity, T(0));
+        for (std::int64_t t = 0; t < Tn; ++t) {
+            runtime::gemm<T>(mat<T>(f.hs + t * BH, B, H), whh_tm, out(f.hs + (t + 1) * BH, B, H), T(1), T(1),
+                             f.bias_hh, act, T(0));
+        }
+        return;
+    }
+    runtime::gemm<T>(xs, wih_t, out(f.gates, Tn * B, GH), T(1), T(0), f.bias_ih, Activation::identity, T(0));
+    if (f.cell == Cell::lstm) {
+        for (std::int64_t t = 0; t < Tn; ++t) {
+            T* g = f.gates + t * B * GH;
+            runtime::gemm<T>(mat<T>(f.hs + t * BH, B, H), whh_tm, out(g, B, GH), T(1), T(1), f.bias_hh,
+                             Activation::identity, T(0));
+            k.lstm_forward(B, H, g, f.cs + t * BH, f.cs + (t + 1) * BH, f.hs + (t + 1) * BH);
+        }
+        return;
+    }
+    std::vector<T> gh(static_cast<std::size_t>(B * GH));
+    for (std::int64_t t = 0; t < Tn; ++t) {
+        runtime::gemm<T>(mat<T>(f.hs + t * BH, B, H), whh_tm, out(gh.data(), B, GH), T(1), T(0), f.bias_hh,
+                         Activation::identity, T(0));
+        k.gru_forward(B, H, f.gates + t * B * GH, gh.data(), f.hs + t * BH, f.gh_n + t * BH, f.hs + (t + 1) * BH);
+    }
+}
+
+template <class T>
+void backward(const RnnBackward<T>& bw) {
+    const RnnForward<T>& f = bw.forward;
+    const std::int64_t Tn = f.steps, B = f.batch, I = f.input, H = f.hidden, G = gate_count(f.cell);
+    const std::int64_t GH = G * H, BH = B * H;
+    const kernels::RnnTable<T>& k = rnn_table<T>();
+    const bool lstm = f.cell == Cell::lstm, gru = f.cell == Cell::gru;
+
+    std::vector<T> dgx(static_cast<std::size_t>(Tn * B * GH));
+    std::vector<T> dgh_gru(gru ? dgx.size() : 0);
+    T* dgh = gru ? dgh_gru.data() : dgx.data();
+    std::vector<T> dh(static_cast<std::size_t>(BH), T(0)), dc(lstm ? static_cast<std::size_t>(BH) : 0, T(0));
+    if (bw.grad_h_n) std::copy(bw.grad_h_n, bw.grad_h_n + BH, dh.begin());
+    if (lstm && bw.grad_c_n) std::copy(bw.grad_c_n, bw.grad_c_n + BH, dc.begin());
+    std::vector<T> direct(gru ? static_cast<std::size_t>(BH) : 0);
+    const MatrixRef<const T> whh = mat(f.weight_hh, GH, H);
+    const T clip = bw.clip_hidden > 0 ? static_cast<T>(bw.clip_hidden) : T(0);
+
+    for (std::int64_t t = Tn - 1; t >= 0; --t) {
+        const double sumsq = k.gather_hidden_grad(BH, bw.grad_y + t * BH, dh.data(), clip);
+        if (bw.hidden_grad_norms) bw.hidden_grad_norms[t] = std::sqrt(sumsq);
+        T* gx = dgx.data() + t * B * GH;
+        T* gh = dgh + t * B * GH;
+        if (lstm) {
+            k.lstm_backward(B, H, f.gates + t * B * GH, f.cs + t * BH, f.cs + (t + 1) * BH, dh.data(), dc.data(), gx);
+        } else if (gru) {
+            k.gru_backward(B, H, f.gates + t * B * GH, f.gh_n + t * BH, f.hs + t * BH, dh.data(), gx, gh,
+                           direct.data());
+        } else {
+            k.rnn_backward(BH, f.hs + (t + 1) * BH, dh.data(), gx, f.cell == Cell::rnn_relu);
+        }
+        // dh_{t-1} = dG_t W_hh (+ z * dh_t for the GRU).
+        if (gru) std::copy(direct.begin(), direct.end(), dh.begin());
+        runtime::gemm<T>(mat<const T>(gh, B, GH), whh, out(dh.data(), B, H), T(1), gru ? T(1) : T(0), nullptr,
+                         Activation::identity, T(0));
+    }
+    if (bw.grad_h0) std::copy(dh.begin(), dh.end(), bw.grad_h0);
+    if (lstm && bw.grad_c0) std::copy(dc.begin(), dc.end(), bw.grad_c0);
+
+    const MatrixRef<const T> dgx_m = mat<const T>(dgx.data(), Tn * B, GH);
+    const MatrixRef<const T> dgh_m = mat<const T>(dgh, Tn * B, GH);
+    if (bw.grad_x) {
+        runtime::gemm<T>(dgx_m, mat(f.weight_ih, GH, I), out(bw.grad_x, Tn * B, I), T(1), T(0), nullptr,
+                         Activation::identity, T(0));
+    }
+    if (bw.grad_weight_ih) {
+        runtime::gemm<T>(transposed(dgx_m), mat(f.x, Tn * B, I), out(bw.grad_weight_ih, GH, I), T(1), T(0), nullptr,
+                         Activation::identity, T(0));
+    }
+    if (bw.grad_weight_hh) {
+        runtime::gemm<T>(transposed(dgh_m), mat<const T>(f.hs, Tn * B, H), out(bw.grad_weight_hh, GH, H), T(1), T(0),
+                         nullptr, Activation::identity, T(0));
+    }
+    const kernels::GemmTable<T>& gk = gemm_table<T>();
+    if (bw.grad_bias_ih) {
+        gk.grad_z(dgx.data(), GH, dgx.data(), GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0),
+                  bw.grad_bias_ih, false);
+    }
+    if (bw.grad_bias_hh) {
+        gk.grad_z(dgh, GH, dgh, GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0), bw.grad_bias_hh, false);
+    }
+}
+
+}  // namespace
+
+int gate_count(Cell cell) {
+    switch (cell) {
+        case Cell::lstm: return 4;
+        case Cell::gru: return 3;
+        case Cell::rnn_tanh:
+        case Cell::rnn_relu: return 1;
+    }
+    throw std::invalid_argument("unknown cell");
+}
+
+void rnn_forward(const RnnForward<float>& f) { forward(f); }
+void rnn_forward(const RnnForward<double>& f) { forward(f); }
+void rnn_backward(const RnnBackward<float>& b) { backward(b); }
+void rnn_backward(const RnnBackward<double>& b) { backward(b); }
+
+}  // namespace gradcore
