@@ -66,8 +66,35 @@ constexpr std::int64_t kDirectBMaxRows = 64;
 }  // namespace
 
 template <class T>
+PackedB<T> pack_b(MatrixRef<const T> b) {
+    const kernels::GemmTable<T>& k = table<T>();
+    using B = Blocking<T>;
+    PackedB<T> p;
+    p.rows = b.rows;
+    p.cols = b.cols;
+    std::int64_t total = 0;
+    for (std::int64_t jc = 0; jc < b.cols; jc += B::NC) {
+        const std::int64_t nc = std::min(B::NC, b.cols - jc);
+        for (std::int64_t pc = 0; pc == 0 || pc < b.rows; pc += B::KC) {
+            p.block_offsets.push_back(total);
+            total += std::min(B::KC, b.rows - pc) * ceil_div(nc, k.nr) * k.nr;
+        }
+    }
+    p.data.resize(static_cast<std::size_t>(std::max<std::int64_t>(total, 1)));
+    std::size_t block = 0;
+    for (std::int64_t jc = 0; jc < b.cols; jc += B::NC) {
+        const std::int64_t nc = std::min(B::NC, b.cols - jc);
+        for (std::int64_t pc = 0; pc == 0 || pc < b.rows; pc += B::KC) {
+            const std::int64_t kc = std::min(B::KC, b.rows - pc);
+            k.pack_b(b.data + pc * b.rs + jc * b.cs, b.rs, b.cs, kc, nc, p.data.data() + p.block_offsets[block++]);
+        }
+    }
+    return p;
+}
+
+template <class T>
 void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T beta,
-          const T* bias, Activation act, T slope) {
+          const T* bias, Activation act, T slope, const PackedB<T>* packed) {
     const std::int64_t M = c.rows, N = c.cols, K = a.cols;
     if (a.rows != M || b.rows != K || b.cols != N) {
         throw std::invalid_argument("gemm: shapes (" + std::to_string(a.rows) + ", " + std::to_string(a.cols) +
@@ -95,7 +122,11 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     // apart) instead of a packed copy. B is then reused by only a few row panels, so
     // packing it would cost about as much as it saves, and a KC x NC block of it read
     // in place stays in L2 all the same.
-    const bool direct_b = b.cs == 1 && M <= kDirectBMaxRows;
+    const bool direct_b = !packed && b.cs == 1 && M <= kDirectBMaxRows;
+    if (packed && (packed->rows != K || packed->cols != N)) {
+        throw std::invalid_argument("gemm: the packed B does not match B's shape");
+    }
+    std::size_t block_index = 0;
 
     std::vector<T>& b_buf = b_buffer<T>();
     for (std::int64_t jc = 0; jc < N; jc += B::NC) {
@@ -104,7 +135,9 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
         for (std::int64_t pc = 0; pc == 0 || pc < K; pc += B::KC) {
             const std::int64_t kc = std::min(B::KC, K - pc);
             const bool first = pc == 0, last = pc + kc >= K;
-            T* bp = direct_b ? nullptr : grow(b_buf, std::max<std::int64_t>(1, kc * n_panels * NR));
+            const T* bp = packed ? packed->data.data() + packed->block_offsets[block_index++]
+                          : direct_b ? nullptr
+                                     : grow(b_buf, std::max<std::int64_t>(1, kc * n_panels * NR));
             // Pack B, split by panels.
             const std::int64_t pack_tasks = std::min<std::int64_t>(n_panels, 4 * threads);
             auto pack_b = [&](std::size_t t) {
@@ -112,9 +145,10 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                 const std::int64_t p1 = n_panels * static_cast<std::int64_t>(t + 1) / pack_tasks;
                 if (p1 <= p0) return;
                 const std::int64_t j0 = p0 * NR, j1 = std::min(nc, p1 * NR);
-                k.pack_b(b.data + pc * b.rs + (jc + j0) * b.cs, b.rs, b.cs, kc, j1 - j0, bp + p0 * kc * NR);
+                k.pack_b(b.data + pc * b.rs + (jc + j0) * b.cs, b.rs, b.cs, kc, j1 - j0,
+                         const_cast<T*>(bp) + p0 * kc * NR);
             };
-            if (!direct_b) parallel_for(static_cast<std::size_t>(pack_tasks), kc * nc, TaskFn(pack_b));
+            if (!direct_b && !packed) parallel_for(static_cast<std::size_t>(pack_tasks), kc * nc, TaskFn(pack_b));
 
             const T beta_k = first ? beta : T(1);
             auto block = [&](std::size_t t) {
@@ -179,10 +213,12 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     }
 }
 
+template PackedB<float> pack_b<float>(MatrixRef<const float>);
+template PackedB<double> pack_b<double>(MatrixRef<const double>);
 template void gemm<float>(MatrixRef<const float>, MatrixRef<const float>, MatrixRef<float>, float, float,
-                          const float*, Activation, float);
+                          const float*, Activation, float, const PackedB<float>*);
 template void gemm<double>(MatrixRef<const double>, MatrixRef<const double>, MatrixRef<double>, double,
-                           double, const double*, Activation, double);
+                           double, const double*, Activation, double, const PackedB<double>*);
 
 }  // namespace gradcore::runtime
 

@@ -2,14 +2,29 @@
 // BLIS's five loops around the target's micro-kernel, with an optional fused epilogue.
 #pragma once
 
+#include <vector>
+
 #include "gradcore/dense.hpp"
 #include "kernels/gemm_kernels.hpp"
 
 namespace gradcore::runtime {
 
-// C = epilogue(alpha * A B + beta * C); bias (C.cols values) may be null.
+// B packed once into the GEMM's panel layout, for a B that many GEMMs share (the
+// recurrent weights, used at every time step): those GEMMs then skip packing B.
+template <class T>
+struct PackedB {
+    std::int64_t rows = 0, cols = 0;
+    std::vector<T> data;
+    std::vector<std::int64_t> block_offsets;  // per (column block, depth block), in loop order
+};
+
+template <class T>
+PackedB<T> pack_b(MatrixRef<const T> b);
+
+// C = epilogue(alpha * A B + beta * C); bias (C.cols values) may be null. With `packed`
+// (made by pack_b from this very B), B is not packed again.
 template <class T>
 void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T beta,
-          const T* bias, Activation act, T slope);
+          const T* bias, Activation act, T slope, const PackedB<T>* packed = nullptr);
 
 }  // namespace gradcore::runtime

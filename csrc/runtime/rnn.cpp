@@ -44,26 +44,15 @@ MatrixRef<const T> transposed(MatrixRef<const T> m) {
     return {m.data, m.cols, m.rows, m.cs, m.rs};
 }
 
-// W_hh^T as a row-major copy: the per-step GEMM then reads it in place, unpacked.
-template <class T>
-std::vector<T> transpose_copy(const T* w, std::int64_t rows, std::int64_t cols) {
-    std::vector<T> t(static_cast<std::size_t>(rows * cols));
-    constexpr std::int64_t kBlock = 32;
-    for (std::int64_t i0 = 0; i0 < rows; i0 += kBlock)
-        for (std::int64_t j0 = 0; j0 < cols; j0 += kBlock)
-            for (std::int64_t i = i0; i < std::min(rows, i0 + kBlock); ++i)
-                for (std::int64_t j = j0; j < std::min(cols, j0 + kBlock); ++j) t[j * rows + i] = w[i * cols + j];
-    return t;
-}
-
 template <class T>
 void forward(const RnnForward<T>& f) {
     const std::int64_t Tn = f.steps, B = f.batch, I = f.input, H = f.hidden, G = gate_count(f.cell);
     const std::int64_t GH = G * H, BH = B * H;
     if (Tn <= 0 || B <= 0 || H <= 0) return;
     const kernels::RnnTable<T>& k = rnn_table<T>();
-    const std::vector<T> whh_t = transpose_copy(f.weight_hh, GH, H);  // (H, G*H)
-    const MatrixRef<const T> whh_tm = mat<T>(whh_t.data(), H, GH);
+    // W_hh^T is the B of every step's GEMM: packed once for all T steps.
+    const MatrixRef<const T> whh_tm = transposed(mat(f.weight_hh, GH, H));  // (H, G*H)
+    const runtime::PackedB<T> whh_packed = runtime::pack_b(whh_tm);
     const MatrixRef<const T> wih_t = transposed(mat(f.weight_ih, GH, I));
     const MatrixRef<const T> xs = mat(f.x, Tn * B, I);
 
@@ -74,7 +63,7 @@ void forward(const RnnForward<T>& f) {
         runtime::gemm<T>(xs, wih_t, out(f.hs + BH, Tn * B, H), T(1), T(0), f.bias_ih, Activation::identity, T(0));
         for (std::int64_t t = 0; t < Tn; ++t) {
             runtime::gemm<T>(mat<T>(f.hs + t * BH, B, H), whh_tm, out(f.hs + (t + 1) * BH, B, H), T(1), T(1),
-                             f.bias_hh, act, T(0));
+                             f.bias_hh, act, T(0), &whh_packed);
         }
         return;
     }
@@ -83,7 +72,7 @@ void forward(const RnnForward<T>& f) {
         for (std::int64_t t = 0; t < Tn; ++t) {
             T* g = f.gates + t * B * GH;
             runtime::gemm<T>(mat<T>(f.hs + t * BH, B, H), whh_tm, out(g, B, GH), T(1), T(1), f.bias_hh,
-                             Activation::identity, T(0));
+                             Activation::identity, T(0), &whh_packed);
             k.lstm_forward(B, H, g, f.cs + t * BH, f.cs + (t + 1) * BH, f.hs + (t + 1) * BH);
         }
         return;
@@ -91,7 +80,7 @@ void forward(const RnnForward<T>& f) {
     std::vector<T> gh(static_cast<std::size_t>(B * GH));
     for (std::int64_t t = 0; t < Tn; ++t) {
         runtime::gemm<T>(mat<T>(f.hs + t * BH, B, H), whh_tm, out(gh.data(), B, GH), T(1), T(0), f.bias_hh,
-                         Activation::identity, T(0));
+                         Activation::identity, T(0), &whh_packed);
         k.gru_forward(B, H, f.gates + t * B * GH, gh.data(), f.hs + t * BH, f.gh_n + t * BH, f.hs + (t + 1) * BH);
     }
 }
@@ -112,6 +101,7 @@ void backward(const RnnBackward<T>& bw) {
     if (lstm && bw.grad_c_n) std::copy(bw.grad_c_n, bw.grad_c_n + BH, dc.begin());
     std::vector<T> direct(gru ? static_cast<std::size_t>(BH) : 0);
     const MatrixRef<const T> whh = mat(f.weight_hh, GH, H);
+    const runtime::PackedB<T> whh_packed = runtime::pack_b(whh);  // B of every step's dh GEMM
     const T clip = bw.clip_hidden > 0 ? static_cast<T>(bw.clip_hidden) : T(0);
 
     for (std::int64_t t = Tn - 1; t >= 0; --t) {
@@ -130,7 +120,7 @@ void backward(const RnnBackward<T>& bw) {
         // dh_{t-1} = dG_t W_hh (+ z * dh_t for the GRU).
         if (gru) std::copy(direct.begin(), direct.end(), dh.begin());
         runtime::gemm<T>(mat<const T>(gh, B, GH), whh, out(dh.data(), B, H), T(1), gru ? T(1) : T(0), nullptr,
-                         Activation::identity, T(0));
+                         Activation::identity, T(0), &whh_packed);
     }
     if (bw.grad_h0) std::copy(dh.begin(), dh.end(), bw.grad_h0);
     if (lstm && bw.grad_c0) std::copy(dc.begin(), dc.end(), bw.grad_c0);
