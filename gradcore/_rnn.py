@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import _core
-from ._args import nonnegative
+from ._args import real
 from ._convert import as_array
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
@@ -104,9 +104,9 @@ def rnn_backward(cache: RNNCache, grad_y, grad_h_n=None, grad_c_n=None, *,
     """
     if not isinstance(cache, RNNCache):
         raise TypeError(f"cache must be the RNNCache returned by rnn_forward, got {type(cache).__name__}")
-    clip = 0.0 if clip_hidden is None else nonnegative(clip_hidden, "clip_hidden")
-    if clip_hidden is not None and clip == 0.0:
-        raise ValueError("clip_hidden must be > 0 (or None for no clipping)")
+    clip = 0.0 if clip_hidden is None else real(clip_hidden, "clip_hidden")
+    if clip_hidden is not None and not clip > 0.0:
+        raise ValueError(f"clip_hidden must be > 0 (or None for no clipping), got {clip}")
     return RNNGrads(*_core.rnn_backward(cache._data, as_array(grad_y, False, "grad_y"),
                                         _optional(grad_h_n, "grad_h_n"),
                                         _optional(grad_c_n, "grad_c_n"), clip))

@@ -15,38 +15,40 @@ struct ClipKernels {
 
     // x *= factor, with factor given in double: a factor below T's normal range (a
     // float32 array clipped to a tiny norm) would lose its digits, or become 0, if it
-    // were rounded to T first. Such a factor is applied as m * 2^e1 * 2^e2 with every
-    // piece a normal T, so the result is what one multiplication in double would give
-    // (up to rounding in the result's own subnormal range).
+    // were rounded to T first. Such a factor is applied as m * 2^e1 * 2^e2 * 2^e3 with
+    // every piece a normal T (three pieces: |x| up to T's max times 2^e can still be
+    // representable for e down to about 2 * min_exponent - max_exponent), so the result
+    // is what one multiplication in double would give, up to rounding in the result's
+    // own subnormal range.
     static void scale(T* x, std::int64_t n, double factor) {
         if (!(factor < static_cast<double>(std::numeric_limits<T>::min())) || factor == 0.0) {
-            multiply(x, n, static_cast<T>(factor), T(1), T(1));
+            multiply(x, n, static_cast<T>(factor), T(1), T(1), T(1));
             return;
         }
         int e = 0;
         const double m = std::frexp(factor, &e);  // factor = m * 2^e, m in [0.5, 1)
         const int min_exp = std::numeric_limits<T>::min_exponent - 1;  // smallest normal 2^k
-        e = e < 2 * min_exp ? 2 * min_exp : e;      // below this every result is 0
-        const int e1 = e / 2, e2 = e - e1;
-        multiply(x, n, static_cast<T>(m), static_cast<T>(std::ldexp(1.0, e1)),
-                 static_cast<T>(std::ldexp(1.0, e2)));
+        e = e < 3 * min_exp + 3 ? 3 * min_exp + 3 : e;  // below: every result is 0 anyway
+        const int e1 = e / 3, e2 = (e - e1) / 2, e3 = e - e1 - e2;
+        multiply(x, n, static_cast<T>(m), static_cast<T>(std::ldexp(1.0, e1)), static_cast<T>(std::ldexp(1.0, e2)),
+                 static_cast<T>(std::ldexp(1.0, e3)));
     }
 
-    static void multiply(T* x, std::int64_t n, T f0, T f1, T f2) {
+    static void multiply(T* x, std::int64_t n, T f0, T f1, T f2, T f3) {
         const V v0 = S::set1(f0);
         std::int64_t i = 0;
-        if (f1 == T(1) && f2 == T(1)) {
+        if (f1 == T(1) && f2 == T(1) && f3 == T(1)) {
             for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
                 S::store(x + i, S::mul(S::load(x + i), v0));
                 S::store(x + i + kLanes, S::mul(S::load(x + i + kLanes), v0));
             }
         } else {
-            const V v1 = S::set1(f1), v2 = S::set1(f2);
+            const V v1 = S::set1(f1), v2 = S::set1(f2), v3 = S::set1(f3);
             for (; i + kLanes <= n; i += kLanes) {
-                S::store(x + i, S::mul(S::mul(S::mul(S::load(x + i), v0), v1), v2));
+                S::store(x + i, S::mul(S::mul(S::mul(S::mul(S::load(x + i), v0), v1), v2), v3));
             }
         }
-        for (; i < n; ++i) x[i] = x[i] * f0 * f1 * f2;
+        for (; i < n; ++i) x[i] = x[i] * f0 * f1 * f2 * f3;
     }
 
     static void clamp(T* x, std::int64_t n, T lo, T hi) {

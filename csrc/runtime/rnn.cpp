@@ -2,6 +2,7 @@
 // then per step one recurrent GEMM plus one fused cell kernel; backwards, per step the
 // fused cell backward and dh_{t-1} = dG_t W_hh, and after the loop merged GEMMs over all
 // steps for grad_x, grad_weight_ih and grad_weight_hh, and one reduction per bias.
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -10,6 +11,7 @@
 #include "gradcore/rnn.hpp"
 #include "runtime/dispatch.hpp"
 #include "runtime/gemm.hpp"
+#include "runtime/thread_pool.hpp"
 
 namespace gradcore {
 namespace {
@@ -44,6 +46,19 @@ MatrixRef<const T> transposed(MatrixRef<const T> m) {
     return {m.data, m.cols, m.rows, m.cs, m.rs};
 }
 
+// Runs fn(first_row, rows) over the batch in slices on the pool: the cell kernels are
+// element-wise with a few exp per element, worth spreading once B*H is in the thousands.
+template <class F>
+void for_batch_rows(std::int64_t batch, std::int64_t hidden, F&& fn) {
+    const std::int64_t slices = std::min<std::int64_t>(batch, 8);
+    auto task = [&](std::size_t s) {
+        const std::int64_t b0 = batch * static_cast<std::int64_t>(s) / slices;
+        const std::int64_t b1 = batch * static_cast<std::int64_t>(s + 1) / slices;
+        if (b1 > b0) fn(b0, b1 - b0);
+    };
+    runtime::parallel_for(static_cast<std::size_t>(slices), batch * hidden * 16, runtime::TaskFn(task));
+}
+
 template <class T>
 void forward(const RnnForward<T>& f) {
     const std::int64_t Tn = f.steps, B = f.batch, I = f.input, H = f.hidden, G = gate_count(f.cell);
@@ -73,7 +88,11 @@ void forward(const RnnForward<T>& f) {
             T* g = f.gates + t * B * GH;
             runtime::gemm<T>(mat<T>(f.hs + t * BH, B, H), whh_tm, out(g, B, GH), T(1), T(1), f.bias_hh,
                              Activation::identity, T(0), &whh_packed);
-            k.lstm_forward(B, H, g, f.cs + t * BH, f.cs + (t + 1) * BH, f.hs + (t + 1) * BH);
+            T* c_prev = f.cs + t * BH;
+            T* h = f.hs + (t + 1) * BH;
+            for_batch_rows(B, H, [&](std::int64_t b0, std::int64_t nb) {
+                k.lstm_forward(nb, H, g + b0 * GH, c_prev + b0 * H, c_prev + BH + b0 * H, h + b0 * H);
+            });
         }
         return;
     }
@@ -81,7 +100,13 @@ void forward(const RnnForward<T>& f) {
     for (std::int64_t t = 0; t < Tn; ++t) {
         runtime::gemm<T>(mat<T>(f.hs + t * BH, B, H), whh_tm, out(gh.data(), B, GH), T(1), T(0), f.bias_hh,
                          Activation::identity, T(0), &whh_packed);
-        k.gru_forward(B, H, f.gates + t * B * GH, gh.data(), f.hs + t * BH, f.gh_n + t * BH, f.hs + (t + 1) * BH);
+        T* g = f.gates + t * B * GH;
+        T* h_prev = f.hs + t * BH;
+        T* gh_n = f.gh_n + t * BH;
+        for_batch_rows(B, H, [&](std::int64_t b0, std::int64_t nb) {
+            k.gru_forward(nb, H, g + b0 * GH, gh.data() + b0 * GH, h_prev + b0 * H, gh_n + b0 * H,
+                          h_prev + BH + b0 * H);
+        });
     }
 }
 
@@ -109,14 +134,19 @@ void backward(const RnnBackward<T>& bw) {
         if (bw.hidden_grad_norms) bw.hidden_grad_norms[t] = std::sqrt(sumsq);
         T* gx = dgx.data() + t * B * GH;
         T* gh = dgh + t * B * GH;
-        if (lstm) {
-            k.lstm_backward(B, H, f.gates + t * B * GH, f.cs + t * BH, f.cs + (t + 1) * BH, dh.data(), dc.data(), gx);
-        } else if (gru) {
-            k.gru_backward(B, H, f.gates + t * B * GH, f.gh_n + t * BH, f.hs + t * BH, dh.data(), gx, gh,
-                           direct.data());
-        } else {
-            k.rnn_backward(BH, f.hs + (t + 1) * BH, dh.data(), gx, f.cell == Cell::rnn_relu);
-        }
+        const T* gates = f.gates ? f.gates + t * B * GH : nullptr;
+        for_batch_rows(B, H, [&](std::int64_t b0, std::int64_t nb) {
+            const std::int64_t r = b0 * H, rg = b0 * GH;
+            if (lstm) {
+                k.lstm_backward(nb, H, gates + rg, f.cs + t * BH + r, f.cs + (t + 1) * BH + r, dh.data() + r,
+                                dc.data() + r, gx + rg);
+            } else if (gru) {
+                k.gru_backward(nb, H, gates + rg, f.gh_n + t * BH + r, f.hs + t * BH + r, dh.data() + r, gx + rg,
+                               gh + rg, direct.data() + r);
+            } else {
+                k.rnn_backward(nb * H, f.hs + (t + 1) * BH + r, dh.data() + r, gx + r, f.cell == Cell::rnn_relu);
+            }
+        });
         // dh_{t-1} = dG_t W_hh (+ z * dh_t for the GRU).
         if (gru) std::copy(direct.begin(), direct.end(), dh.begin());
         runtime::gemm<T>(mat<const T>(gh, B, GH), whh, out(dh.data(), B, H), T(1), gru ? T(1) : T(0), nullptr,
