@@ -1,4 +1,5 @@
 #include "array_list.hpp"
+#include "ndarray_util.hpp"
 
 #include <pybind11/stl.h>
 
@@ -6,11 +7,6 @@
 
 namespace gradcore::python {
 namespace {
-
-// NumPy's type numbers (stable across NumPy 1.x and 2.x).
-constexpr int kNpyHalf = 23;
-constexpr int kNpyFloat = 11;
-constexpr int kNpyDouble = 12;
 
 std::string item_name(const char* name, std::size_t i) {
     return std::string(name) + "[" + std::to_string(i) + "]";

@@ -9,19 +9,11 @@
 #include <string>
 
 #include "gradcore/dense.hpp"
+#include "ndarray_util.hpp"
 
 namespace gradcore::python {
 namespace py = pybind11;
 namespace {
-
-constexpr int kNpyFloat = 11;
-constexpr int kNpyDouble = 12;
-
-std::string shape_of(const py::array& a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
 
 int float_num(const py::array& a, const char* name) {
     const int num = a.dtype().num();
@@ -76,12 +68,7 @@ py::array checked_output(py::handle obj, const char* name, const py::array& like
     const std::vector<py::ssize_t> want(shape);
     bool ok = a.ndim() == static_cast<py::ssize_t>(want.size());
     for (std::size_t i = 0; ok && i < want.size(); ++i) ok = a.shape(i) == want[i];
-    if (!ok) {
-        std::string w = "(";
-        for (std::size_t i = 0; i < want.size(); ++i) w += (i ? ", " : "") + std::to_string(want[i]);
-        throw py::value_error(std::string(name) + " has shape " + shape_of(a) + ", expected " + w +
-                              (want.size() == 1 ? ",)" : ")"));
-    }
+    if (!ok) throw py::value_error(std::string(name) + " has shape " + shape_of(a) + ", expected " + shape_str(want));
     if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only");
     if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
     return a;
@@ -99,12 +86,6 @@ Activation parse_activation(const std::string& s) {
     if (s == "sigmoid") return Activation::sigmoid;
     throw py::value_error("activation must be one of 'identity', 'relu', 'leaky_relu', 'tanh', 'sigmoid'; got '" +
                           s + "'");
-}
-
-template <class F>
-auto with_float(const py::array& a, F&& f) {
-    if (a.dtype().num() == kNpyFloat) return f(float{});
-    return f(double{});
 }
 
 }  // namespace

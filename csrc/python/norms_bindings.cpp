@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "ndarray_util.hpp"
 #include "array_list.hpp"
 #include "gradcore/norms.hpp"
 
@@ -39,10 +40,6 @@ UnitLayout unit_layout(const py::array& a, int axis, std::size_t i) {
     for (int d = 0; d < ax; ++d) l.outer *= a.shape(d);
     for (int d = ax + 1; d < nd; ++d) l.inner *= a.shape(d);
     return l;
-}
-
-std::string shape_str(const py::array& a) {
-    return py::str(py::tuple(py::cast(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()))));
 }
 
 }  // namespace
@@ -141,8 +138,8 @@ void bind_norms(py::module_& m) {
             const bool same = ga.ndim() == pa.ndim() &&
                               std::equal(ga.shape(), ga.shape() + ga.ndim(), pa.shape());
             if (!same) {
-                throw py::value_error("grads[" + std::to_string(i) + "] has shape " + shape_str(ga) +
-                                      " but params[" + std::to_string(i) + "] has shape " + shape_str(pa));
+                throw py::value_error("grads[" + std::to_string(i) + "] has shape " + shape_of(ga) +
+                                      " but params[" + std::to_string(i) + "] has shape " + shape_of(pa));
             }
             layouts.push_back(unit_layout(ga, unit_axis, i));
         }

@@ -10,25 +10,11 @@
 #include <vector>
 
 #include "gradcore/rnn.hpp"
+#include "ndarray_util.hpp"
 
 namespace gradcore::python {
 namespace py = pybind11;
 namespace {
-
-constexpr int kNpyFloat = 11;
-constexpr int kNpyDouble = 12;
-
-std::string shape_of(const py::array& a) {
-    std::string s = "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-    return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-std::string shape_str(std::vector<py::ssize_t> v) {
-    std::string s = "(";
-    for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-    return s + (v.size() == 1 ? ",)" : ")");
-}
 
 Cell parse_cell(const std::string& s) {
     if (s == "rnn_tanh") return Cell::rnn_tanh;
@@ -68,12 +54,6 @@ const T* ptr(const std::optional<py::array>& a) {
 template <class T>
 T* mut(const std::optional<py::array>& a) {
     return a ? static_cast<T*>(const_cast<void*>(a->data())) : nullptr;
-}
-
-template <class F>
-auto with_float(const py::array& a, F&& f) {
-    if (a.dtype().num() == kNpyFloat) return f(float{});
-    return f(double{});
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "runtime/dispatch.hpp"
 #include "runtime/gemm.hpp"
 #include "runtime/thread_pool.hpp"
+#include "runtime/typed_kernels.hpp"
 
 namespace gradcore {
 namespace {
@@ -22,18 +23,11 @@ std::string shape(std::int64_t r, std::int64_t c) {
     return "(" + std::to_string(r) + ", " + std::to_string(c) + ")";
 }
 
-template <class T>
-MatrixRef<const T> transposed(MatrixRef<const T> m) {
-    return {m.data, m.cols, m.rows, m.cs, m.rs};
-}
+using runtime::transposed;
 
 template <class T>
 const kernels::GemmTable<T>& gemm_table() {
-    if constexpr (sizeof(T) == 4) {
-        return runtime::active_table().gemm_f32;
-    } else {
-        return runtime::active_table().gemm_f64;
-    }
+    return runtime::gemm_kernels<T>(runtime::active_table());
 }
 
 template <class T>

@@ -8,6 +8,7 @@
 #include "gradcore/runtime.hpp"
 #include "runtime/dispatch.hpp"
 #include "runtime/thread_pool.hpp"
+#include "runtime/typed_kernels.hpp"
 
 namespace gradcore::runtime {
 namespace {
@@ -26,11 +27,7 @@ struct Blocking {
 
 template <class T>
 const kernels::GemmTable<T>& table() {
-    if constexpr (sizeof(T) == 4) {
-        return active_table().gemm_f32;
-    } else {
-        return active_table().gemm_f64;
-    }
+    return gemm_kernels<T>(active_table());
 }
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }

@@ -9,6 +9,12 @@
 
 namespace gradcore::runtime {
 
+// m with rows and columns swapped (no data moves: the GEMM packs transposes for free).
+template <class T>
+MatrixRef<const T> transposed(MatrixRef<const T> m) {
+    return {m.data, m.cols, m.rows, m.cs, m.rs};
+}
+
 // B packed once into the GEMM's panel layout, for a B that many GEMMs share (the
 // recurrent weights, used at every time step): those GEMMs then skip packing B.
 template <class T>

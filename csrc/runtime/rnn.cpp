@@ -12,26 +12,20 @@
 #include "runtime/dispatch.hpp"
 #include "runtime/gemm.hpp"
 #include "runtime/thread_pool.hpp"
+#include "runtime/typed_kernels.hpp"
 
 namespace gradcore {
 namespace {
 
 template <class T>
 const kernels::RnnTable<T>& rnn_table() {
-    if constexpr (sizeof(T) == 4) {
-        return runtime::active_table().rnn_f32;
-    } else {
-        return runtime::active_table().rnn_f64;
-    }
+    return runtime::rnn_kernels<T>(runtime::active_table());
 }
 template <class T>
 const kernels::GemmTable<T>& gemm_table() {
-    if constexpr (sizeof(T) == 4) {
-        return runtime::active_table().gemm_f32;
-    } else {
-        return runtime::active_table().gemm_f64;
-    }
+    return runtime::gemm_kernels<T>(runtime::active_table());
 }
+using runtime::transposed;
 
 template <class T>
 MatrixRef<const T> mat(const T* p, std::int64_t rows, std::int64_t cols) {
@@ -40,10 +34,6 @@ MatrixRef<const T> mat(const T* p, std::int64_t rows, std::int64_t cols) {
 template <class T>
 MatrixRef<T> out(T* p, std::int64_t rows, std::int64_t cols) {
     return {p, rows, cols, cols, 1};
-}
-template <class T>
-MatrixRef<const T> transposed(MatrixRef<const T> m) {
-    return {m.data, m.cols, m.rows, m.cs, m.rs};
 }
 
 // Runs fn(first_row, rows) over the batch in slices on the pool: the cell kernels are

@@ -10,6 +10,24 @@
 
 namespace gradcore::runtime {
 
+// The active target's GEMM / recurrent kernels for T (float or double).
+template <class T>
+const kernels::GemmTable<T>& gemm_kernels(const kernels::KernelTable& k) {
+    if constexpr (sizeof(T) == 4) {
+        return k.gemm_f32;
+    } else {
+        return k.gemm_f64;
+    }
+}
+template <class T>
+const kernels::RnnTable<T>& rnn_kernels(const kernels::KernelTable& k) {
+    if constexpr (sizeof(T) == 4) {
+        return k.rnn_f32;
+    } else {
+        return k.rnn_f64;
+    }
+}
+
 // Calls f(norm_table_for_T, const T* data).
 template <class F>
 decltype(auto) with_norm_kernels(const kernels::KernelTable& k, const TensorView& t, F&& f) {

@@ -1,0 +1,36 @@
+// Small helpers the bindings share: NumPy dtype numbers, shapes in messages, and the
+// float32/float64 switch that picks a kernel's T.
+#pragma once
+
+#include <pybind11/numpy.h>
+
+#include <string>
+#include <vector>
+
+namespace gradcore::python {
+
+namespace py = pybind11;
+
+// NumPy's type numbers (stable across NumPy 1.x and 2.x).
+constexpr int kNpyHalf = 23;
+constexpr int kNpyFloat = 11;
+constexpr int kNpyDouble = 12;
+
+// "(2, 3)", "(4,)" as NumPy prints shapes.
+inline std::string shape_str(const std::vector<py::ssize_t>& shape) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + (shape.size() == 1 ? ",)" : ")");
+}
+inline std::string shape_of(const py::array& a) {
+    return shape_str(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+}
+
+// f(float{}) or f(double{}) by the array's dtype (checked to be one of them before).
+template <class F>
+auto with_float(const py::array& a, F&& f) {
+    if (a.dtype().num() == kNpyFloat) return f(float{});
+    return f(double{});
+}
+
+}  // namespace gradcore::python
