@@ -2,7 +2,9 @@
 #pragma once
 
 #include "gradcore/cuda.hpp"
+#include "gradcore/dense.hpp"
 #include "gradcore/export.hpp"
 #include "gradcore/norms.hpp"
+#include "gradcore/rnn.hpp"
 #include "gradcore/runtime.hpp"
 #include "gradcore/tensor.hpp"
