@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from . import _core
 from ._dense import dense_backward, dense_forward, matmul
+from ._embedding import get_cmake_dir, get_include, get_library_dir
+from .monitor import Event, GradientMonitor
 from ._rnn import RNNCache, RNNForward, RNNGrads, rnn_backward, rnn_forward
 from ._norms import (
     GradStats,
@@ -25,8 +27,9 @@ __version__ = _core._version()
 
 __all__ = [
     "RNNCache", "RNNForward", "RNNGrads", "rnn_backward", "rnn_forward",
-    "GradStats", "NonFiniteGradientError", "adaptive_clip_", "clip_by_global_norm_",
-    "clip_by_norm_", "clip_by_value_", "dense_backward", "dense_forward", "get_num_threads", "global_norm", "grad_stats",
+    "Event", "GradStats", "GradientMonitor", "NonFiniteGradientError", "adaptive_clip_", "clip_by_global_norm_",
+    "clip_by_norm_", "clip_by_value_", "dense_backward", "dense_forward", "get_cmake_dir",
+    "get_include", "get_library_dir", "get_num_threads", "global_norm", "grad_stats",
     "info", "matmul", "norms", "set_num_threads",
 ]
 

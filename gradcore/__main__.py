@@ -31,6 +31,11 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--cmake-dir"], ["--include"]):  # for build scripts: one path, nothing else
+        from gradcore._embedding import get_cmake_dir, get_include
+
+        print(get_cmake_dir() if argv[0] == "--cmake-dir" else get_include())
+        return 0
     if not argv or argv[0] not in COMMANDS:
         parser = argparse.ArgumentParser(prog="python -m gradcore")
         parser.add_argument("command", choices=sorted(COMMANDS),

@@ -1,0 +1,251 @@
+"""Drop-in replacements for PyTorch's gradient-clipping utilities (``torch.nn.utils``).
+
+Import explicitly (``import gradcore`` never imports torch)::
+
+    import gradcore.torch as gct
+
+    loss.backward()
+    total = gct.clip_grad_norm_(model.parameters(), max_norm=1.0)   # was torch.nn.utils.clip_grad_norm_
+    optimizer.step()
+
+The three functions have torch's signatures and return types:
+
+- :func:`clip_grad_norm_` (``torch.nn.utils.clip_grad_norm_``),
+- :func:`get_total_norm` (``torch.nn.utils.get_total_norm``),
+- :func:`clip_grad_value_` (``torch.nn.utils.clip_grad_value_``).
+
+**What gradcore does itself.** Dense, contiguous float32/float64 tensors on the CPU
+(plain ``torch.Tensor``, not subclasses), with ``norm_type`` a real p > 0 or inf. The
+gradients are modified in place, zero-copy (gradcore works directly on the tensors'
+memory through DLPack; ``p.grad`` keeps its object and its ``data_ptr()``), and their
+autograd version counters are bumped as torch's in-place ops would.
+
+**What is handed to torch unchanged** (the call goes to the ``torch.nn.utils`` function
+captured when this module was imported, so replacing ``torch.nn.utils.clip_grad_norm_``
+with this one is safe): CUDA/meta/other non-CPU tensors and mixed devices; dtypes other
+than float32/float64 (float16, bfloat16, ...); sparse or other non-strided layouts;
+non-contiguous gradients (gradcore modifies only C-contiguous memory in place); tensor
+subclasses; ``norm_type`` 0 (torch counts non-zeros), negative, -inf, NaN or not a
+number; ``max_norm`` negative or NaN and ``clip_value`` negative or NaN (gradcore rejects
+those, torch computes something); the infinity norm of a list holding an empty tensor
+(torch raises); the same gradient tensor given twice to an in-place function; and
+``clip_grad_norm_`` / ``get_total_norm`` with no tensors at all. In all of these cases
+the result, the warnings and the exceptions are exactly torch's.
+
+**Where the results differ from torch's.**
+
+- Rounding. gradcore accumulates float32 norms in float64 (and float64 norms with
+  rescaling), so its total is the exactly rounded one; torch accumulates float32 in
+  float32, so its total (and the clipped gradients, which are scaled by
+  ``max_norm / (total + 1e-6)``) may differ in the last bits: relative differences of about
+  1e-6 for float32 and 1e-15 for float64. The infinity norm and :func:`clip_grad_value_`
+  are bit-for-bit identical.
+- Overflow (the one intended difference). When torch's float32 norm overflows although
+  every gradient is finite (e.g. float32 gradients of magnitude 1e20: their squares
+  overflow), torch returns ``inf``, multiplies every gradient by 0 (or raises with
+  ``error_if_nonfinite=True``). gradcore's total is finite and correct
+  (``3.16e20`` for ten values of ``1e20``), so the gradients are clipped to ``max_norm``
+  as intended, and ``error_if_nonfinite=True`` does not raise. Only if the exact total
+  itself exceeds the float32 range (about 3.4e38) is the returned float32 total ``inf``;
+  then ``error_if_nonfinite=True`` raises as torch does (gradients untouched), and with
+  ``error_if_nonfinite=False`` the gradients are still scaled by the exact, finite total.
+- ``foreach`` is accepted and ignored on gradcore's path (one fused C++ call handles the
+  whole list; torch supports foreach on the CPU, so it would never raise there).
+
+Gradients that hold NaN or inf behave as in torch: the total is NaN/inf, and with
+``error_if_nonfinite=False`` the gradients are scaled by ``max_norm / (total + 1e-6)``
+anyway (inf total: finite entries become 0 and infinite ones NaN; NaN total: all NaN).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import warnings
+
+import torch
+import torch.autograd.graph
+import torch.nn.utils
+
+import gradcore as _gc
+
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "get_total_norm"]
+
+# torch's own implementations, captured now: the fallbacks must reach them even after a
+# user has patched torch.nn.utils.clip_grad_norm_ = gradcore.torch.clip_grad_norm_.
+_torch_clip_grad_norm_ = torch.nn.utils.clip_grad_norm_
+_torch_get_total_norm = torch.nn.utils.get_total_norm
+_torch_clip_grad_value_ = torch.nn.utils.clip_grad_value_
+
+_DTYPES = (torch.float32, torch.float64)
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _norm_order(norm_type):
+    """norm_type as a float p > 0 or inf, or None where torch must decide (0, negative,
+    -inf, NaN, not a number)."""
+    try:
+        p = float(norm_type)
+    except (TypeError, ValueError):
+        return None
+    return p if p > 0.0 else None
+
+
+def _nonnegative(value):
+    """float(value) if it is >= 0 (inf allowed), else None (negative, NaN, not a number)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v >= 0.0 else None
+
+
+def _supported(tensors, p=None, in_place=False):
+    """The result dtype (float64 if any tensor is float64, else float32) when gradcore can
+    handle all of ``tensors`` itself, else None."""
+    if not tensors:
+        return None
+    any_double = False
+    for t in tensors:
+        if (type(t) not in _PLAIN_TYPES or not t.is_cpu or t.layout is not torch.strided
+                or t.dtype not in _DTYPES or not t.is_contiguous() or t.is_neg()):
+            return None
+        if p == math.inf and t.numel() == 0:
+            return None  # torch raises: the infinity norm of an empty tensor has no identity
+        any_double = any_double or t.dtype is torch.float64
+    if in_place and len({t.data_ptr() for t in tensors}) != len(tensors):
+        return None  # the same memory twice: let torch scale it (twice) as it always has
+    return torch.float64 if any_double else torch.float32
+
+
+def _total_tensor(total, dtype):
+    """The 0-dim CPU tensor torch would return (the grads' dtype)."""
+    return torch.tensor(total, dtype=dtype)
+
+
+def _nonfinite_error(norm_type):
+    return RuntimeError(
+        f"The total norm of order {norm_type} for gradients from "
+        "`parameters` is non-finite, so it cannot be clipped. To disable "
+        "this error and scale the gradients by the non-finite norm anyway, "
+        "set `error_if_nonfinite=False`")
+
+
+def _mark_modified(tensors):
+    """Tell autograd the tensors were modified in place (as torch's mul_/clamp_ would)."""
+    torch.autograd.graph.increment_version(tensors)
+
+
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    r"""Norm of all ``tensors`` together, as if they were concatenated into one vector
+    (``torch.nn.utils.get_total_norm``).
+
+    Args:
+        tensors (Iterable[Tensor] or Tensor): the tensors (not parameters).
+        norm_type (float or str): p > 0, or ``inf`` / ``'inf'`` for the max norm.
+            0, negative p and -inf are computed by torch.
+        error_if_nonfinite (bool): raise ``RuntimeError`` (torch's message) when the
+            total is NaN or inf.
+        foreach (bool, optional): ignored on gradcore's path; passed on to torch.
+
+    Returns:
+        Tensor: 0-dim, on the CPU, float64 if any tensor is float64 else float32 (as
+        torch). Without tensors: ``torch.tensor(0.0)``.
+
+    CPU float32/float64 contiguous tensors are read in place by gradcore; float32 data are
+    accumulated in float64, so the total may differ from torch's in the last bits, and is
+    finite where torch's float32 norm overflows (see the module docstring). Anything else
+    goes to ``torch.nn.utils.get_total_norm``.
+    """
+    if isinstance(tensors, torch.Tensor):
+        tensors = [tensors]
+    else:
+        tensors = list(tensors)
+    p = _norm_order(norm_type)
+    dtype = None if p is None else _supported(tensors, p)
+    if dtype is None:
+        return _torch_get_total_norm(tensors, norm_type, error_if_nonfinite, foreach)
+    result = _total_tensor(_gc.global_norm(tensors, p), dtype)
+    if error_if_nonfinite and not math.isfinite(result.item()):
+        raise _nonfinite_error(p)
+    return result
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
+                    foreach=None):
+    r"""Clip the gradients of ``parameters`` in place so that their total norm is at most
+    ``max_norm`` (``torch.nn.utils.clip_grad_norm_``).
+
+    The total is the ``norm_type``-norm of all ``.grad`` tensors together; every gradient
+    is multiplied by ``min(1, max_norm / (total + 1e-6))`` (nothing is written when that
+    is 1). Parameters whose ``.grad`` is None are skipped.
+
+    Args:
+        parameters (Iterable[Tensor] or Tensor): the parameters (a generator is fine; an
+            empty generator warns, as in torch).
+        max_norm (float): the largest total norm allowed.
+        norm_type (float or str): p > 0, or ``inf`` / ``'inf'``. 0, negative p and -inf
+            are handled by torch.
+        error_if_nonfinite (bool): raise ``RuntimeError`` (torch's message) when the total
+            is NaN or inf; the gradients are then left untouched.
+        foreach (bool, optional): ignored on gradcore's path; passed on to torch.
+
+    Returns:
+        Tensor: the total norm before clipping, 0-dim, on the CPU, float64 if any gradient
+        is float64 else float32 (as torch).
+
+    CPU float32/float64 contiguous gradients are clipped by gradcore in their own memory
+    (no copy; ``p.grad`` keeps its storage). Differences from torch: last-bit rounding of
+    float32 totals, and finite, correct totals (and properly clipped gradients) where
+    torch's float32 norm overflows, e.g. gradients of 1e20; see the module docstring.
+    Anything gradcore cannot handle goes to ``torch.nn.utils.clip_grad_norm_`` unchanged.
+    """
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    else:
+        is_generator = isinstance(parameters, types.GeneratorType)
+        parameters = list(parameters)
+        if is_generator and not parameters:
+            warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.",
+                          stacklevel=2)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    p = _norm_order(norm_type)
+    bound = _nonnegative(max_norm)
+    dtype = None if p is None or bound is None else _supported(grads, p, in_place=True)
+    if dtype is None:
+        return _torch_clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite,
+                                      foreach)
+    if error_if_nonfinite:
+        # Check the total that will be returned (the grads' dtype) before touching them.
+        total = _gc.global_norm(grads, p)
+        result = _total_tensor(total, dtype)
+        if not math.isfinite(result.item()):
+            raise _nonfinite_error(p)
+        _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, total_norm=total)
+    else:
+        total = _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, nonfinite="propagate")
+        result = _total_tensor(total, dtype)
+    _mark_modified(grads)
+    return result
+
+
+def clip_grad_value_(parameters, clip_value, foreach=None):
+    r"""Clamp the gradients of ``parameters`` in place to ``[-clip_value, clip_value]``
+    (``torch.nn.utils.clip_grad_value_``). NaN stays NaN. Returns None.
+
+    Parameters whose ``.grad`` is None are skipped. CPU float32/float64 contiguous
+    gradients are clamped by gradcore in their own memory (bit-for-bit torch's result);
+    anything else, and a negative or NaN ``clip_value``, goes to
+    ``torch.nn.utils.clip_grad_value_``. ``foreach`` is ignored on gradcore's path.
+    """
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    else:
+        parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    bound = _nonnegative(clip_value)
+    if bound is None or _supported(grads, in_place=True) is None:
+        return _torch_clip_grad_value_(parameters, clip_value, foreach)
+    _gc.clip_by_value_(grads, bound)
+    _mark_modified(grads)
+    return None
