@@ -177,3 +177,40 @@ def rel_err(got: float, ref: float) -> float:
     if got == ref:
         return 0.0
     return abs(got - ref) / max(abs(ref), sys.float_info.min)
+
+
+def max_rel_err(np, got, ref) -> float:
+    """max |got - ref| / max |ref| (computed in float64)."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.shape != ref.shape:
+        raise ValueError(f"shape {got.shape}, expected {ref.shape}")
+    if ref.size == 0:
+        return 0.0
+    r = ref.astype(np.float64, copy=False)
+    d = float(np.max(np.abs(got.astype(np.float64) - r)))
+    s = float(np.max(np.abs(r)))
+    return d / s if s > 0 else d
+
+
+def run_check(fn) -> str:
+    """fn() -> "ok" or a message; an exception becomes the message."""
+    try:
+        return fn()
+    except Exception as exc:
+        return f"check raised {type(exc).__name__}: {exc}"
+
+
+def add_gflops(res, flops, t_gc, fma, dtype) -> None:
+    """Record GFLOP/s of gradcore, each peer and the FMA peak on a CaseResult."""
+    if flops is None:
+        return
+    res.params["flops"] = flops
+    if t_gc is None:
+        return
+    gf = {"gradcore": flops / t_gc.best / 1e9}
+    for p in res.peers:
+        gf[p.name] = None if p.time is None else flops / p.time / 1e9
+    gf["peak"] = fma.peak(dtype) / 1e9
+    res.params["GFLOPs"] = gf
+    res.notes.append("GFLOP/s: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in gf.items() if v is not None) + f" ({fma.label(dtype)})")

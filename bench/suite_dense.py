@@ -46,7 +46,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import CaseResult, PeerResult, SuiteResult
+from .common import CaseResult, PeerResult, SuiteResult, add_gflops, max_rel_err, run_check
 
 NAME = "dense"
 DESCRIPTION = ("matmul / dense_forward + dense_backward vs NumPy and PyTorch "
@@ -108,19 +108,6 @@ def _numpy_dact(np, act, gy, y):
     return gy * (y > 0) if act == "relu" else gy * (1 - y * y)
 
 
-def max_rel_err(np, got, ref) -> float:
-    """max |got - ref| / max |ref| (computed in float64)."""
-    got, ref = np.asarray(got), np.asarray(ref)
-    if got.shape != ref.shape:
-        raise ValueError(f"shape {got.shape}, expected {ref.shape}")
-    if ref.size == 0:
-        return 0.0
-    r = ref.astype(np.float64, copy=False)
-    d = float(np.max(np.abs(got.astype(np.float64) - r)))
-    s = float(np.max(np.abs(r)))
-    return d / s if s > 0 else d
-
-
 def _dims(*n) -> str:
     return f"{n[0]}³" if len(set(n)) == 1 else "×".join(str(v) for v in n)
 
@@ -161,25 +148,9 @@ class _Runner:
                 continue
             res.peers.append(ctx.time_peer(pname, code, fn, target=target, setup=setup,
                                            needs_torch=needs_torch))
-        if flops is not None:
-            res.params["flops"] = flops
-        if flops is not None and t_gc is not None:
-            gf = {"gradcore": flops / t_gc.best / 1e9}
-            for p in res.peers:
-                gf[p.name] = None if p.time is None else flops / p.time / 1e9
-            gf["peak"] = self.fma.peak(dtype) / 1e9
-            res.params["GFLOPs"] = gf
-            res.notes.append("GFLOP/s: " + ", ".join(
-                f"{k} {v:.1f}" for k, v in gf.items() if v is not None)
-                + f" ({self.fma.label(dtype)})")
+        add_gflops(res, flops, t_gc, self.fma, dtype)
         self.suite.cases.append(res)
         return res
-
-    def _check(self, fn) -> str:
-        try:
-            return fn()
-        except Exception as exc:
-            return f"check raised {type(exc).__name__}: {exc}"
 
     # -- matmul --------------------------------------------------------------
     def matmul(self, key, m, k, n, dtype, target, *, trans_b=False, seed=0):
@@ -217,7 +188,7 @@ class _Runner:
             return "ok" if err <= tol else \
                 f"max |diff| / max |ref| = {err:.2e} > {tol:g} vs NumPy {np_code}"
 
-        chk = self._check(check)
+        chk = run_check(check)
         self.case(key, name, data, gc_code, gc_fn,
                   [("numpy", np_code, np_fn, target, False),
                    ("torch", t_code + " (torch.from_numpy views)", t_fn, None, True)],
@@ -285,7 +256,7 @@ class _Runner:
                     bad.append(f"{k} max |diff| / max |ref| = {e:.2e}")
             return "ok" if not bad else "; ".join(bad) + f" (tol {tol:g})"
 
-        chk = self._check(check)
+        chk = run_check(check)
         peers = [("numpy", NUMPY_DENSE_CODE[act], np_step, t_numpy, False),
                  ("torch", TORCH_DENSE_CODE.replace("act", f"torch.{act}"), t_step,
                   t_torch, True)]

@@ -47,7 +47,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import CaseResult, PeerResult, SuiteResult
+from .common import CaseResult, PeerResult, SuiteResult, add_gflops, max_rel_err, run_check
 
 NAME = "rnn"
 DESCRIPTION = ("rnn_forward + rnn_backward (rnn_tanh, rnn_relu, lstm, gru) vs PyTorch "
@@ -206,19 +206,6 @@ _NUMPY = {"rnn_tanh": _numpy_rnn_tanh, "rnn_relu": _numpy_rnn_relu, "lstm": _num
           "gru": _numpy_gru}
 
 
-def max_rel_err(np, got, ref) -> float:
-    """max |got - ref| / max |ref| (computed in float64)."""
-    got, ref = np.asarray(got), np.asarray(ref)
-    if got.shape != ref.shape:
-        raise ValueError(f"shape {got.shape}, expected {ref.shape}")
-    if ref.size == 0:
-        return 0.0
-    r = ref.astype(np.float64, copy=False)
-    d = float(np.max(np.abs(got.astype(np.float64) - r)))
-    s = float(np.max(np.abs(r)))
-    return d / s if s > 0 else d
-
-
 def _dims(*n) -> str:
     return "×".join(str(v) for v in n)
 
@@ -259,25 +246,9 @@ class _Runner:
                 continue
             res.peers.append(ctx.time_peer(pname, code, fn, target=target,
                                            needs_torch=needs_torch))
-        if flops is not None:
-            res.params["flops"] = flops
-        if flops is not None and t_gc is not None:
-            gf = {"gradcore": flops / t_gc.best / 1e9}
-            for p in res.peers:
-                gf[p.name] = None if p.time is None else flops / p.time / 1e9
-            gf["peak"] = self.fma.peak(dtype) / 1e9
-            res.params["GFLOPs"] = gf
-            res.notes.append("GFLOP/s: " + ", ".join(
-                f"{k} {v:.1f}" for k, v in gf.items() if v is not None)
-                + f" ({self.fma.label(dtype)})")
+        add_gflops(res, flops, t_gc, self.fma, dtype)
         self.suite.cases.append(res)
         return res
-
-    def _check(self, fn) -> str:
-        try:
-            return fn()
-        except Exception as exc:
-            return f"check raised {type(exc).__name__}: {exc}"
 
     # -- one cell at one size ----------------------------------------------------
     def rnn(self, key, cell, T, B, I, H, t_torch, *, seed=0):
@@ -392,7 +363,7 @@ class _Runner:
                     bad.append(f"{k} max |diff| / max |ref| = {e:.2e}")
             return "ok" if not bad else "; ".join(bad) + f" vs {against} (tol {RTOL:g})"
 
-        chk = self._check(check)
+        chk = run_check(check)
         tcode = (TORCH_LSTM_CODE if cell == "lstm" else TORCH_CODE)
         tmod = {"rnn_tanh": "torch.nn.RNN(I, H, nonlinearity='tanh')",
                 "rnn_relu": "torch.nn.RNN(I, H, nonlinearity='relu')",
