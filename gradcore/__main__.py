@@ -22,7 +22,15 @@ def _bench(argv) -> int:
     return bench_main(argv)
 
 
+def _demo(argv) -> int:
+    from gradcore.demo import main as demo_main
+
+    return demo_main(argv)
+
+
 COMMANDS = {
+    "demo": (_demo, "train a small RNN whose gradients explode, then the same with gradcore's "
+                    "clipping: the problem and its cure (python -m gradcore demo --help)"),
     "info": (_info, "print the version, the active SIMD target, threads and build facts"),
     "bench": (_bench, "run the micro-benchmarks side by side with NumPy and PyTorch "
                       "(python -m gradcore bench --help)"),
