@@ -7,7 +7,7 @@ Functions whose names end in ``_`` modify their array arguments in place.
 from __future__ import annotations
 
 from . import _core
-from . import diagnose, init
+from . import diagnose, init, optim
 from ._dense import dense_backward, dense_forward, matmul
 from ._embedding import get_cmake_dir, get_include, get_library_dir
 from .monitor import Event, GradientMonitor

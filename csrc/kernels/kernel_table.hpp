@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "gemm_kernels.hpp"
+#include "optim_kernels.hpp"
 #include "partials.hpp"
 #include "rnn_kernels.hpp"
 
@@ -57,6 +58,13 @@ struct RnnTable {
     double (*gather_hidden_grad)(std::int64_t count, const T* gy, T* dh, T clip);
 };
 
+// Fused optimiser steps (see optim_kernels.hpp).
+template <class T>
+struct OptimTable {
+    void (*sgd)(T* p, const T* g, T* buf, std::int64_t n, const SgdParams&);
+    void (*adam)(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamParams&);
+};
+
 struct KernelTable {
     const char* name;
     NormTable<std::uint16_t> norm_f16;
@@ -68,6 +76,8 @@ struct KernelTable {
     GemmTable<double> gemm_f64;
     RnnTable<float> rnn_f32;
     RnnTable<double> rnn_f64;
+    OptimTable<float> optim_f32;
+    OptimTable<double> optim_f64;
     // A plain multi-pass probe of the memory system, the yardstick of the benchmarks:
     // read-only sum of float32 (no widening), and an in-place read-modify-write.
     float (*probe_read)(const float*, std::int64_t);

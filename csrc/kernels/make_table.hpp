@@ -9,6 +9,7 @@
 #include "gemm_kernels.hpp"
 #include "kernel_table.hpp"
 #include "norm_kernels.hpp"
+#include "optim_kernels.hpp"
 #include "probe_kernels.hpp"
 #include "rnn_kernels.hpp"
 
@@ -40,6 +41,11 @@ constexpr RnnTable<T> make_rnn_table() {
             &K::gather_hidden_grad};
 }
 
+template <class S, class T>
+constexpr OptimTable<T> make_optim_table() {
+    return {&OptimKernels<S, T>::sgd, &OptimKernels<S, T>::adam};
+}
+
 template <class S>
 constexpr KernelTable make_table() {
     return {S::kName,
@@ -52,6 +58,8 @@ constexpr KernelTable make_table() {
             make_gemm_table<S, double>(),
             make_rnn_table<S, float>(),
             make_rnn_table<S, double>(),
+            make_optim_table<S, float>(),
+            make_optim_table<S, double>(),
             &ProbeKernels<S>::read,
             &ProbeKernels<S>::update};
 }

@@ -14,6 +14,7 @@ namespace py = pybind11;
 void bind_norms(py::module_& m);
 void bind_dense(py::module_& m);
 void bind_rnn(py::module_& m);
+void bind_optim(py::module_& m);
 
 }  // namespace gradcore::python
 
@@ -63,4 +64,5 @@ PYBIND11_MODULE(_core, m) {
     python::bind_norms(m);
     python::bind_dense(m);
     python::bind_rnn(m);
+    python::bind_optim(m);
 }

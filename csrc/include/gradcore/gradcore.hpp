@@ -5,6 +5,7 @@
 #include "gradcore/dense.hpp"
 #include "gradcore/export.hpp"
 #include "gradcore/norms.hpp"
+#include "gradcore/optim.hpp"
 #include "gradcore/rnn.hpp"
 #include "gradcore/runtime.hpp"
 #include "gradcore/tensor.hpp"

@@ -145,6 +145,8 @@ struct Avx2 {
         _mm256_storeu_pd(d + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
         _mm256_storeu_pd(d + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
     }
+    static __m256 sqrt(__m256 x) { return _mm256_sqrt_ps(x); }
+    static __m256d sqrt(__m256d x) { return _mm256_sqrt_pd(x); }
 };
 
 }  // namespace gradcore::simd

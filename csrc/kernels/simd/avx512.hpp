@@ -109,6 +109,8 @@ struct Avx512 {
     }
 
     static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
+    static __m512 sqrt(__m512 x) { return _mm512_sqrt_ps(x); }
+    static __m512d sqrt(__m512d x) { return _mm512_sqrt_pd(x); }
 };
 
 }  // namespace gradcore::simd

@@ -107,6 +107,8 @@ struct Neon {
     }
 
     static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
+    static float32x4_t sqrt(float32x4_t x) { return vsqrtq_f32(x); }
+    static float64x2_t sqrt(float64x2_t x) { return vsqrtq_f64(x); }
 };
 
 }  // namespace gradcore::simd

@@ -94,6 +94,8 @@ struct Scalar {
     static T pow2i(T n) { return std::ldexp(T(1), static_cast<int>(n)); }
 
     static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
+    template <class T>
+    static T sqrt(T x) { return std::sqrt(x); }
 };
 
 }  // namespace gradcore::simd

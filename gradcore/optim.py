@@ -1,0 +1,185 @@
+"""Fused multi-tensor optimisers (torch.optim.SGD / Adam / AdamW semantics) with an
+optional built-in clip and non-finite skip, and small composable learning-rate schedules.
+
+Each ``step(grads)`` is at most one norm pass (only when clipping by norm or skipping
+non-finite steps) and then one C++ pass over every parameter, its gradient and its state;
+the clipping factor is applied inside that pass, so clipping costs no extra write.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+from ._args import array_list, nonnegative, real
+from ._norms import clip_by_value_, global_norm
+
+__all__ = ["SGD", "Adam", "AdamW", "StepLR", "ExponentialLR", "CosineLR", "LinearWarmup"]
+
+
+class _Optimizer:
+    """Shared machinery: the parameter list, the schedule, clipping and skipping."""
+
+    def __init__(self, params, lr, *, clip_norm=None, clip_value=None, skip_nonfinite=False):
+        self.params = list(array_list(params, "params"))
+        if callable(lr):
+            self.schedule, self.base_lr = lr, None
+        else:
+            self.schedule, self.base_lr = None, nonnegative(lr, "lr")
+        self.clip_norm = None if clip_norm is None else nonnegative(clip_norm, "clip_norm")
+        self.clip_value = None if clip_value is None else nonnegative(clip_value, "clip_value")
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.step_count = 0        # steps applied
+        self.skipped = 0           # steps skipped for a non-finite gradient
+        self.last_grad_norm = None
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self.base_lr if self.schedule is None else float(self.schedule(self.step_count))
+
+    def _prepare(self, grads, total_norm):
+        """Returns (grads, grad_scale) or None when the step is skipped."""
+        grads = array_list(grads, "grads")
+        if len(grads) != len(self.params):
+            raise ValueError(f"grads has {len(grads)} arrays, params has {len(self.params)}")
+        if self.clip_value is not None:
+            clip_by_value_(grads, self.clip_value)
+        scale = 1.0
+        if self.clip_norm is not None or self.skip_nonfinite:
+            total = global_norm(grads) if total_norm is None else real(total_norm, "total_norm")
+            self.last_grad_norm = total
+            if not math.isfinite(total):
+                if self.skip_nonfinite:
+                    self.skipped += 1
+                    return None
+            elif self.clip_norm is not None and total > 0:
+                scale = min(1.0, self.clip_norm / (total + 1e-6))
+        return grads, scale
+
+    def _state(self):
+        return [np.zeros_like(p) for p in self.params]
+
+
+class SGD(_Optimizer):
+    """torch.optim.SGD: momentum (with dampening), Nesterov, L2 weight decay.
+
+    ``lr`` is a number or a schedule (a callable step -> lr, see StepLR etc.).
+    ``clip_norm``: clip the gradients by their global L2 norm first (PyTorch's formula);
+    ``clip_value``: clamp them element-wise first; ``skip_nonfinite``: when the gradient
+    norm is NaN/inf, leave the parameters untouched and count the skip. ``step(grads,
+    total_norm=None)`` returns True when the step was applied; ``total_norm`` reuses a norm
+    computed earlier (e.g. ``GradientMonitor.last_global_norm``).
+    """
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, **clip):
+        super().__init__(params, lr, **clip)
+        self.momentum = nonnegative(momentum, "momentum")
+        self.dampening = real(dampening, "dampening")
+        self.weight_decay = nonnegative(weight_decay, "weight_decay")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov needs momentum > 0 and dampening = 0")
+        self.buffers = self._state() if self.momentum else None
+
+    def step(self, grads, total_norm=None) -> bool:
+        prepared = self._prepare(grads, total_norm)
+        if prepared is None:
+            return False
+        grads, scale = prepared
+        _core.sgd_step(self.params, grads, self.buffers, self.lr, self.momentum, self.dampening,
+                       self.nesterov, self.weight_decay, scale, self.step_count == 0)
+        self.step_count += 1
+        return True
+
+
+class Adam(_Optimizer):
+    """torch.optim.Adam (L2 weight decay added to the gradient), fused; see SGD for the
+    schedule, clipping and skipping options."""
+
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **clip):
+        super().__init__(params, lr, **clip)
+        b1, b2 = betas
+        self.beta1, self.beta2 = real(b1, "betas[0]"), real(b2, "betas[1]")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        self.eps = nonnegative(eps, "eps")
+        self.weight_decay = nonnegative(weight_decay, "weight_decay")
+        self.exp_avg, self.exp_avg_sq = self._state(), self._state()
+
+    def step(self, grads, total_norm=None) -> bool:
+        prepared = self._prepare(grads, total_norm)
+        if prepared is None:
+            return False
+        grads, scale = prepared
+        _core.adam_step(self.params, grads, self.exp_avg, self.exp_avg_sq, self.lr, self.beta1,
+                        self.beta2, self.eps, self.weight_decay, self._decoupled, scale,
+                        self.step_count + 1)
+        self.step_count += 1
+        return True
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: decoupled weight decay (p -= lr * wd * p), default wd 0.01."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, **clip):
+        super().__init__(params, lr, betas, eps, weight_decay, **clip)
+
+
+# -------------------------------------------------------------------- schedules
+# Each is a callable step -> lr; they compose: LinearWarmup(CosineLR(...), warmup_steps).
+
+class StepLR:
+    """lr * gamma ** (step // step_size)."""
+
+    def __init__(self, lr, step_size, gamma=0.1):
+        self.lr, self.step_size, self.gamma = float(lr), int(step_size), float(gamma)
+        if self.step_size < 1:
+            raise ValueError("step_size must be >= 1")
+
+    def __call__(self, step):
+        return self.lr * self.gamma ** (step // self.step_size)
+
+
+class ExponentialLR:
+    """lr * gamma ** step."""
+
+    def __init__(self, lr, gamma):
+        self.lr, self.gamma = float(lr), float(gamma)
+
+    def __call__(self, step):
+        return self.lr * self.gamma ** step
+
+
+class CosineLR:
+    """Cosine annealing from lr to min_lr over total_steps, then min_lr."""
+
+    def __init__(self, lr, total_steps, min_lr=0.0):
+        self.lr, self.total, self.min_lr = float(lr), int(total_steps), float(min_lr)
+        if self.total < 1:
+            raise ValueError("total_steps must be >= 1")
+
+    def __call__(self, step):
+        t = min(step, self.total) / self.total
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * t))
+
+
+class LinearWarmup:
+    """Linear ramp from 0 to the wrapped schedule's value over warmup_steps, then the
+    wrapped schedule (shifted so that it starts where the warm-up ends)."""
+
+    def __init__(self, schedule, warmup_steps):
+        self.schedule = schedule if callable(schedule) else (lambda step, v=float(schedule): v)
+        self.warmup = int(warmup_steps)
+
+    def __call__(self, step):
+        if step < self.warmup:
+            return self.schedule(0) * (step + 1) / self.warmup
+        return self.schedule(step - self.warmup)
