@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -133,7 +134,7 @@ class Run:
 
 def train(cfg, clip, test, progress=None):
     params = init_params(cfg.seed, cfg.hidden, cfg.gain)
-    velocity = [np.zeros_like(p) for p in params]
+    opt = gradcore.optim.SGD(params, cfg.lr, momentum=cfg.momentum)
     data = np.random.default_rng([cfg.seed, 1])         # the same batches in both runs
     monitor = gradcore.GradientMonitor(NAMES, window=50, warmup=3)
     run = Run("clipped" if clip else "unclipped", clip)
@@ -161,10 +162,7 @@ def train(cfg, clip, test, progress=None):
         if clip:
             gradcore.clip_by_global_norm_(grads, cfg.max_norm, total_norm=norm, nonfinite="skip")
         if finite or not clip:
-            for p, v, g in zip(params, velocity, grads):
-                v *= cfg.momentum
-                v += g
-                p -= cfg.lr * v
+            opt.step(grads)
         else:
             run.skipped_steps += 1
         if progress is not None:
@@ -402,11 +400,11 @@ def _verdict(out, runs, cfg):
                  style="bold yellow")
 
 
-def _plot(path, runs, cfg, out):
+def _plot(path, runs, cfg, out, option="--plot"):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        out.line(f"--plot: matplotlib is not installed, so no figure was written to {path}. "
+        out.line(f"{option}: matplotlib is not installed, so no figure was written to {path}. "
                  "pip install 'gradcore[plot]' (or matplotlib) to get it.")
         return
     fig = Figure(figsize=(10, 10), layout="constrained")
@@ -468,6 +466,8 @@ def _parser():
                    help="also clip dL/dh_t element-wise in rnn_backward in the clipped run")
     p.add_argument("--plot", metavar="PATH", help="save a figure (needs matplotlib)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    p.add_argument("--out", metavar="DIR", help="write DIR/demo.png (needs matplotlib) and "
+                   "DIR/summary.json (as --json); DIR is created if needed")
     p.add_argument("--plain", action="store_true", help="plain-text tables even with rich")
     p.add_argument("--no-color", action="store_true", help="no colours")
     return p
@@ -515,12 +515,18 @@ def main(argv=None) -> int:
     _summary_table(out, runs, cfg)
     _verdict(out, runs, cfg)
 
-    if cfg.json:
-        with open(cfg.json, "w") as fh:
+    json_paths = [cfg.json] if cfg.json else []
+    if cfg.out:
+        os.makedirs(cfg.out, exist_ok=True)
+        json_paths.append(os.path.join(cfg.out, "summary.json"))
+    for path in json_paths:
+        with open(path, "w") as fh:
             json.dump(_summary(runs), fh, indent=2, default=float)
-        out.line(f"summary written to {cfg.json}")
+        out.line(f"summary written to {path}")
     if cfg.plot:
         _plot(cfg.plot, runs, cfg, out)
+    if cfg.out:
+        _plot(os.path.join(cfg.out, "demo.png"), runs, cfg, out, option="--out")
     return 0
 
 

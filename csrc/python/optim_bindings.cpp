@@ -2,16 +2,28 @@
 // writeability) before anything is written, then one C++ call with the GIL released.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+
 #include "array_list.hpp"
+#include "ndarray_util.hpp"
 #include "gradcore/optim.hpp"
 
 namespace gradcore::python {
 namespace {
 
+// Same number of arrays, and each of b has the shape of the matching param.
 void same_length(const ArrayList& a, const ArrayList& b, const char* name) {
     if (a.views.size() != b.views.size()) {
         throw py::value_error(std::string(name) + " has " + std::to_string(b.views.size()) + " arrays, params has " +
                               std::to_string(a.views.size()));
+    }
+    for (std::size_t i = 0; i < a.arrays.size(); ++i) {
+        const py::array& x = a.arrays[i];
+        const py::array& y = b.arrays[i];
+        if (x.ndim() != y.ndim() || !std::equal(x.shape(), x.shape() + x.ndim(), y.shape())) {
+            throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] has shape " + shape_of(y) +
+                                  " but params[" + std::to_string(i) + "] has shape " + shape_of(x));
+        }
     }
 }
 
