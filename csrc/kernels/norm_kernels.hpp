@@ -156,9 +156,11 @@ struct NormKernels {
         return sum;
     }
 
+    // One pass for the sum of squares and max |x|. NaN/inf are counted only when the sum
+    // says there are some (a non-finite element makes it NaN or inf): the count costs a
+    // second look at the rare chunk that has them, not a compare per element everywhere.
     static ChunkStats stats(const T* x, std::int64_t n) {
         Vd sq0 = S::zero_d(), sq1 = S::zero_d(), m0 = S::zero_d(), m1 = S::zero_d();
-        Vd bad = S::zero_d();
         std::int64_t i = 0;
         for (; i + kStep <= n; i += kStep) {
             Vd a, b;
@@ -167,18 +169,21 @@ struct NormKernels {
             sq1 = S::fma(b, b, sq1);
             m0 = S::max(m0, S::abs(a));
             m1 = S::max(m1, S::abs(b));
-            bad = S::add(bad, S::add(S::nonfinite_to_one(a), S::nonfinite_to_one(b)));
         }
         double sq = S::reduce_add(S::add(sq0, sq1));
         double m = S::reduce_max(S::max(m0, m1));
-        double nonfinite = S::reduce_add(bad);
         for (; i < n; ++i) {
             const double v = to_double(x[i]);
             sq += v * v;
             m = std::fabs(v) > m ? std::fabs(v) : m;
-            nonfinite += (v - v) == 0.0 ? 0.0 : 1.0;
         }
-        ChunkStats out{{sq, 0}, m, static_cast<std::int64_t>(nonfinite)};
+        ChunkStats out{{sq, 0}, m, 0};
+        if (!(sq <= DBL_MAX)) {  // NaN or inf: count the non-finite elements
+            for (std::int64_t j = 0; j < n; ++j) {
+                const double v = to_double(x[j]);
+                out.nonfinite += (v - v) == 0.0 ? 0 : 1;
+            }
+        }
         if (sq != sq) {
             out.max_abs = std::numeric_limits<double>::quiet_NaN();
         } else if (std::is_same_v<T, double> && !(sq >= 0x1p-960 && sq <= DBL_MAX)) {
