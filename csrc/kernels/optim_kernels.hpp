@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "lanes.hpp"
+
 namespace gradcore::kernels {
 
 struct SgdParams {
@@ -21,33 +23,17 @@ struct AdamParams {
 template <class S, class T>
 struct OptimKernels {
     using V = typename S::template V<T>;
-    static constexpr std::int64_t L = S::template kLanes<T>;
 
-    template <class F>
-    static void for_lanes(std::int64_t n, F&& f) {
-        std::int64_t i = 0;
-        for (; i + L <= n; i += L) f(i, L);
-        if (i < n) f(i, n - i);
-    }
-    static V load(const T* p, std::int64_t n) {
-        if (n == L) return S::load(p);
-        T tmp[L] = {};
-        for (std::int64_t i = 0; i < n; ++i) tmp[i] = p[i];
-        return S::load(tmp);
-    }
-    static void store(T* p, V v, std::int64_t n) {
-        if (n == L) return S::store(p, v);
-        T tmp[L];
-        S::store(tmp, v);
-        for (std::int64_t i = 0; i < n; ++i) p[i] = tmp[i];
-    }
+    using Lane = Lanes<S, T>;
+    static V load(const T* p, std::int64_t n) { return Lane::load(p, n); }
+    static void store(T* p, V v, std::int64_t n) { Lane::store(p, v, n); }
 
     // torch.optim.SGD: g = s*g + wd*p; buf = g (first step) or mu*buf + (1-damp)*g;
     // d = g + mu*buf (nesterov) or buf; p -= lr*d. buf may be null when momentum == 0.
     static void sgd(T* p, const T* g, T* buf, std::int64_t n, const SgdParams& a) {
         const V lr = S::set1(T(a.lr)), mu = S::set1(T(a.momentum)), wd = S::set1(T(a.weight_decay));
         const V keep = S::set1(T(1 - a.dampening)), scale = S::set1(T(a.grad_scale));
-        for_lanes(n, [&](std::int64_t i, std::int64_t c) {
+        Lane::for_each(n, [&](std::int64_t i, std::int64_t c) {
             const V pv = load(p + i, c);
             V gv = S::fma(wd, pv, S::mul(scale, load(g + i, c)));
             if (a.momentum != 0.0) {
@@ -68,7 +54,7 @@ struct OptimKernels {
         const V inv_sqrt_bc2 = S::set1(T(1.0 / std::sqrt(a.bias_correction2)));
         const V eps = S::set1(T(a.eps));
         const V decay = S::set1(T(1 - a.lr * a.weight_decay));
-        for_lanes(n, [&](std::int64_t i, std::int64_t c) {
+        Lane::for_each(n, [&](std::int64_t i, std::int64_t c) {
             V pv = load(p + i, c);
             V gv = S::mul(scale, load(g + i, c));
             if (a.decoupled) {

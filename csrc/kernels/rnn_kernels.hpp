@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "lanes.hpp"
 #include "vector_math.hpp"
 
 namespace gradcore::kernels {
@@ -16,19 +17,8 @@ struct RnnKernels {
     using M = VectorMath<S, T>;
     static constexpr std::int64_t L = S::template kLanes<T>;
 
-    // Up to L values at p (n of them; the rest read as 0).
-    static V load(const T* p, std::int64_t n) {
-        if (n == L) return S::load(p);
-        T tmp[L] = {};
-        for (std::int64_t i = 0; i < n; ++i) tmp[i] = p[i];
-        return S::load(tmp);
-    }
-    static void store(T* p, V v, std::int64_t n) {
-        if (n == L) return S::store(p, v);
-        T tmp[L];
-        S::store(tmp, v);
-        for (std::int64_t i = 0; i < n; ++i) p[i] = tmp[i];
-    }
+    static V load(const T* p, std::int64_t n) { return Lanes<S, T>::load(p, n); }
+    static void store(T* p, V v, std::int64_t n) { Lanes<S, T>::store(p, v, n); }
     static V one() { return S::set1(T(1)); }
     // d sigma / d a from sigma, d tanh / d a from tanh
     static V dsigmoid(V s) { return S::mul(s, S::sub(one(), s)); }
