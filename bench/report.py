@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Optional
 
-from .common import CaseResult, SuiteResult
+from .common import SuiteResult
 from .timing import format_seconds
 
 __all__ = ["Reporter", "write_json"]

@@ -27,6 +27,7 @@ from ._norms import (
 __version__ = _core._version()
 
 __all__ = [
+    "diagnose", "init", "optim",
     "RNNCache", "RNNForward", "RNNGrads", "rnn_backward", "rnn_forward",
     "Event", "GradStats", "GradientMonitor", "NonFiniteGradientError", "adaptive_clip_", "clip_by_global_norm_",
     "clip_by_norm_", "clip_by_value_", "dense_backward", "dense_forward", "get_cmake_dir",
