@@ -192,6 +192,33 @@ def max_rel_err(np, got, ref) -> float:
     return d / s if s > 0 else d
 
 
+def time_case(ctx, suite, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
+              params=None, notes=(), **limits) -> CaseResult:
+    """Time gradcore's call, then each peer (name, code, fn, target, needs_torch), and
+    append the case to ``suite``. ``limits``: the CaseResult fields of the machine limit
+    (limit_name, limit_time, limit_target, bytes). A gradcore failure becomes the check
+    message and its peers are not timed; a peer without a callable is "not available"."""
+    ctx.log(f"{suite.name}: [{key}] {name} on {data}")
+    try:
+        t_gc = ctx.time(gc_fn, setup=setup)
+    except Exception as exc:
+        t_gc = None
+        check = f"gradcore raised {type(exc).__name__}: {exc}"
+    res = CaseResult(suite=suite.name, key=key, name=name, data=data, gradcore=t_gc,
+                     gradcore_code=gc_code, check=check, params=dict(params or {}),
+                     notes=list(notes), **limits)
+    for pname, code, fn, target, needs_torch in peers:
+        if t_gc is None:
+            res.peers.append(PeerResult(pname, code, None, target, note="gradcore failed"))
+        elif fn is None and not needs_torch:
+            res.peers.append(PeerResult(pname, code, None, target, note="not available"))
+        else:
+            res.peers.append(ctx.time_peer(pname, code, fn, target=target, setup=setup,
+                                           needs_torch=needs_torch))
+    suite.cases.append(res)
+    return res
+
+
 def run_check(fn) -> str:
     """fn() -> "ok" or a message; an exception becomes the message."""
     try:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import CaseResult, PeerResult, SuiteResult, add_gflops, max_rel_err, run_check
+from .common import SuiteResult, add_gflops, max_rel_err, run_check, time_case
 
 NAME = "dense"
 DESCRIPTION = ("matmul / dense_forward + dense_backward vs NumPy and PyTorch "
@@ -129,27 +129,13 @@ class _Runner:
 
     def case(self, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
              dtype="float32", flops=None, params=None, notes=()):
-        """Time gradcore and each peer (name, code, fn, target, needs_torch)."""
-        ctx = self.ctx
-        ctx.log(f"{NAME}: [{key}] {name} on {data}")
-        try:
-            t_gc = ctx.time(gc_fn, setup=setup)
-        except Exception as exc:
-            t_gc = None
-            check = f"gradcore raised {type(exc).__name__}: {exc}"
+        """Time gradcore and each peer (name, code, fn, target, needs_torch) against the
+        FMA peak of ``dtype``."""
         limit_time = None if flops is None else flops / self.fma.peak(dtype)
-        res = CaseResult(suite=NAME, key=key, name=name, data=data, gradcore=t_gc,
-                         gradcore_code=gc_code, limit_name=self.fma.label(dtype),
-                         limit_time=limit_time, limit_target=None, check=check,
-                         params=dict(params or {}), notes=list(notes))
-        for pname, code, fn, target, needs_torch in peers:
-            if t_gc is None:
-                res.peers.append(PeerResult(pname, code, None, target, note="gradcore failed"))
-                continue
-            res.peers.append(ctx.time_peer(pname, code, fn, target=target, setup=setup,
-                                           needs_torch=needs_torch))
-        add_gflops(res, flops, t_gc, self.fma, dtype)
-        self.suite.cases.append(res)
+        res = time_case(self.ctx, self.suite, key, name, data, gc_code, gc_fn, peers, setup=setup,
+                        check=check, params=params, notes=notes,
+                        limit_name=self.fma.label(dtype), limit_time=limit_time)
+        add_gflops(res, flops, res.gradcore, self.fma, dtype)
         return res
 
     # -- matmul --------------------------------------------------------------

@@ -41,7 +41,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import CaseResult, PeerResult, SuiteResult, rel_err
+from .common import SuiteResult, rel_err, run_check, time_case
 
 NAME = "norms"
 DESCRIPTION = "global_norm / norms / clip_by_global_norm_ / clip_by_value_ vs NumPy and PyTorch"
@@ -206,32 +206,12 @@ class _Runner:
     def case(self, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
              limit_name=None, limit_time=None, limit_target=None, nbytes=None,
              params=None, notes=()):
-        """Time gradcore and each peer (name, code, fn, target, needs_torch)."""
-        ctx = self.ctx
-        ctx.log(f"{NAME}: [{key}] {name} on {data}")
-        try:
-            t_gc = ctx.time(gc_fn, setup=setup)
-        except Exception as exc:
-            t_gc = None
-            check = f"gradcore raised {type(exc).__name__}: {exc}"
-        res = CaseResult(suite=NAME, key=key, name=name, data=data, gradcore=t_gc,
-                         gradcore_code=gc_code, limit_name=limit_name,
-                         limit_time=limit_time, limit_target=limit_target, bytes=nbytes,
-                         check=check, params=dict(params or {}), notes=list(notes))
-        for pname, code, fn, target, needs_torch in peers:
-            if t_gc is None:
-                res.peers.append(PeerResult(pname, code, None, target, note="gradcore failed"))
-                continue
-            res.peers.append(ctx.time_peer(pname, code, fn, target=target, setup=setup,
-                                           needs_torch=needs_torch))
-        self.suite.cases.append(res)
-        return res
-
-    def safe_check(self, fn) -> str:
-        try:
-            return fn()
-        except Exception as exc:
-            return f"check raised {type(exc).__name__}: {exc}"
+        """Time gradcore and each peer (name, code, fn, target, needs_torch) against a
+        memory-bandwidth limit."""
+        return time_case(self.ctx, self.suite, key, name, data, gc_code, gc_fn, peers,
+                         setup=setup, check=check, params=params, notes=notes,
+                         limit_name=limit_name, limit_time=limit_time,
+                         limit_target=limit_target, bytes=nbytes)
 
     # -- checks --------------------------------------------------------------
     def check_global_norm(self, gl: GradList) -> tuple:
@@ -323,7 +303,7 @@ class _Runner:
         # 3a. clip_by_global_norm_, no clipping needed (factor == 1)
         m_noclip = 2.0 * gl.ref_total
         gl.save()
-        chk = self._check_str(lambda: self.check_clip_global(gl, m_noclip, False))
+        chk = run_check(lambda: self.check_clip_global(gl, m_noclip, False))
         self.case("3a", "clip_by_global_norm_ (no clip)", data,
                   "gradcore.clip_by_global_norm_(arrs, 2*total)",
                   lambda: gc.clip_by_global_norm_(arrs, m_noclip),
@@ -335,7 +315,7 @@ class _Runner:
 
         # 3b. clip_by_global_norm_, clipping (factor ~0.5), restored before every call
         m_clip = 0.5 * gl.ref_total
-        chk = self._check_str(lambda: self.check_clip_global(gl, m_clip, True))
+        chk = run_check(lambda: self.check_clip_global(gl, m_clip, True))
         self.case("3b", "clip_by_global_norm_ (clip)", data,
                   "gradcore.clip_by_global_norm_(arrs, total/2)",
                   lambda: gc.clip_by_global_norm_(arrs, m_clip),
@@ -349,7 +329,7 @@ class _Runner:
 
         # 4. clip_by_value_, restored before every call
         v = CLIP_VALUE
-        chk = self._check_str(lambda: self.check_clip_value(gl, v))
+        chk = run_check(lambda: self.check_clip_value(gl, v))
         self.case("4", "clip_by_value_", data, f"gradcore.clip_by_value_(arrs, {v})",
                   lambda: gc.clip_by_value_(arrs, v),
                   [("numpy", f"for a in arrs: np.clip(a, -{v}, {v}, out=a)",
@@ -373,9 +353,6 @@ class _Runner:
                   params={**params, "max_rel_err": err})
         del arrs, flats, ts, ps
         gl.release()
-
-    def _check_str(self, fn) -> str:
-        return self.safe_check(fn)
 
     def _check_pair(self, fn) -> tuple:
         try:
@@ -423,7 +400,7 @@ class _Runner:
 
         gl.save()
         m_noclip = 2.0 * gl.ref_total
-        chk = self._check_str(lambda: self.check_clip_global(gl, m_noclip, False))
+        chk = run_check(lambda: self.check_clip_global(gl, m_noclip, False))
         self.case("2b", "clip_by_global_norm_ (no clip)", data,
                   "gradcore.clip_by_global_norm_(arrs, 2*total)",
                   lambda: gc.clip_by_global_norm_(arrs, m_noclip),
@@ -433,7 +410,7 @@ class _Runner:
                   check=chk, nbytes=gl.nbytes, params={**params, "max_norm": m_noclip})
 
         m_clip = 0.5 * gl.ref_total
-        chk = self._check_str(lambda: self.check_clip_global(gl, m_clip, True))
+        chk = run_check(lambda: self.check_clip_global(gl, m_clip, True))
         self.case("2c", "clip_by_global_norm_ (clip)", data,
                   "gradcore.clip_by_global_norm_(arrs, total/2)",
                   lambda: gc.clip_by_global_norm_(arrs, m_clip),
