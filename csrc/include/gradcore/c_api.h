@@ -47,6 +47,38 @@ GRADCORE_API gc_status gc_clip_by_global_norm(const gc_tensor* arrays, size_t co
                                               double ord, double eps, int nonfinite, double total_norm,
                                               double* total_out, int* clipped);
 
+/* Each array on its own: factor = min(1, max_norm / (norm + eps)); norms_out (count
+ * doubles, may be NULL) gets the norms before clipping. */
+GRADCORE_API gc_status gc_clip_by_norm(const gc_tensor* arrays, size_t count, double max_norm, double ord,
+                                       double eps, double* norms_out);
+
+/* Row-major GEMM, BLAS-like: C = alpha * op(A) op(B) + beta * C with op(A) m x k and op(B)
+ * k x n; trans_a / trans_b != 0 mean A is stored k x m / B is stored n x k. lda, ldb,
+ * ldc are row strides in elements. dtype is GC_FLOAT32 or GC_FLOAT64 for all three.
+ * beta == 0 never reads C. */
+GRADCORE_API gc_status gc_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                               double alpha, const void* a, int64_t lda, const void* b, int64_t ldb,
+                               double beta, void* c, int64_t ldc);
+
+typedef enum gc_activation {
+    GC_IDENTITY = 0, GC_RELU = 1, GC_LEAKY_RELU = 2, GC_TANH = 3, GC_SIGMOID = 4
+} gc_activation;
+
+/* The torch.nn.Linear layout, all C-contiguous, one dtype (GC_FLOAT32 or GC_FLOAT64):
+ * x (batch, in), weight (out, in), bias (out) or NULL, y (batch, out).
+ * y = act(x weight^T + bias); negative_slope is used by GC_LEAKY_RELU only. */
+GRADCORE_API gc_status gc_dense_forward(int dtype, int64_t batch, int64_t in_features, int64_t out_features,
+                                        const void* x, const void* weight, const void* bias, void* y,
+                                        int activation, double negative_slope);
+
+/* grad_z = grad_y * act'(y); grad_x = grad_z weight (NULL: not computed);
+ * grad_weight = grad_z^T x; grad_bias = column sums of grad_z (NULL: not computed).
+ * accumulate != 0 adds into the outputs instead of overwriting them. */
+GRADCORE_API gc_status gc_dense_backward(int dtype, int64_t batch, int64_t in_features, int64_t out_features,
+                                         const void* grad_y, const void* x, const void* weight, const void* y,
+                                         int activation, double negative_slope, void* grad_x, void* grad_weight,
+                                         void* grad_bias, int accumulate);
+
 #ifdef __cplusplus
 }
 #endif
