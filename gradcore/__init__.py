@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import _core
 from . import diagnose, init, optim
 from ._dense import dense_backward, dense_forward, matmul
+from ._functional import adaptive_clip, clip_by_global_norm, clip_by_norm, clip_by_value
 from ._embedding import get_cmake_dir, get_include, get_library_dir
 from .monitor import Event, GradientMonitor
 from ._rnn import RNNCache, RNNForward, RNNGrads, rnn_backward, rnn_forward
@@ -29,8 +30,9 @@ __version__ = _core._version()
 __all__ = [
     "diagnose", "init", "optim",
     "RNNCache", "RNNForward", "RNNGrads", "rnn_backward", "rnn_forward",
-    "Event", "GradStats", "GradientMonitor", "NonFiniteGradientError", "adaptive_clip_", "clip_by_global_norm_",
-    "clip_by_norm_", "clip_by_value_", "dense_backward", "dense_forward", "get_cmake_dir",
+    "Event", "GradStats", "GradientMonitor", "NonFiniteGradientError", "adaptive_clip", "adaptive_clip_",
+    "clip_by_global_norm", "clip_by_global_norm_", "clip_by_norm", "clip_by_norm_", "clip_by_value",
+    "clip_by_value_", "dense_backward", "dense_forward", "get_cmake_dir",
     "get_include", "get_library_dir", "get_num_threads", "global_norm", "grad_stats",
     "info", "matmul", "norms", "set_num_threads",
 ]
