@@ -711,3 +711,27 @@ def test_float32_clip_with_tiny_factor_is_accurate(values, max_norm):
     gradcore.clip_by_global_norm_([x], max_norm)
     assert_close(x, expected[0], 3e-7)
     assert ref_norm([x]) == pytest.approx(max_norm, rel=1e-6)
+
+
+def unaligned(values):
+    """A C-contiguous, writeable array whose data pointer is not a multiple of its item size."""
+    values = np.asarray(values)
+    buf = np.zeros(values.nbytes + 1, dtype=np.uint8)
+    out = buf[1:].view(values.dtype)
+    out[...] = values.reshape(-1)
+    assert not out.flags.aligned and out.flags.c_contiguous and out.flags.writeable
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_arrays_are_read_but_never_modified_in_place(dtype):
+    values = np.arange(1.0, 40.0, dtype=dtype)
+    odd = unaligned(values)
+    assert same_float(gradcore.global_norm([odd]), gradcore.global_norm([values]))
+    good = np.full(5, 9.0)
+    before = odd.tobytes()
+    with pytest.raises(ValueError, match=r"arrays\[1\] is not aligned"):
+        gradcore.clip_by_global_norm_([good, odd], 1.0)
+    with pytest.raises(ValueError, match=r"arrays\[1\] is not aligned"):
+        gradcore.clip_by_value_([good, odd], 1.0)
+    assert odd.tobytes() == before and (good == 9.0).all()

@@ -428,6 +428,8 @@ def test_matmul_bad_out_rejected(dtype):
     rejected(np.zeros((20,), dtype), ValueError, "(20,)", "(4, 5)")
     rejected(np.zeros((4, 10), dtype)[:, ::2], ValueError)  # non-contiguous
     rejected(np.zeros((4, 5), dtype, order="F"), ValueError)  # Fortran order
+    misaligned = np.zeros(20 * np.dtype(dtype).itemsize + 1, np.uint8)[1:].view(dtype).reshape(4, 5)
+    rejected(misaligned, ValueError, "aligned")
     read_only = np.zeros((4, 5), dtype)
     read_only.flags.writeable = False
     rejected(read_only, ValueError)

@@ -72,8 +72,12 @@ ArrayList to_array_list(py::handle sequence, const char* name, Access access) {
                                       std::string(py::str(py::tuple(py::cast(std::vector<py::ssize_t>(
                                           arr.shape(), arr.shape() + arr.ndim()))))) + ")");
             }
-            arr = py::array::ensure(arr, py::array::c_style);
         }
+        if (!is_aligned(arr) && access == Access::write) {
+            throw py::value_error(item_name(name, i) + " is not aligned to its item size; in-place "
+                                  "operations need aligned arrays");
+        }
+        arr = contiguous_input(arr);
         if (access == Access::write && !arr.writeable()) {
             throw py::value_error(item_name(name, i) + " is read-only; in-place operations need "
                                   "writeable arrays");

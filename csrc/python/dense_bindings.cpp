@@ -37,11 +37,12 @@ void require_ndim(const py::array& a, const char* name, py::ssize_t ndim) {
     }
 }
 
-// Strides in elements; arrays whose byte strides are not whole elements are copied.
+// Strides in elements; arrays that are misaligned (data or byte strides not whole
+// elements) are copied.
 template <class T>
 MatrixRef<const T> input_matrix(py::array& a, bool transpose) {
     const auto item = static_cast<py::ssize_t>(sizeof(T));
-    if (a.strides(0) % item != 0 || a.strides(1) % item != 0) a = py::array::ensure(a, py::array::c_style);
+    if (!is_aligned(a)) a = contiguous_input(a);
     // A stride along a dimension of extent <= 1 is never used, and NumPy may give it any
     // value (it still calls such arrays contiguous): normalise it.
     MatrixRef<const T> m{static_cast<const T*>(a.data()), a.shape(0), a.shape(1),
@@ -71,6 +72,7 @@ py::array checked_output(py::handle obj, const char* name, const py::array& like
     if (!ok) throw py::value_error(std::string(name) + " has shape " + shape_of(a) + ", expected " + shape_str(want));
     if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only");
     if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
+    if (!is_aligned(a)) throw py::value_error(std::string(name) + " is not aligned to its item size");
     return a;
 }
 

@@ -26,6 +26,17 @@ inline std::string shape_of(const py::array& a) {
     return shape_str(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
 }
 
+// NumPy's ALIGNED flag: the data pointer and strides are multiples of the item's
+// alignment. The kernels read elements as T, which misaligned addresses do not allow.
+constexpr int kNpyAligned = 0x0100;
+inline bool is_aligned(const py::array& a) { return a.size() == 0 || (a.flags() & kNpyAligned) != 0; }
+
+// An input as a C-contiguous, aligned array: itself when it is one, else a copy.
+inline py::array contiguous_input(const py::array& a) {
+    if ((a.flags() & py::array::c_style) && is_aligned(a)) return a;
+    return a.attr("copy")();  // ndarray.copy(): C order, freshly allocated (aligned)
+}
+
 // f(float{}) or f(double{}) by the array's dtype (checked to be one of them before).
 template <class F>
 auto with_float(const py::array& a, F&& f) {

@@ -24,7 +24,7 @@ Cell parse_cell(const std::string& s) {
     throw py::value_error("cell must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru'; got '" + s + "'");
 }
 
-// Checks dtype (same as `like`) and shape, returns a C-contiguous array (a copy if needed).
+// Checks dtype (same as `like`) and shape, returns a C-contiguous aligned array (a copy if needed).
 py::array checked(py::array a, const char* name, const py::array& like, std::vector<py::ssize_t> shape) {
     const int num = a.dtype().num();
     if (num != kNpyFloat && num != kNpyDouble) {
@@ -38,7 +38,7 @@ py::array checked(py::array a, const char* name, const py::array& like, std::vec
     bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
     for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
     if (!ok) throw py::value_error(std::string(name) + " has shape " + shape_of(a) + ", expected " + shape_str(shape));
-    return py::array::ensure(a, py::array::c_style);
+    return contiguous_input(a);
 }
 
 py::array zeros_like(const py::array& like, std::vector<py::ssize_t> shape) {
