@@ -51,10 +51,15 @@ void adaptive_clip_(const TensorView* grads, const TensorView* params, const Uni
         throw std::invalid_argument("eps must be a finite number >= 0, got " + std::to_string(eps));
     }
     runtime::require_writable_dtypes(grads, count, "grads");
+    runtime::check_views(params, count, "params");
+    if (count && !layouts) throw std::invalid_argument("layouts is null");
     std::vector<UnitTask> tasks;
     std::int64_t work = 0;
     for (std::size_t i = 0; i < count; ++i) {
         const UnitLayout& l = layouts[i];
+        if (l.outer < 0 || l.units < 0 || l.inner < 0) {
+            throw std::invalid_argument("layouts[" + std::to_string(i) + "]: sizes must be >= 0");
+        }
         if (grads[i].numel != params[i].numel || l.outer * l.units * l.inner != grads[i].numel) {
             throw std::invalid_argument("grads[" + std::to_string(i) + "] and params[" +
                                         std::to_string(i) + "] do not match the unit layout");

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gradcore/tensor.hpp"
+#include "runtime/checks.hpp"
 #include "runtime/thread_pool.hpp"
 
 namespace gradcore::runtime {
@@ -28,6 +29,7 @@ struct ChunkList {
 };
 
 inline ChunkList make_chunks(const TensorView* arrays, std::size_t count) {
+    check_views(arrays, count);
     ChunkList out;
     std::size_t n = 0;
     for (std::size_t a = 0; a < count; ++a) {

@@ -11,6 +11,7 @@
 
 #include "gradcore/dense.hpp"
 #include "gradcore/runtime.hpp"
+#include "runtime/checks.hpp"
 #include "runtime/dispatch.hpp"
 #include "runtime/gemm.hpp"
 #include "runtime/thread_pool.hpp"
@@ -105,9 +106,11 @@ void backward(const DenseBackward<T>& b) {
 }  // namespace
 
 void vector_math(float* x, std::int64_t n, MathFunction fn) {
+    runtime::require_size(n, "n");
     gemm_table<float>().vector_math(x, n, static_cast<int>(fn));
 }
 void vector_math(double* x, std::int64_t n, MathFunction fn) {
+    runtime::require_size(n, "n");
     gemm_table<double>().vector_math(x, n, static_cast<int>(fn));
 }
 

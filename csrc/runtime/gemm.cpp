@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gradcore/runtime.hpp"
+#include "runtime/checks.hpp"
 #include "runtime/dispatch.hpp"
 #include "runtime/thread_pool.hpp"
 #include "runtime/typed_kernels.hpp"
@@ -93,6 +94,9 @@ template <class T>
 void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T beta,
           const T* bias, Activation act, T slope, const PackedB<T>* packed) {
     const std::int64_t M = c.rows, N = c.cols, K = a.cols;
+    require_size(M, "gemm: rows of C");
+    require_size(N, "gemm: columns of C");
+    require_size(K, "gemm: columns of A");
     if (a.rows != M || b.rows != K || b.cols != N) {
         throw std::invalid_argument("gemm: shapes (" + std::to_string(a.rows) + ", " + std::to_string(a.cols) +
                                     ") x (" + std::to_string(b.rows) + ", " + std::to_string(b.cols) +

@@ -266,7 +266,8 @@ GlobalClipResult clip_by_global_norm_(const TensorView* arrays, std::size_t coun
                 r.factor = 1.0;
                 return r;
             case NonFinitePolicy::zero:
-                zero_nonfinite_(arrays, count);
+                // Zeroing writes the arrays: `clipped` says so even if no scaling follows.
+                r.clipped = zero_nonfinite_(arrays, count) > 0;
                 norm_for_factor = list_norms(arrays, count, order, nullptr);
                 break;
             case NonFinitePolicy::propagate:

@@ -21,6 +21,8 @@ const kernels::OptimTable<T>& table(const kernels::KernelTable& k) {
 }
 
 void check_list(const TensorView* params, const TensorView* other, std::size_t count, const char* name) {
+    runtime::check_views(params, count, "params");
+    runtime::check_views(other, count, name);
     for (std::size_t i = 0; i < count; ++i) {
         if (other[i].numel != params[i].numel || other[i].dtype != params[i].dtype) {
             throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +

@@ -50,8 +50,17 @@ void for_batch_rows(std::int64_t batch, std::int64_t hidden, F&& fn) {
 }
 
 template <class T>
+void check_sizes(const RnnForward<T>& f) {
+    runtime::require_size(f.steps, "steps");
+    runtime::require_size(f.batch, "batch");
+    runtime::require_size(f.input, "input");
+    runtime::require_size(f.hidden, "hidden");
+}
+
+template <class T>
 void forward(const RnnForward<T>& f) {
     const std::int64_t Tn = f.steps, B = f.batch, I = f.input, H = f.hidden, G = gate_count(f.cell);
+    check_sizes(f);
     const std::int64_t GH = G * H, BH = B * H;
     if (Tn <= 0 || B <= 0 || H <= 0) return;
     const kernels::RnnTable<T>& k = rnn_table<T>();
@@ -103,6 +112,7 @@ void forward(const RnnForward<T>& f) {
 template <class T>
 void backward(const RnnBackward<T>& bw) {
     const RnnForward<T>& f = bw.forward;
+    check_sizes(f);
     const std::int64_t Tn = f.steps, B = f.batch, I = f.input, H = f.hidden, G = gate_count(f.cell);
     const std::int64_t GH = G * H, BH = B * H;
     const kernels::RnnTable<T>& k = rnn_table<T>();

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gradcore/tensor.hpp"
+#include "runtime/checks.hpp"
 #include "kernels/kernel_table.hpp"
 
 namespace gradcore::runtime {
@@ -50,6 +51,7 @@ decltype(auto) with_clip_kernels(const kernels::KernelTable& k, const TensorView
 // anything is written.
 inline void require_writable_dtypes(const TensorView* arrays, std::size_t count,
                                     const char* name = "arrays") {
+    check_views(arrays, count, name);
     for (std::size_t i = 0; i < count; ++i) {
         if (arrays[i].dtype == DType::float16) {
             throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +
