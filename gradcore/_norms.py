@@ -95,7 +95,10 @@ def clip_by_global_norm_(arrays, max_norm, ord=2, *, eps=1e-6, nonfinite="propag
     norm of all of them together (``torch.nn.utils.clip_grad_norm_``). Returns ``total``,
     the norm before clipping. Nothing is written when the factor is 1.
 
-    ``total_norm``: a total computed earlier (or across processes); no norm pass is made.
+    ``total_norm``: a total computed earlier (or across processes); no norm pass is made
+    (except under ``nonfinite="zero"`` with a non-finite ``total_norm``: the norm of what
+    remains after zeroing is then computed over these arrays alone; across processes,
+    use ``gradcore.distributed.clip_by_global_norm_``).
 
     ``nonfinite`` decides what happens when the total is NaN or inf:
 
