@@ -7,6 +7,7 @@ Functions whose names end in ``_`` modify their array arguments in place.
 from __future__ import annotations
 
 from . import _core
+from ._args import integer
 from . import diagnose, init, optim
 from ._dense import dense_backward, dense_forward, matmul
 from ._functional import adaptive_clip, clip_by_global_norm, clip_by_norm, clip_by_value
@@ -39,13 +40,9 @@ __all__ = [
 
 
 def set_num_threads(n: int) -> None:
-    """Number of threads the kernels may use (>= 1). Also set by ``GRADCORE_NUM_THREADS``;
+    """Number of threads the kernels may use (1 to 1024). Also set by ``GRADCORE_NUM_THREADS``;
     the default is the number of cores this process may run on."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(integer(n, "n", 1, 1024))
 
 
 def get_num_threads() -> int:

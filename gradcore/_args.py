@@ -13,6 +13,8 @@ def array_list(arrays, name: str = "arrays"):
     iterable (e.g. a generator over ``model.parameters()``) is materialised."""
     if isinstance(arrays, (list, tuple)):
         return arrays
+    if isinstance(arrays, memoryview):  # one buffer (iterating it would split it up)
+        return [arrays]
     if isinstance(arrays, np.ndarray) or hasattr(arrays, "__dlpack__") or hasattr(arrays, "__array__"):
         return [arrays]
     if isinstance(arrays, (str, bytes)) or not hasattr(arrays, "__iter__"):
@@ -25,7 +27,10 @@ def real(value, name: str) -> float:
     """A real number (not bool) as float, else TypeError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(f"{name} is out of the float64 range: {value}") from None
 
 
 def nonnegative(value, name: str) -> float:
@@ -42,7 +47,26 @@ def norm_order(ord) -> float:
         return math.inf
     if isinstance(ord, bool) or not isinstance(ord, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"ord must be a real number p > 0 or inf, got {ord!r}")
-    p = float(ord)
+    p = real(ord, "ord")
     if not p > 0.0:
         raise ValueError(f"ord must be a real number p > 0 or inf, got {ord!r}")
     return p
+
+
+def choice(value, name: str, options) -> str:
+    """One of the strings ``options``, else TypeError (not a string) or ValueError."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(map(repr, options))}; "
+                        f"got {type(value).__name__}")
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+    return value
+
+
+def integer(value, name: str, lo: int, hi: int) -> int:
+    """An int (not bool) in [lo, hi], else TypeError / ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return int(value)

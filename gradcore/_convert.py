@@ -31,13 +31,19 @@ def as_array(obj, writeable: bool, label: str) -> np.ndarray:
                     f"for in-place use ({exc})") from exc
             # Read-only use may fall back to __array__ / the buffer protocol below
             # (e.g. a tensor that requires grad, or one on another device).
+    # NumPy raises ValueError for ragged nested lists and NotImplementedError for some
+    # multi-dimensional memoryviews: all of them become a TypeError naming the argument.
+    failures = (TypeError, ValueError, NotImplementedError)
     if writeable:
         try:
             view = np.asarray(memoryview(obj))
-        except TypeError:
+        except failures:
             view = None
         if view is None:
-            view = np.asarray(obj)
+            try:
+                view = np.asarray(obj)
+            except failures as exc:
+                raise TypeError(f"{label}: cannot convert {type(obj).__name__} to an array ({exc})") from exc
             if view.flags.owndata:
                 raise TypeError(
                     f"{label}: {type(obj).__name__} cannot be modified in place (converting it "
@@ -46,5 +52,5 @@ def as_array(obj, writeable: bool, label: str) -> np.ndarray:
         return view
     try:
         return np.asarray(obj)
-    except (TypeError, ValueError) as exc:
+    except failures as exc:
         raise TypeError(f"{label}: cannot convert {type(obj).__name__} to an array ({exc})") from exc

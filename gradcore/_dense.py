@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._args import real
+from ._args import choice, real
 from ._convert import as_array
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
@@ -18,7 +18,7 @@ def _matrix(a, name):
 
 def _refuse_overlap(outputs, inputs):
     for oname, o in outputs:
-        if o is None:
+        if not isinstance(o, np.ndarray):  # None, or something the core rejects by name
             continue
         for iname, i in inputs:
             if i is not None and np.may_share_memory(o, i):
@@ -36,10 +36,11 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None)
     alpha, beta = real(alpha, "alpha"), real(beta, "beta")
     if out is not None and isinstance(out, np.ndarray) and (
             np.may_share_memory(out, a) or np.may_share_memory(out, b)):
-        # The GEMM reads a and b while writing out: compute aside, then copy.
-        result = _core.matmul(a, b, bool(trans_a), bool(trans_b), alpha, beta,
-                              None if beta == 0 else out.copy())
-        out[...] = result
+        # The GEMM reads a and b while writing out: compute into a copy of out (which the
+        # core checks for shape and dtype as it would out), then copy back.
+        if not (out.flags.writeable and out.flags.c_contiguous and out.flags.aligned):
+            raise ValueError("out must be writeable, C-contiguous and aligned")
+        out[...] = _core.matmul(a, b, bool(trans_a), bool(trans_b), alpha, beta, out.copy())
         return out
     return _core.matmul(a, b, bool(trans_a), bool(trans_b), alpha, beta, out)
 
@@ -53,7 +54,8 @@ def dense_forward(x, weight, bias=None, activation="identity", *, negative_slope
     if bias is not None:
         bias = _matrix(bias, "bias")
     _refuse_overlap([("out", out)], [("x", x), ("weight", weight), ("bias", bias)])
-    return _core.dense_forward(x, weight, bias, activation, real(negative_slope, "negative_slope"), out)
+    return _core.dense_forward(x, weight, bias, choice(activation, "activation", ACTIVATIONS),
+                               real(negative_slope, "negative_slope"), out)
 
 
 def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slope=0.01,
@@ -74,7 +76,7 @@ def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slop
                             _matrix(weight, "weight"), _matrix(y, "y"))
     _refuse_overlap([("grad_x", grad_x), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],
                     [("grad_y", grad_y), ("x", x), ("weight", weight), ("y", y)])
-    return _core.dense_backward(grad_y, x, weight, y, activation,
+    return _core.dense_backward(grad_y, x, weight, y, choice(activation, "activation", ACTIVATIONS),
                                 real(negative_slope, "negative_slope"), bool(has_bias),
                                 bool(need_grad_x), bool(accumulate), grad_x, grad_weight,
                                 grad_bias)

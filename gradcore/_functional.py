@@ -24,7 +24,8 @@ def _copies(arrays, name):
         values = [arrays[k] for k in keys]
         labels = [f"{name}[{k!r}]" for k in keys]
         rebuild = lambda out: dict(zip(keys, out))  # noqa: E731
-    elif isinstance(arrays, np.ndarray) or hasattr(arrays, "__dlpack__") or hasattr(arrays, "__array__"):
+    elif (isinstance(arrays, (np.ndarray, memoryview)) or hasattr(arrays, "__dlpack__")
+          or hasattr(arrays, "__array__")):
         values, labels = [arrays], [name]
         rebuild = lambda out: out[0]  # noqa: E731
     elif isinstance(arrays, (str, bytes)) or not hasattr(arrays, "__iter__"):

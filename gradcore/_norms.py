@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._args import array_list, nonnegative, norm_order, real
+from ._args import array_list, integer, nonnegative, norm_order, real
 
 _POLICIES = ("propagate", "error", "skip", "zero")
 
@@ -134,8 +134,7 @@ def adaptive_clip_(grads, params, clipping=0.01, *, eps=1e-3, unit_axis=0):
     """
     grads = array_list(grads, "grads")
     params = array_list(params, "params")
-    if isinstance(unit_axis, bool) or not isinstance(unit_axis, (int, np.integer)):
-        raise TypeError(f"unit_axis must be an int, got {type(unit_axis).__name__}")
+    unit_axis = integer(unit_axis, "unit_axis", -64, 63)  # NumPy arrays have at most 64 axes
     _core.adaptive_clip_(grads, params, nonnegative(clipping, "clipping"),
                          nonnegative(eps, "eps"), int(unit_axis))
     return grads

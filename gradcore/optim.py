@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _core
 from ._args import array_list, nonnegative, real
+from ._convert import as_array
 from ._norms import clip_by_value_, global_norm
 
 __all__ = ["SGD", "Adam", "AdamW", "StepLR", "ExponentialLR", "CosineLR", "LinearWarmup"]
@@ -23,7 +24,11 @@ class _Optimizer:
     """Shared machinery: the parameter list, the schedule, clipping and skipping."""
 
     def __init__(self, params, lr, *, clip_norm=None, clip_value=None, skip_nonfinite=False):
-        self.params = list(array_list(params, "params"))
+        self.params = [as_array(p, True, f"params[{i}]")
+                       for i, p in enumerate(array_list(params, "params"))]
+        for i, p in enumerate(self.params):
+            if p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"params[{i}]: dtype {p.dtype} is not supported (expected float32 or float64)")
         if callable(lr):
             self.schedule, self.base_lr = lr, None
         else:
@@ -42,9 +47,14 @@ class _Optimizer:
 
     def _prepare(self, grads, total_norm):
         """Returns (grads, grad_scale) or None when the step is skipped."""
-        grads = array_list(grads, "grads")
+        grads = [as_array(g, True, f"grads[{i}]") for i, g in enumerate(array_list(grads, "grads"))]
         if len(grads) != len(self.params):
             raise ValueError(f"grads has {len(grads)} arrays, params has {len(self.params)}")
+        # Every check before the first write (the clip below modifies grads in place).
+        for i, (g, p) in enumerate(zip(grads, self.params)):
+            if g.shape != p.shape or g.dtype != p.dtype:
+                raise ValueError(f"grads[{i}] has shape {g.shape} and dtype {g.dtype}, "
+                                 f"but params[{i}] has shape {p.shape} and dtype {p.dtype}")
         if self.clip_value is not None:
             clip_by_value_(grads, self.clip_value)
         scale = 1.0
@@ -104,6 +114,8 @@ class Adam(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **clip):
         super().__init__(params, lr, **clip)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"betas must be a pair of numbers (beta1, beta2), got {betas!r}")
         b1, b2 = betas
         self.beta1, self.beta2 = real(b1, "betas[0]"), real(b2, "betas[1]")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):

@@ -20,14 +20,6 @@ py::array convert(py::handle item, const std::string& label, Access access) {
     return (*as_array)(item, access == Access::write, label).cast<py::array>();
 }
 
-bool is_native_byte_order(char order) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    return order != '<';
-#else
-    return order != '>';
-#endif
-}
-
 }  // namespace
 
 ArrayList to_array_list(py::handle sequence, const char* name, Access access) {
@@ -61,7 +53,7 @@ ArrayList to_array_list(py::handle sequence, const char* name, Access access) {
             throw py::type_error(item_name(name, i) + ": dtype " + std::string(py::str(dt)) +
                                  " is not supported (expected " + wanted + ")");
         }
-        if (!is_native_byte_order(dt.byteorder())) {
+        if (!is_native_byte_order(arr)) {
             throw py::type_error(item_name(name, i) + ": dtype " + std::string(py::str(dt)) +
                                  " is not in native byte order");
         }

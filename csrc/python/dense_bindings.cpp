@@ -38,11 +38,11 @@ void require_ndim(const py::array& a, const char* name, py::ssize_t ndim) {
 }
 
 // Strides in elements; arrays that are misaligned (data or byte strides not whole
-// elements) are copied.
+// elements) or in the other byte order are copied.
 template <class T>
 MatrixRef<const T> input_matrix(py::array& a, bool transpose) {
     const auto item = static_cast<py::ssize_t>(sizeof(T));
-    if (!is_aligned(a)) a = contiguous_input(a);
+    if (!is_aligned(a) || !is_native_byte_order(a)) a = contiguous_input(a);
     // A stride along a dimension of extent <= 1 is never used, and NumPy may give it any
     // value (it still calls such arrays contiguous): normalise it.
     MatrixRef<const T> m{static_cast<const T*>(a.data()), a.shape(0), a.shape(1),
@@ -73,11 +73,13 @@ py::array checked_output(py::handle obj, const char* name, const py::array& like
     if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only");
     if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
     if (!is_aligned(a)) throw py::value_error(std::string(name) + " is not aligned to its item size");
+    if (!is_native_byte_order(a)) throw py::type_error(std::string(name) + " is not in native byte order");
     return a;
 }
 
+// A new array of like's dtype, in native byte order (what the kernels write).
 py::array new_like(const py::array& like, std::initializer_list<py::ssize_t> shape) {
-    return py::array(like.dtype(), std::vector<py::ssize_t>(shape));
+    return py::array(native_dtype(like), std::vector<py::ssize_t>(shape));
 }
 
 Activation parse_activation(const std::string& s) {

@@ -31,10 +31,24 @@ inline std::string shape_of(const py::array& a) {
 constexpr int kNpyAligned = 0x0100;
 inline bool is_aligned(const py::array& a) { return a.size() == 0 || (a.flags() & kNpyAligned) != 0; }
 
-// An input as a C-contiguous, aligned array: itself when it is one, else a copy.
+inline bool is_native_byte_order(const py::array& a) {
+    const char order = a.dtype().byteorder();
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return order != '<';
+#else
+    return order != '>';
+#endif
+}
+
+inline py::dtype native_dtype(const py::array& a) {
+    return is_native_byte_order(a) ? a.dtype() : py::dtype(a.dtype().attr("newbyteorder")("="));
+}
+
+// An input as a C-contiguous, aligned array in native byte order: itself when it is
+// one, else a converted copy (the kernels read the bytes as native numbers).
 inline py::array contiguous_input(const py::array& a) {
-    if ((a.flags() & py::array::c_style) && is_aligned(a)) return a;
-    return a.attr("copy")();  // ndarray.copy(): C order, freshly allocated (aligned)
+    if ((a.flags() & py::array::c_style) && is_aligned(a) && is_native_byte_order(a)) return a;
+    return a.attr("astype")(native_dtype(a), py::arg("order") = "C");
 }
 
 // f(float{}) or f(double{}) by the array's dtype (checked to be one of them before).

@@ -42,7 +42,7 @@ py::array checked(py::array a, const char* name, const py::array& like, std::vec
 }
 
 py::array zeros_like(const py::array& like, std::vector<py::ssize_t> shape) {
-    py::array a(like.dtype(), shape);
+    py::array a(native_dtype(like), shape);
     std::fill_n(static_cast<char*>(a.mutable_data()), a.nbytes(), 0);
     return a;
 }

@@ -72,6 +72,7 @@ void adaptive_clip_(const TensorView* grads, const TensorView* params, const Uni
         const auto [i, u] = tasks[t];
         const double g = unit_norm(k, grads[i], layouts[i], u);
         const double p = unit_norm(k, params[i], layouts[i], u);
+        if (std::isnan(p)) return;  // no limit exists: the unit is left as it is, like a NaN g
         const double limit = clipping * (p > eps ? p : eps);
         if (g > limit) scale_unit(k, grads[i], layouts[i], u, limit / g);
     };

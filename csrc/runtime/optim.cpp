@@ -60,7 +60,7 @@ void sgd_step(const TensorView* params, const TensorView* grads, const TensorVie
               const SgdOptions& o) {
     check_list(params, grads, count, "grads");
     if (o.momentum != 0.0) {
-        if (!buffers) throw std::invalid_argument("momentum needs momentum buffers");
+        if (!buffers && count) throw std::invalid_argument("momentum needs momentum buffers");
         check_list(params, buffers, count, "buffers");
     }
     const kernels::SgdParams a{o.lr, o.momentum, o.dampening, o.weight_decay, o.grad_scale, o.nesterov,

@@ -30,11 +30,15 @@ int cpus_available() {
     return std::max(1u, std::thread::hardware_concurrency());
 }
 
+// More threads than any machine's cores only costs memory and start-up time; a larger
+// request is a mistake (100000 threads exhaust the process limits).
+constexpr long kMaxThreads = 1024;
+
 int initial_threads() {
     if (const char* env = std::getenv("GRADCORE_NUM_THREADS")) {
         char* end = nullptr;
         const long n = std::strtol(env, &end, 10);
-        if (end != env && *end == '\0' && n >= 1 && n <= 4096) return static_cast<int>(n);
+        if (end != env && *end == '\0' && n >= 1 && n <= kMaxThreads) return static_cast<int>(n);
     }
     return cpus_available();
 }
@@ -225,7 +229,10 @@ void parallel_for(std::size_t n_tasks, std::int64_t work_items, TaskFn fn) {
 namespace gradcore {
 
 void set_num_threads(int n) {
-    if (n < 1) throw std::invalid_argument("number of threads must be >= 1, got " + std::to_string(n));
+    if (n < 1 || n > runtime::kMaxThreads) {
+        throw std::invalid_argument("number of threads must be in [1, " + std::to_string(runtime::kMaxThreads) +
+                                    "], got " + std::to_string(n));
+    }
     runtime::Pool::get().set_threads(n);
 }
 

@@ -22,7 +22,7 @@ GRADCORE_API std::string isa_active();
 GRADCORE_API void set_isa(const std::string& name);
 
 // Threads the kernels may use (the calling thread counts as one). n >= 1.
-GRADCORE_API void set_num_threads(int n);
+GRADCORE_API void set_num_threads(int n);  // 1 <= n <= 1024, else std::invalid_argument
 GRADCORE_API int get_num_threads();
 
 GRADCORE_API const char* version();
