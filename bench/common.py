@@ -192,6 +192,24 @@ def max_rel_err(np, got, ref) -> float:
     return d / s if s > 0 else d
 
 
+def float32_problems(np, got, ref, keys, tol, errs) -> list:
+    """What is wrong with the float32 results ``got[k]`` against ``ref[k]`` for each k in
+    ``keys``: missing, another dtype, or max |diff| / max |ref| above ``tol`` (the errors
+    are recorded in ``errs``). Empty when all is well."""
+    bad = []
+    for k in keys:
+        if got[k] is None:
+            bad.append(f"{k} is None")
+            continue
+        if np.asarray(got[k]).dtype != np.float32:
+            bad.append(f"{k} dtype {np.asarray(got[k]).dtype}")
+            continue
+        errs[k] = e = max_rel_err(np, got[k], ref[k])
+        if not e <= tol:
+            bad.append(f"{k} max |diff| / max |ref| = {e:.2e}")
+    return bad
+
+
 def time_case(ctx, suite, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
               params=None, notes=(), **limits) -> CaseResult:
     """Time gradcore's call, then each peer (name, code, fn, target, needs_torch), and

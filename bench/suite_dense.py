@@ -46,7 +46,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import SuiteResult, add_gflops, max_rel_err, run_check, time_case
+from .common import SuiteResult, add_gflops, float32_problems, max_rel_err, run_check, time_case
 
 NAME = "dense"
 DESCRIPTION = ("matmul / dense_forward + dense_backward vs NumPy and PyTorch "
@@ -229,17 +229,7 @@ class _Runner:
             gz = _numpy_dact(np, act, gy, y)
             got.update(gx=gx, gW=gW, gb=gb)
             ref.update(gx=gz @ W, gW=gz.T @ x, gb=gz.sum(0))
-            bad = []
-            for k in ("y", "gx", "gW", "gb"):
-                if got[k] is None:
-                    bad.append(f"{k} is None")
-                    continue
-                if np.asarray(got[k]).dtype != np.float32:
-                    bad.append(f"{k} dtype {np.asarray(got[k]).dtype}")
-                    continue
-                errs[k] = e = max_rel_err(np, got[k], ref[k])
-                if not e <= tol:
-                    bad.append(f"{k} max |diff| / max |ref| = {e:.2e}")
+            bad = float32_problems(np, got, ref, ("y", "gx", "gW", "gb"), tol, errs)
             return "ok" if not bad else "; ".join(bad) + f" (tol {tol:g})"
 
         chk = run_check(check)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import SuiteResult, add_gflops, max_rel_err, run_check, time_case
+from .common import SuiteResult, add_gflops, float32_problems, max_rel_err, run_check, time_case
 
 NAME = "rnn"
 DESCRIPTION = ("rnn_forward + rnn_backward (rnn_tanh, rnn_relu, lstm, gru) vs PyTorch "
@@ -333,17 +333,7 @@ class _Runner:
                              ghn.astype(d))
                 ref = dict(zip(("y", "grad_x", "grad_weight_ih", "grad_weight_hh"),
                                (r64[0], r64[2], r64[4], r64[5])))
-            bad = []
-            for k in CHECKED:
-                if got[k] is None:
-                    bad.append(f"{k} is None")
-                    continue
-                if np.asarray(got[k]).dtype != np.float32:
-                    bad.append(f"{k} dtype {np.asarray(got[k]).dtype}")
-                    continue
-                errs[k] = e = max_rel_err(np, got[k], ref[k])
-                if not e <= RTOL:
-                    bad.append(f"{k} max |diff| / max |ref| = {e:.2e}")
+            bad = float32_problems(np, got, ref, CHECKED, RTOL, errs)
             return "ok" if not bad else "; ".join(bad) + f" vs {against} (tol {RTOL:g})"
 
         chk = run_check(check)

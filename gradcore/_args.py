@@ -8,14 +8,19 @@ import numbers
 import numpy as np
 
 
+def is_one_array(obj) -> bool:
+    """One array rather than a collection of them: a NumPy array, a buffer (iterating a
+    memoryview would split it up), or anything with ``__dlpack__`` or ``__array__``."""
+    return (isinstance(obj, (np.ndarray, memoryview)) or hasattr(obj, "__dlpack__")
+            or hasattr(obj, "__array__"))
+
+
 def array_list(arrays, name: str = "arrays"):
     """A list or tuple of arrays as is; one array becomes a list of one; any other
     iterable (e.g. a generator over ``model.parameters()``) is materialised."""
     if isinstance(arrays, (list, tuple)):
         return arrays
-    if isinstance(arrays, memoryview):  # one buffer (iterating it would split it up)
-        return [arrays]
-    if isinstance(arrays, np.ndarray) or hasattr(arrays, "__dlpack__") or hasattr(arrays, "__array__"):
+    if is_one_array(arrays):
         return [arrays]
     if isinstance(arrays, (str, bytes)) or not hasattr(arrays, "__iter__"):
         raise TypeError(f"{name} must be an array or a sequence of arrays, "

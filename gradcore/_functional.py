@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _norms
+from ._args import array_list, is_one_array
 from ._convert import as_array
 
 
@@ -24,15 +25,11 @@ def _copies(arrays, name):
         values = [arrays[k] for k in keys]
         labels = [f"{name}[{k!r}]" for k in keys]
         rebuild = lambda out: dict(zip(keys, out))  # noqa: E731
-    elif (isinstance(arrays, (np.ndarray, memoryview)) or hasattr(arrays, "__dlpack__")
-          or hasattr(arrays, "__array__")):
+    elif is_one_array(arrays):
         values, labels = [arrays], [name]
         rebuild = lambda out: out[0]  # noqa: E731
-    elif isinstance(arrays, (str, bytes)) or not hasattr(arrays, "__iter__"):
-        raise TypeError(f"{name} must be an array, a sequence or a dict of arrays, "
-                        f"got {type(arrays).__name__}")
     else:
-        values = list(arrays)
+        values = list(array_list(arrays, name))  # (TypeError for what is not a sequence)
         labels = [f"{name}[{i}]" for i in range(len(values))]
         rebuild = list
     out = [np.array(as_array(v, writeable=False, label=label), order="C", copy=True)

@@ -166,10 +166,13 @@ gc_status gc_gemm(int dtype, int trans_a, int trans_b, int64_t m, int64_t n, int
         require((a || m * k == 0) && (b || k * n == 0) && (c || m * n == 0), "a, b or c is NULL");
         with_real_dtype(dtype, [&](auto* tag) {
             using T = std::remove_pointer_t<decltype(tag)>;
-            const gradcore::MatrixRef<const T> ma = trans_a ? gradcore::MatrixRef<const T>{static_cast<const T*>(a), m, k, 1, lda}
-                                                            : gradcore::MatrixRef<const T>{static_cast<const T*>(a), m, k, lda, 1};
-            const gradcore::MatrixRef<const T> mb = trans_b ? gradcore::MatrixRef<const T>{static_cast<const T*>(b), k, n, 1, ldb}
-                                                            : gradcore::MatrixRef<const T>{static_cast<const T*>(b), k, n, ldb, 1};
+            // op(X) as a rows x cols view of row-major storage with row stride ld.
+            auto op = [](const void* data, int64_t rows, int64_t cols, int64_t ld, int trans) {
+                const T* p = static_cast<const T*>(data);
+                return trans ? gradcore::MatrixRef<const T>{p, rows, cols, 1, ld}
+                             : gradcore::MatrixRef<const T>{p, rows, cols, ld, 1};
+            };
+            const auto ma = op(a, m, k, lda, trans_a), mb = op(b, k, n, ldb, trans_b);
             gradcore::gemm(ma, mb, gradcore::MatrixRef<T>{static_cast<T*>(c), m, n, ldc, 1}, static_cast<T>(alpha),
                            static_cast<T>(beta));
         });
