@@ -1,12 +1,13 @@
-// The CUDA backend's first kernel: proves that the CUDA build compiles, links and loads,
-// and that a device (when there is one) runs our code. The norms, clipping, dense and
-// RNN kernels come with their own issue.
+// The CUDA backend's probes: whether the build loads, how many devices there are, a
+// trivial kernel that proves a device runs our code, and the stream utilities the
+// bindings need.
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "common.cuh"
 #include "gradcore/cuda.hpp"
 
 namespace gradcore {
@@ -62,4 +63,29 @@ std::string cuda_self_test() {
     return "";
 }
 
+namespace cuda {
+
+std::string device_name(int device) {
+    cudaDeviceProp prop{};
+    detail::check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    return prop.name;
+}
+
+void stream_wait(Stream waiter, void* producer) {
+    if (producer == waiter.stream) return;
+    detail::DeviceGuard guard(waiter.device);
+    cudaEvent_t ready;
+    detail::check(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
+    cudaError_t e = cudaEventRecord(ready, static_cast<cudaStream_t>(producer));
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(detail::native(waiter), ready, 0);
+    cudaEventDestroy(ready);  // released once the wait has happened
+    detail::check(e, "cudaStreamWaitEvent");
+}
+
+void synchronize(Stream stream) {
+    detail::DeviceGuard guard(stream.device);
+    detail::check(cudaStreamSynchronize(detail::native(stream)), "cudaStreamSynchronize");
+}
+
+}  // namespace cuda
 }  // namespace gradcore
