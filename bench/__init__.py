@@ -28,7 +28,7 @@ from typing import Optional
 __all__ = ["main", "available_suites"]
 
 #: display / run order of the suites we know about; others follow alphabetically
-SUITE_ORDER = ("norms", "dense", "rnn")
+SUITE_ORDER = ("norms", "dense", "rnn", "cuda")
 DEFAULT_REPEAT = 7
 QUICK_REPEAT = 3
 DEFAULT_MIN_TIME = 0.02

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import _core
 from ._args import integer
-from . import diagnose, init, optim
+from . import cuda, diagnose, init, optim
 from ._dense import dense_backward, dense_forward, matmul
 from ._functional import adaptive_clip, clip_by_global_norm, clip_by_norm, clip_by_value
 from ._embedding import get_cmake_dir, get_include, get_library_dir
@@ -29,7 +29,7 @@ from ._norms import (
 __version__ = _core._version()
 
 __all__ = [
-    "diagnose", "init", "optim",
+    "cuda", "diagnose", "init", "optim",
     "RNNCache", "RNNForward", "RNNGrads", "rnn_backward", "rnn_forward",
     "Event", "GradStats", "GradientMonitor", "NonFiniteGradientError", "adaptive_clip", "adaptive_clip_",
     "clip_by_global_norm", "clip_by_global_norm_", "clip_by_norm", "clip_by_norm_", "clip_by_value",

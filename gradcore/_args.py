@@ -10,9 +10,10 @@ import numpy as np
 
 def is_one_array(obj) -> bool:
     """One array rather than a collection of them: a NumPy array, a buffer (iterating a
-    memoryview would split it up), or anything with ``__dlpack__`` or ``__array__``."""
+    memoryview would split it up), or anything with ``__dlpack__``, ``__array__`` or
+    ``__cuda_array_interface__``."""
     return (isinstance(obj, (np.ndarray, memoryview)) or hasattr(obj, "__dlpack__")
-            or hasattr(obj, "__array__"))
+            or hasattr(obj, "__array__") or hasattr(obj, "__cuda_array_interface__"))
 
 
 def array_list(arrays, name: str = "arrays"):

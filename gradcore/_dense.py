@@ -8,6 +8,7 @@ import numpy as np
 from . import _core
 from ._args import choice, real
 from ._convert import as_array
+from ._device import any_device_array
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
 
@@ -49,7 +50,15 @@ def dense_forward(x, weight, bias=None, activation="identity", *, negative_slope
     """``y = act(x @ weight.T + bias)`` with ``torch.nn.Linear``'s layout: x (batch, in),
     weight (out, in), bias (out,). The bias and activation are applied in the GEMM's
     write-back (no second pass over y). Activations: identity, relu, leaky_relu
-    (``negative_slope``), tanh, sigmoid."""
+    (``negative_slope``), tanh, sigmoid.
+
+    CUDA device arrays (all of them on one device): runs on the GPU (cuBLAS GEMM, fused
+    epilogue) and returns a device array of the caller's library; ``out=`` must then be
+    one (see ``gradcore.cuda``)."""
+    if any_device_array((x, weight, bias, out)):
+        from . import cuda
+        return cuda._dense_forward(x, weight, bias, choice(activation, "activation", ACTIVATIONS),
+                                   real(negative_slope, "negative_slope"), out)
     x, weight = _matrix(x, "x"), _matrix(weight, "weight")
     if bias is not None:
         bias = _matrix(bias, "bias")
@@ -71,7 +80,16 @@ def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slop
     ``grad_bias`` is None when ``has_bias=False``; ``grad_x`` is None when
     ``need_grad_x=False`` (a first layer). Output buffers may be passed; with
     ``accumulate=True`` the gradients are added into them (they are then required).
+
+    CUDA device arrays (all of them on one device): runs on the GPU and returns device
+    arrays of the caller's library (see ``gradcore.cuda``).
     """
+    if any_device_array((grad_y, x, weight, y, grad_x, grad_weight, grad_bias)):
+        from . import cuda
+        return cuda._dense_backward(grad_y, x, weight, y, choice(activation, "activation", ACTIVATIONS),
+                                    real(negative_slope, "negative_slope"), bool(has_bias),
+                                    bool(need_grad_x), bool(accumulate), grad_x, grad_weight,
+                                    grad_bias)
     grad_y, x, weight, y = (_matrix(grad_y, "grad_y"), _matrix(x, "x"),
                             _matrix(weight, "weight"), _matrix(y, "y"))
     _refuse_overlap([("grad_x", grad_x), ("grad_weight", grad_weight), ("grad_bias", grad_bias)],

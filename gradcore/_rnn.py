@@ -17,6 +17,7 @@ import numpy as np
 from . import _core
 from ._args import real
 from ._convert import as_array
+from ._device import any_device_array
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
@@ -82,9 +83,15 @@ def rnn_forward(x, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *, cell
     biases (G*H,) or None; G = 1 ("rnn_tanh", "rnn_relu"), 4 ("lstm": gates i, f, g, o)
     or 3 ("gru": r, z, n with n = tanh(W_in x + b_in + r * (W_hn h + b_hn))). c0 (B, H)
     only for "lstm" (None: zeros). float32 or float64, one dtype throughout.
+
+    CUDA device arrays (all on one device): runs on the GPU; y, h_n, c_n and the cache
+    are device arrays of the caller's library (see ``gradcore.cuda``).
     """
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {', '.join(map(repr, CELLS))}; got {cell!r}")
+    if any_device_array((x, h0, weight_ih, weight_hh, bias_ih, bias_hh, c0)):
+        from . import cuda
+        return cuda._rnn_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, cell, c0)
     out = _core.rnn_forward(as_array(x, False, "x"), _optional(h0, "h0"),
                             as_array(weight_ih, False, "weight_ih"),
                             as_array(weight_hh, False, "weight_hh"), _optional(bias_ih, "bias_ih"),
@@ -101,12 +108,22 @@ def rnn_backward(cache: RNNCache, grad_y, grad_h_n=None, grad_c_n=None, *,
     element-wise to [-clip_hidden, clip_hidden] at every step of the loop (Graves).
     ``hidden_grad_norms[t]`` is the L2 norm of dL/dh_t over the batch, taken before that
     clipping: the picture of gradients exploding or vanishing through time.
+
+    A cache from a forward pass on the GPU runs the backward there: the gradients must be
+    device arrays on its device, and the results (``hidden_grad_norms`` included) are
+    device arrays of the caller's library.
     """
     if not isinstance(cache, RNNCache):
         raise TypeError(f"cache must be the RNNCache returned by rnn_forward, got {type(cache).__name__}")
     clip = 0.0 if clip_hidden is None else real(clip_hidden, "clip_hidden")
     if clip_hidden is not None and not clip > 0.0:
         raise ValueError(f"clip_hidden must be > 0 (or None for no clipping), got {clip}")
+    if not isinstance(cache._data["x"], np.ndarray):
+        from . import cuda
+        return cuda._rnn_backward(cache, grad_y, grad_h_n, grad_c_n, clip)
+    if any_device_array((grad_y, grad_h_n, grad_c_n)):
+        raise ValueError("the gradients are CUDA device arrays but the forward pass (cache) ran on "
+                         "the CPU; pass all arrays on one device")
     return RNNGrads(*_core.rnn_backward(cache._data, as_array(grad_y, False, "grad_y"),
                                         _optional(grad_h_n, "grad_h_n"),
                                         _optional(grad_c_n, "grad_c_n"), clip))

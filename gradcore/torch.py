@@ -20,10 +20,19 @@ gradients are modified in place, zero-copy (gradcore works directly on the tenso
 memory through DLPack; ``p.grad`` keeps its object and its ``data_ptr()``), and their
 autograd version counters are bumped as torch's in-place ops would.
 
+**CUDA tensors** go to gradcore's CUDA backend when this copy of gradcore was built with
+it and a GPU is usable (``gradcore.cuda.is_available()``): dense, contiguous float16,
+bfloat16, float32 or float64 tensors (plain ``torch.Tensor``), all on one device. The
+work is enqueued on torch's current stream and the total is returned as a 0-dim tensor
+on that device in torch's dtype (the promoted dtype of the gradients), without waiting
+for the GPU, as torch's own functions do; ``error_if_nonfinite=True`` reads the total
+on the host (a synchronisation), as torch does. Norms are accumulated in float64.
+
 **What is handed to torch unchanged** (the call goes to the ``torch.nn.utils`` function
 captured when this module was imported, so replacing ``torch.nn.utils.clip_grad_norm_``
-with this one is safe): CUDA/meta/other non-CPU tensors and mixed devices; dtypes other
-than float32/float64 (float16, bfloat16, ...); sparse or other non-strided layouts;
+with this one is safe): meta/other non-CPU tensors, CUDA tensors when gradcore has no
+usable CUDA backend, and mixed devices; on the CPU, dtypes other than float32/float64
+(float16, bfloat16, ...); sparse or other non-strided layouts;
 non-contiguous gradients (gradcore modifies only C-contiguous memory in place); tensor
 subclasses; ``norm_type`` 0 (torch counts non-zeros), negative, -inf, NaN or not a
 number; ``max_norm`` negative or NaN and ``clip_value`` negative or NaN (gradcore rejects
@@ -78,7 +87,9 @@ _torch_get_total_norm = torch.nn.utils.get_total_norm
 _torch_clip_grad_value_ = torch.nn.utils.clip_grad_value_
 
 _DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_cuda_usable = None
 
 
 def _norm_order(norm_type):
@@ -118,6 +129,38 @@ def _supported(tensors, p=None, in_place=False):
     return torch.float64 if any_double else torch.float32
 
 
+def _gradcore_cuda() -> bool:
+    """Whether gradcore's CUDA backend is built and has a GPU (asked once)."""
+    global _cuda_usable
+    if _cuda_usable is None:
+        import gradcore.cuda
+        _cuda_usable = gradcore.cuda.is_available()
+    return _cuda_usable
+
+
+def _supported_cuda(tensors, p=None, in_place=False):
+    """Torch's result dtype (the promoted dtype of ``tensors``) when gradcore's CUDA backend
+    can handle all of ``tensors`` itself, else None."""
+    if not tensors:
+        return None
+    first = tensors[0]
+    if type(first) not in _PLAIN_TYPES or not first.is_cuda or not _gradcore_cuda():
+        return None
+    device = first.get_device()
+    dtype = None
+    for t in tensors:
+        if (type(t) not in _PLAIN_TYPES or not t.is_cuda or t.get_device() != device
+                or t.layout is not torch.strided or t.dtype not in _CUDA_DTYPES
+                or not t.is_contiguous() or t.is_neg()):
+            return None
+        if p == math.inf and t.numel() == 0:
+            return None  # torch raises: the infinity norm of an empty tensor has no identity
+        dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+    if in_place and len({t.data_ptr() for t in tensors}) != len(tensors):
+        return None
+    return dtype
+
+
 def _total_tensor(total, dtype):
     """The 0-dim CPU tensor torch would return (the grads' dtype)."""
     return torch.tensor(total, dtype=dtype)
@@ -150,7 +193,8 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
 
     Returns:
         Tensor: 0-dim, on the CPU, float64 if any tensor is float64 else float32 (as
-        torch). Without tensors: ``torch.tensor(0.0)``.
+        torch); for CUDA tensors on their device, in their promoted dtype. Without
+        tensors: ``torch.tensor(0.0)``.
 
     CPU float32/float64 contiguous tensors are read in place by gradcore; float32 data are
     accumulated in float64, so the total may differ from torch's in the last bits, and is
@@ -164,7 +208,13 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     p = _norm_order(norm_type)
     dtype = None if p is None else _supported(tensors, p)
     if dtype is None:
-        return _torch_get_total_norm(tensors, norm_type, error_if_nonfinite, foreach)
+        dtype = None if p is None else _supported_cuda(tensors, p)
+        if dtype is None:
+            return _torch_get_total_norm(tensors, norm_type, error_if_nonfinite, foreach)
+        result = _gc.global_norm(tensors, p).to(dtype)  # on the device, no wait
+        if error_if_nonfinite and not bool(torch.isfinite(result).item()):
+            raise _nonfinite_error(p)
+        return result
     result = _total_tensor(_gc.global_norm(tensors, p), dtype)
     if error_if_nonfinite and not math.isfinite(result.item()):
         raise _nonfinite_error(p)
@@ -192,7 +242,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
     Returns:
         Tensor: the total norm before clipping, 0-dim, on the CPU, float64 if any gradient
-        is float64 else float32 (as torch).
+        is float64 else float32 (as torch); for CUDA gradients on their device, in their
+        promoted dtype, computed and applied without waiting for the GPU.
 
     CPU float32/float64 contiguous gradients are clipped by gradcore in their own memory
     (no copy; ``p.grad`` keeps its storage). Differences from torch: last-bit rounding of
@@ -213,8 +264,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     bound = _nonnegative(max_norm)
     dtype = None if p is None or bound is None else _supported(grads, p, in_place=True)
     if dtype is None:
-        return _torch_clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite,
-                                      foreach)
+        dtype = None if p is None or bound is None else _supported_cuda(grads, p, in_place=True)
+        if dtype is None:
+            return _torch_clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite,
+                                          foreach)
+        return _clip_grad_norm_cuda(grads, bound, p, error_if_nonfinite, dtype)
     if error_if_nonfinite:
         # Check the total that will be returned (the grads' dtype) before touching them.
         total = _gc.global_norm(grads, p)
@@ -225,6 +279,22 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     else:
         total = _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, nonfinite="propagate")
         result = _total_tensor(total, dtype)
+    _mark_modified(grads)
+    return result
+
+
+def _clip_grad_norm_cuda(grads, bound, p, error_if_nonfinite, dtype):
+    """clip_grad_norm_ on gradcore's CUDA backend (torch's current stream, no host wait
+    unless error_if_nonfinite, where torch waits too)."""
+    if error_if_nonfinite:
+        total = _gc.global_norm(grads, p)  # float64 device scalar
+        result = total.to(dtype)
+        if not bool(torch.isfinite(result).item()):
+            raise _nonfinite_error(p)
+        _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, total_norm=total)
+    else:
+        result = _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6,
+                                          nonfinite="propagate").total_norm.to(dtype)
     _mark_modified(grads)
     return result
 
@@ -244,7 +314,8 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
         parameters = list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
     bound = _nonnegative(clip_value)
-    if bound is None or _supported(grads, in_place=True) is None:
+    if bound is None or (_supported(grads, in_place=True) is None
+                         and _supported_cuda(grads, in_place=True) is None):
         return _torch_clip_grad_value_(parameters, clip_value, foreach)
     _gc.clip_by_value_(grads, bound)
     _mark_modified(grads)

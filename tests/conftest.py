@@ -23,6 +23,10 @@ assert not os.path.abspath(gradcore.__file__).startswith(os.path.join(_CHECKOUT,
 
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU and gradcore's CUDA backend (skipped otherwise)")
+
+
 # The fixtures below hold process-wide state (ISA, thread count) constant for every
 # example of a test, which is exactly what they are for.
 _SUPPRESS = [

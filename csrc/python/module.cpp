@@ -15,6 +15,7 @@ void bind_norms(py::module_& m);
 void bind_dense(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_optim(py::module_& m);
+void bind_cuda(py::module_& m);
 
 }  // namespace gradcore::python
 
@@ -65,4 +66,5 @@ PYBIND11_MODULE(_core, m) {
     python::bind_dense(m);
     python::bind_rnn(m);
     python::bind_optim(m);
+    python::bind_cuda(m);
 }
