@@ -40,8 +40,9 @@ int cuda_device_count() {
     return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
-std::string cuda_self_test() {
-    if (cuda_device_count() == 0) return "no CUDA device is available";
+namespace {
+
+std::string self_test_on_current_device() {
     const int n = 1000;
     std::vector<double> host(n);
     double expected = 0.0;
@@ -61,6 +62,18 @@ std::string cuda_self_test() {
     if (e != cudaSuccess) return error_text(e, "kernel run");
     if (std::fabs(result - expected) > 1e-9 * expected) return "wrong result from the device";
     return "";
+}
+
+}  // namespace
+
+std::string cuda_self_test() {
+    if (cuda_device_count() == 0) return "no CUDA device is available";
+    try {
+        cuda::detail::DeviceGuard on_device_0(0);
+        return self_test_on_current_device();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
 }
 
 namespace cuda {
