@@ -200,14 +200,11 @@ void check_eps(double eps) {
     if (!(eps >= 0.0) || eps == HUGE_VAL) bad_argument("eps must be a finite number >= 0, got " + std::to_string(eps));
 }
 
-}  // namespace
-}  // namespace detail
-
-void scale_(const DeviceTensor* arrays, std::size_t count, double factor, Stream stream) {
-    using namespace detail;
-    check_stream(stream);
-    check_list(arrays, count, "arrays");
-    if (factor == 1.0) return;  // as on the CPU: nothing is written
+// The one-pass in-place functions: the chunk table of a checked list uploaded on the
+// caller's stream, then launch(list, grid, stream) while the table's scratch lives;
+// nothing is enqueued for an empty list.
+template <class Launch>
+void one_pass(const DeviceTensor* arrays, std::size_t count, Stream stream, Launch&& launch) {
     DeviceGuard guard(stream.device);
     const cudaStream_t s = native(stream);
     const ChunkTable table = make_chunk_table(arrays, count);
@@ -216,10 +213,22 @@ void scale_(const DeviceTensor* arrays, std::size_t count, double factor, Stream
     const std::size_t table_at = ws.reserve(table_bytes(table));
     ws.allocate(s);
     const DeviceList list = upload_table(table, ws, table_at, s);
-    FactorArgs args{factor, nullptr, nullptr, 0.0, 0.0};
-    scale_kernel<<<grid_for(list.nchunks, sm_count(stream.device)), kThreads, 0, s>>>(
-        list.chunks, list.nchunks, FactorFrom::value, args);
-    check_launch("gradcore scale kernel");
+    launch(list, grid_for(list.nchunks, sm_count(stream.device)), s);
+}
+
+}  // namespace
+}  // namespace detail
+
+void scale_(const DeviceTensor* arrays, std::size_t count, double factor, Stream stream) {
+    using namespace detail;
+    check_stream(stream);
+    check_list(arrays, count, "arrays");
+    if (factor == 1.0) return;  // as on the CPU: nothing is written
+    one_pass(arrays, count, stream, [&](const DeviceList& list, unsigned grid, cudaStream_t s) {
+        FactorArgs args{factor, nullptr, nullptr, 0.0, 0.0};
+        scale_kernel<<<grid, kThreads, 0, s>>>(list.chunks, list.nchunks, FactorFrom::value, args);
+        check_launch("gradcore scale kernel");
+    });
 }
 
 void clip_by_value_(const DeviceTensor* arrays, std::size_t count, double lo, double hi, Stream stream) {
@@ -230,34 +239,20 @@ void clip_by_value_(const DeviceTensor* arrays, std::size_t count, double lo, do
                      ", max=" + std::to_string(hi));
     }
     check_list(arrays, count, "arrays");
-    DeviceGuard guard(stream.device);
-    const cudaStream_t s = native(stream);
-    const ChunkTable table = make_chunk_table(arrays, count);
-    if (table.chunks.empty()) return;
-    Workspace ws;
-    const std::size_t table_at = ws.reserve(table_bytes(table));
-    ws.allocate(s);
-    const DeviceList list = upload_table(table, ws, table_at, s);
-    clamp_kernel<<<grid_for(list.nchunks, sm_count(stream.device)), kThreads, 0, s>>>(list.chunks, list.nchunks,
-                                                                                      lo, hi);
-    check_launch("gradcore clamp kernel");
+    one_pass(arrays, count, stream, [&](const DeviceList& list, unsigned grid, cudaStream_t s) {
+        clamp_kernel<<<grid, kThreads, 0, s>>>(list.chunks, list.nchunks, lo, hi);
+        check_launch("gradcore clamp kernel");
+    });
 }
 
 void zero_nonfinite_(const DeviceTensor* arrays, std::size_t count, std::int64_t* count_out, Stream stream) {
     using namespace detail;
     check_stream(stream);
     check_list(arrays, count, "arrays");
-    DeviceGuard guard(stream.device);
-    const cudaStream_t s = native(stream);
-    const ChunkTable table = make_chunk_table(arrays, count);
-    if (table.chunks.empty()) return;
-    Workspace ws;
-    const std::size_t table_at = ws.reserve(table_bytes(table));
-    ws.allocate(s);
-    const DeviceList list = upload_table(table, ws, table_at, s);
-    zero_kernel<<<grid_for(list.nchunks, sm_count(stream.device)), kThreads, 0, s>>>(list.chunks, list.nchunks,
-                                                                                     count_out, nullptr);
-    check_launch("gradcore zero_nonfinite kernel");
+    one_pass(arrays, count, stream, [&](const DeviceList& list, unsigned grid, cudaStream_t s) {
+        zero_kernel<<<grid, kThreads, 0, s>>>(list.chunks, list.nchunks, count_out, nullptr);
+        check_launch("gradcore zero_nonfinite kernel");
+    });
 }
 
 void clip_by_norm_(const DeviceTensor* arrays, std::size_t count, double max_norm, double ord, double eps,

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "parse_args.hpp"
 #include "dlpack.hpp"
 #include "gradcore/cuda.hpp"
 
@@ -595,49 +596,6 @@ void with_dense(int kind, F&& f) {
 template <class T>
 T* ptr(const std::optional<Array>& a) {
     return a ? static_cast<T*>(a->data) : nullptr;
-}
-
-NonFinitePolicy parse_policy(const std::string& s) {
-    if (s == "propagate") return NonFinitePolicy::propagate;
-    if (s == "error") return NonFinitePolicy::error;
-    if (s == "skip") return NonFinitePolicy::skip;
-    if (s == "zero") return NonFinitePolicy::zero;
-    throw py::value_error("nonfinite must be one of 'propagate', 'error', 'skip', 'zero'; got '" + s + "'");
-}
-
-Activation parse_activation(const std::string& s) {
-    if (s == "identity") return Activation::identity;
-    if (s == "relu") return Activation::relu;
-    if (s == "leaky_relu") return Activation::leaky_relu;
-    if (s == "tanh") return Activation::tanh;
-    if (s == "sigmoid") return Activation::sigmoid;
-    throw py::value_error("activation must be one of 'identity', 'relu', 'leaky_relu', 'tanh', 'sigmoid'; got '" +
-                          s + "'");
-}
-
-Cell parse_cell(const std::string& s) {
-    if (s == "rnn_tanh") return Cell::rnn_tanh;
-    if (s == "rnn_relu") return Cell::rnn_relu;
-    if (s == "lstm") return Cell::lstm;
-    if (s == "gru") return Cell::gru;
-    throw py::value_error("cell must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru'; got '" + s + "'");
-}
-
-// Unit layout of adaptive clipping for one array (as the CPU binding computes it).
-UnitLayout unit_layout(const std::vector<std::int64_t>& shape, int axis, std::size_t i) {
-    const int nd = static_cast<int>(shape.size());
-    std::int64_t numel = 1;
-    for (std::int64_t d : shape) numel *= d;
-    if (nd < 2) return {1, 1, numel};
-    const int ax = axis < 0 ? axis + nd : axis;
-    if (ax < 0 || ax >= nd) {
-        throw py::value_error("unit_axis " + std::to_string(axis) + " is out of range for grads[" +
-                              std::to_string(i) + "] with " + std::to_string(nd) + " dimensions");
-    }
-    UnitLayout l{1, shape[static_cast<std::size_t>(ax)], 1};
-    for (int d = 0; d < ax; ++d) l.outer *= shape[static_cast<std::size_t>(d)];
-    for (int d = ax + 1; d < nd; ++d) l.inner *= shape[static_cast<std::size_t>(d)];
-    return l;
 }
 
 // The forward state of a recurrent layer, shared by the forward (which writes the

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "parse_args.hpp"
 #include "gradcore/dense.hpp"
 #include "ndarray_util.hpp"
 
@@ -82,15 +83,6 @@ py::array new_like(const py::array& like, std::initializer_list<py::ssize_t> sha
     return py::array(native_dtype(like), std::vector<py::ssize_t>(shape));
 }
 
-Activation parse_activation(const std::string& s) {
-    if (s == "identity") return Activation::identity;
-    if (s == "relu") return Activation::relu;
-    if (s == "leaky_relu") return Activation::leaky_relu;
-    if (s == "tanh") return Activation::tanh;
-    if (s == "sigmoid") return Activation::sigmoid;
-    throw py::value_error("activation must be one of 'identity', 'relu', 'leaky_relu', 'tanh', 'sigmoid'; got '" +
-                          s + "'");
-}
 
 }  // namespace
 

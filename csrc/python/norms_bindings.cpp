@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "parse_args.hpp"
 #include "ndarray_util.hpp"
 #include "array_list.hpp"
 #include "gradcore/norms.hpp"
@@ -16,31 +17,7 @@ namespace {
 
 using Release = py::gil_scoped_release;
 
-NonFinitePolicy parse_policy(const std::string& s) {
-    if (s == "propagate") return NonFinitePolicy::propagate;
-    if (s == "error") return NonFinitePolicy::error;
-    if (s == "skip") return NonFinitePolicy::skip;
-    if (s == "zero") return NonFinitePolicy::zero;
-    throw py::value_error("nonfinite must be one of 'propagate', 'error', 'skip', 'zero'; got '" + s + "'");
-}
-
 py::array_t<double> new_vector(std::size_t n) { return py::array_t<double>(static_cast<py::ssize_t>(n)); }
-
-// Unit layout of adaptive clipping for one array: units along `axis` when ndim >= 2,
-// the whole array otherwise.
-UnitLayout unit_layout(const py::array& a, int axis, std::size_t i) {
-    const int nd = static_cast<int>(a.ndim());
-    if (nd < 2) return {1, 1, static_cast<std::int64_t>(a.size())};
-    const int ax = axis < 0 ? axis + nd : axis;
-    if (ax < 0 || ax >= nd) {
-        throw py::value_error("unit_axis " + std::to_string(axis) + " is out of range for grads[" +
-                              std::to_string(i) + "] with " + std::to_string(nd) + " dimensions");
-    }
-    UnitLayout l{1, static_cast<std::int64_t>(a.shape(ax)), 1};
-    for (int d = 0; d < ax; ++d) l.outer *= a.shape(d);
-    for (int d = ax + 1; d < nd; ++d) l.inner *= a.shape(d);
-    return l;
-}
 
 }  // namespace
 
@@ -141,7 +118,7 @@ void bind_norms(py::module_& m) {
                 throw py::value_error("grads[" + std::to_string(i) + "] has shape " + shape_of(ga) +
                                       " but params[" + std::to_string(i) + "] has shape " + shape_of(pa));
             }
-            layouts.push_back(unit_layout(ga, unit_axis, i));
+            layouts.push_back(unit_layout(std::vector<std::int64_t>(ga.shape(), ga.shape() + ga.ndim()), unit_axis, i));
         }
         Release release;
         adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps);

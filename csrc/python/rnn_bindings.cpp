@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "parse_args.hpp"
 #include "gradcore/rnn.hpp"
 #include "ndarray_util.hpp"
 
@@ -16,13 +17,6 @@ namespace gradcore::python {
 namespace py = pybind11;
 namespace {
 
-Cell parse_cell(const std::string& s) {
-    if (s == "rnn_tanh") return Cell::rnn_tanh;
-    if (s == "rnn_relu") return Cell::rnn_relu;
-    if (s == "lstm") return Cell::lstm;
-    if (s == "gru") return Cell::gru;
-    throw py::value_error("cell must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru'; got '" + s + "'");
-}
 
 // Checks dtype (same as `like`) and shape, returns a C-contiguous aligned array (a copy if needed).
 py::array checked(py::array a, const char* name, const py::array& like, std::vector<py::ssize_t> shape) {
