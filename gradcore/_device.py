@@ -96,7 +96,7 @@ def _has_cai(obj) -> bool:
 def leads_on_device(arrays) -> bool:
     """Whether a list goes to the GPU: its first array is a device array (a NumPy array
     costs one type check, so the CPU path pays nothing measurable)."""
-    return bool(arrays) and type(arrays[0]) is not np.ndarray and is_device_array(arrays[0])
+    return bool(arrays) and any_device_array(arrays[:1])
 
 
 def is_device_array(obj) -> bool:
