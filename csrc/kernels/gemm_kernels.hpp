@@ -104,9 +104,22 @@ struct GemmKernels {
     // C[MR x NR] (row stride ldc) = act(alpha * A_panel B_panel + beta * C + bias).
     // beta == 0 never reads C (it may hold garbage or NaN, as BLAS allows). B's rows of
     // NR values are ldb apart: NR for a packed panel, or the row stride of an unpacked,
-    // row-major B (small problems, where packing B costs more than it saves).
+    // row-major B (small problems, where packing B costs more than it saves). When
+    // b_copy is not null the B rows read are also stored there as a packed panel, so
+    // the next row panels reuse B from L1: read in place, B's rows may be a power of two
+    // apart and then share a few L1 sets, and the panel would come from L2 every time.
     static void micro(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c,
-                      std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep) {
+                      std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy) {
+        if (b_copy) {
+            micro_impl<true>(kc, a, b, ldb, c, ldc, alpha, beta, ep, b_copy);
+        } else {
+            micro_impl<false>(kc, a, b, ldb, c, ldc, alpha, beta, ep, nullptr);
+        }
+    }
+
+    template <bool kCopyB>
+    static void micro_impl(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c,
+                           std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy) {
         // The C tile is touched only after the k loop; fetching it now hides the misses
         // (from the second k block on, C is read as well as written).
         for (int r = 0; r < MR; ++r) {
@@ -120,6 +133,10 @@ struct GemmKernels {
         for (std::int64_t k = 0; k < kc; ++k) {
             V bv[kNVec];
             for (int v = 0; v < kNVec; ++v) bv[v] = S::load(b + v * kLanes);
+            if constexpr (kCopyB) {
+                for (int v = 0; v < kNVec; ++v) S::store(b_copy + v * kLanes, bv[v]);
+                b_copy += NR;
+            }
 #pragma GCC unroll 8
             for (int r = 0; r < MR; ++r) {
                 const V av = S::set1(a[r]);
