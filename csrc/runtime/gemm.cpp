@@ -53,19 +53,14 @@ std::vector<T>& b_buffer() {
     thread_local std::vector<T> buffer;
     return buffer;
 }
-template <class T>
-std::vector<T>& b_edge_buffer() {
-    thread_local std::vector<T> buffer;
-    return buffer;
-}
-// The direct-B panel copied by the first row panel's micro-kernel for the others.
+// One B micro-panel packed into L1 for the row panels of a small-M product.
 template <class T>
 std::vector<T>& b_panel_buffer() {
     thread_local std::vector<T> buffer;
     return buffer;
 }
 
-constexpr std::int64_t kDirectBMaxRows = 64;
+constexpr std::int64_t kSmallRows = 64;
 
 }  // namespace
 
@@ -115,22 +110,24 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     using B = Blocking<T>;
     const int threads = get_num_threads();
 
-    // Few rows and a row-major B: the micro-kernel reads B in place (its rows ldb
-    // apart) instead of a packed copy. B is then reused by only a few row panels, so
-    // packing it would cost about as much as it saves: the first row panel's
-    // micro-kernel copies each B micro-panel into L1 for the others as it goes.
-    const bool direct_b = !packed && b.cs == 1 && M <= kDirectBMaxRows;
+    // Few rows: B is reused by only a few row panels, so a packed copy of all of it in
+    // memory would cost about as much as it saves. Each B micro-panel is instead packed
+    // into L1 just before the row panels use it: by the first row panel's micro-kernel
+    // as it reads a row-major B in place (its rows ldb apart: a power-of-two stride
+    // would alias them into a few L1 sets if they were read there every time), or by
+    // pack_b for other layouts (a transposed weight in x W^T).
+    const bool panel_b = !packed && M <= kSmallRows;
 
     // Row blocks: at most MC rows, and at least `threads` of them when M allows it, in
-    // a multiple of the thread count so that no thread idles at the end. With a direct
-    // B and enough columns, all rows form one block and the threads split the columns
-    // instead: each then streams only its part of B, and no thread gets the short
-    // remainder panel of rows on top of a full share (measured 10-30% faster for
-    // M <= 64 on two cores).
+    // a multiple of the thread count so that no thread idles at the end. With few rows
+    // and enough columns, all rows form one block and the threads split the columns
+    // instead: each then reads and packs only its part of B, with no barrier between
+    // packing and computing, and no thread gets the short remainder panel of rows on
+    // top of a full share (measured 10-30% faster for M <= 64 on two cores).
     std::int64_t n_ic = ceil_div(M, B::MC);
     const std::int64_t max_ic = ceil_div(M, MR);
     if (n_ic > 1 || threads > 1) n_ic = std::min(max_ic, round_up(n_ic, threads));
-    if (direct_b && ceil_div(N, NR) >= 2 * threads) n_ic = 1;
+    if (panel_b && ceil_div(N, NR) >= 2 * threads) n_ic = 1;
     const std::int64_t mc = round_up(ceil_div(M, n_ic), MR);
     n_ic = ceil_div(M, mc);
     // Few row blocks (small M): split each block's columns across threads as well.
@@ -148,7 +145,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
             const std::int64_t kc = std::min(B::KC, K - pc);
             const bool first = pc == 0, last = pc + kc >= K;
             const T* bp = packed ? packed->data.data() + packed->block_offsets[block_index++]
-                          : direct_b ? nullptr
+                          : panel_b ? nullptr
                                      : grow(b_buf, std::max<std::int64_t>(1, kc * n_panels * NR));
             // Pack B, split by panels.
             const std::int64_t pack_tasks = std::min<std::int64_t>(n_panels, 4 * threads);
@@ -160,7 +157,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                 k.pack_b(b.data + pc * b.rs + (jc + j0) * b.cs, b.rs, b.cs, kc, j1 - j0,
                          const_cast<T*>(bp) + p0 * kc * NR);
             };
-            if (!direct_b && !packed) parallel_for(static_cast<std::size_t>(pack_tasks), kc * nc, TaskFn(pack_b));
+            if (!panel_b && !packed) parallel_for(static_cast<std::size_t>(pack_tasks), kc * nc, TaskFn(pack_b));
 
             const T beta_k = first ? beta : T(1);
             auto block = [&](std::size_t t) {
@@ -183,16 +180,16 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                     const T* bpanel;
                     std::int64_t ldb = NR;
                     T* b_copy = nullptr;  // set: the first micro-kernel packs the B panel here
-                    if (!direct_b) {
+                    if (!panel_b) {
                         bpanel = bp + q * kc * NR;
-                    } else if (ncur == NR) {
+                    } else if (b.cs == 1 && ncur == NR) {
                         bpanel = b.data + pc * b.rs + jc + j;
                         ldb = b.rs;
                         if (mcur > MR) b_copy = grow(b_panel_buffer<T>(), kc * NR);
-                    } else {  // the last, partial panel: zero-padded copy
-                        T* edge = grow(b_edge_buffer<T>(), std::max<std::int64_t>(1, kc * NR));
-                        k.pack_b(b.data + pc * b.rs + jc + j, b.rs, 1, kc, ncur, edge);
-                        bpanel = edge;
+                    } else {  // transposed or strided B, or the last, partial panel
+                        T* panel = grow(b_panel_buffer<T>(), std::max<std::int64_t>(1, kc * NR));
+                        k.pack_b(b.data + pc * b.rs + (jc + j) * b.cs, b.rs, b.cs, kc, ncur, panel);
+                        bpanel = panel;
                     }
                     const T* tile_bias_src = bias ? bias + jc + j : nullptr;
                     if (ncur < NR && tile_bias_src) {
