@@ -101,33 +101,44 @@ struct GemmKernels {
         }
     }
 
-    // C[MR x NR] (row stride ldc) = act(alpha * A_panel B_panel + beta * C + bias).
-    // beta == 0 never reads C (it may hold garbage or NaN, as BLAS allows). B's rows of
-    // NR values are ldb apart: NR for a packed panel, or the row stride of an unpacked,
-    // row-major B (small problems, where packing B costs more than it saves). When
-    // b_copy is not null the B rows read are also stored there as a packed panel, so
-    // the next row panels reuse B from L1: read in place, B's rows may be a power of two
-    // apart and then share a few L1 sets, and the panel would come from L2 every time.
-    static void micro(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c,
-                      std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy) {
-        if (b_copy) {
-            micro_impl<true>(kc, a, b, ldb, c, ldc, alpha, beta, ep, b_copy);
+    // C[rows x NR] (row stride ldc) = act(alpha * A_panel B_panel + beta * C + bias),
+    // rows <= MR (a short last panel of rows computes only its rows; the packed A panel
+    // still holds MR values per step). beta == 0 never reads C (it may hold garbage or
+    // NaN, as BLAS allows). B's rows of NR values are ldb apart: NR for a packed panel,
+    // or the row stride of an unpacked, row-major B (small problems, where packing B
+    // costs more than it saves). When b_copy is not null (full panels only) the B rows
+    // read are also stored there as a packed panel, so the next row panels reuse B from
+    // L1: read in place, B's rows may be a power of two apart and then share a few L1
+    // sets, and the panel would come from L2 every time.
+    static void micro(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c, std::int64_t ldc,
+                      T alpha, T beta, const Epilogue<T>* ep, T* b_copy, int rows) {
+        if (rows == MR && b_copy) {
+            micro_impl<true, MR>(kc, a, b, ldb, c, ldc, alpha, beta, ep, b_copy);
         } else {
-            micro_impl<false>(kc, a, b, ldb, c, ldc, alpha, beta, ep, nullptr);
+            micro_rows<MR>(rows, kc, a, b, ldb, c, ldc, alpha, beta, ep);
         }
     }
 
-    template <bool kCopyB>
+    template <int R>
+    static void micro_rows(int rows, std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c,
+                           std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep) {
+        if constexpr (R >= 1) {
+            if (rows == R) return micro_impl<false, R>(kc, a, b, ldb, c, ldc, alpha, beta, ep, nullptr);
+            micro_rows<R - 1>(rows, kc, a, b, ldb, c, ldc, alpha, beta, ep);
+        }
+    }
+
+    template <bool kCopyB, int R>
     static void micro_impl(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c,
                            std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy) {
         // The C tile is touched only after the k loop; fetching it now hides the misses
         // (from the second k block on, C is read as well as written).
-        for (int r = 0; r < MR; ++r) {
+        for (int r = 0; r < R; ++r) {
             __builtin_prefetch(c + r * ldc, 1);
             __builtin_prefetch(c + r * ldc + NR - 1, 1);
         }
-        V acc[MR][kNVec];
-        for (int r = 0; r < MR; ++r)
+        V acc[R][kNVec];
+        for (int r = 0; r < R; ++r)
             for (int v = 0; v < kNVec; ++v) acc[r][v] = S::set1(T(0));
 #pragma GCC unroll 4
         for (std::int64_t k = 0; k < kc; ++k) {
@@ -138,7 +149,7 @@ struct GemmKernels {
                 b_copy += NR;
             }
 #pragma GCC unroll 8
-            for (int r = 0; r < MR; ++r) {
+            for (int r = 0; r < R; ++r) {
                 const V av = S::set1(a[r]);
 #pragma GCC unroll 4
                 for (int v = 0; v < kNVec; ++v) acc[r][v] = S::fma(av, bv[v], acc[r][v]);
@@ -148,7 +159,7 @@ struct GemmKernels {
         }
         const V va = S::set1(alpha);
         const V vb = S::set1(beta);
-        for (int r = 0; r < MR; ++r) {
+        for (int r = 0; r < R; ++r) {
             T* row = c + r * ldc;
             for (int v = 0; v < kNVec; ++v) {
                 V x = S::mul(acc[r][v], va);

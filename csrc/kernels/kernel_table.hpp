@@ -35,7 +35,7 @@ struct GemmTable {
     void (*pack_a)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t mc, std::int64_t kc, T*);
     void (*pack_b)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t kc, std::int64_t nc, T*);
     void (*micro)(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c, std::int64_t ldc,
-                  T alpha, T beta, const Epilogue<T>*, T* b_copy);
+                  T alpha, T beta, const Epilogue<T>*, T* b_copy, int rows);
     // grad_z[r, j] = grad_y[r, j] * act'(y[r, j]) for rows [0, rows), columns [0, cols);
     // grad_bias[j] (+)= sum_r grad_z[r, j] when grad_bias is not null.
     void (*grad_z)(const T* gy, std::int64_t ld_gy, const T* y, std::int64_t ld_y, T* gz,

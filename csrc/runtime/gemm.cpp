@@ -168,8 +168,8 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                 const std::int64_t mr = std::min(MR, mcur - i);
                 T* cij = c.data + (ic + i) * c.rs + jc + j;
                 const T* apanel = ap + i * kc;
-                if (mr == MR && ncur == NR) {
-                    k.micro(kc, apanel, bpanel, ldb, cij, c.rs, alpha, beta_k, epp, b_copy);
+                if (ncur == NR) {  // (b_copy is set only when the first panel is full)
+                    k.micro(kc, apanel, bpanel, ldb, cij, c.rs, alpha, beta_k, epp, b_copy, static_cast<int>(mr));
                     if (b_copy) bpanel = b_copy, ldb = NR, b_copy = nullptr;
                     continue;
                 }
@@ -178,7 +178,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
                         tile[r * NR + s] = beta_k != T(0) ? cij[r * c.rs + s] : T(0);
                     }
                 }
-                k.micro(kc, apanel, bpanel, ldb, tile, NR, alpha, beta_k, epp, nullptr);
+                k.micro(kc, apanel, bpanel, ldb, tile, NR, alpha, beta_k, epp, nullptr, static_cast<int>(mr));
                 for (std::int64_t r = 0; r < mr; ++r) {
                     for (std::int64_t s = 0; s < ncur; ++s) cij[r * c.rs + s] = tile[r * NR + s];
                 }
