@@ -12,6 +12,11 @@ struct VectorMath {
     using V = typename S::template V<T>;
     static constexpr bool kF64 = std::is_same_v<T, double>;
 
+    // 1 / k! for k = 0..13, correctly rounded to double.
+    static constexpr double kInverseFactorial[] = {
+        1.0, 1.0, 0.5, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+        1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
+
     // exp(x) = 2^n * e^r, n = round(x / ln 2), |r| <= ln(2)/2, e^r by its Taylor series
     // (degree 8 for float32, 13 for float64: truncation below half an ulp on that range).
     // 2^n is applied in two halves so that results in the subnormal range and the
@@ -26,11 +31,11 @@ struct VectorMath {
         const T ln2_lo = kF64 ? T(1.90821492927058770002e-10) : T(1.428606765330187045e-06);
         V r = S::fma(n, S::set1(-ln2_hi), x);
         r = S::fma(n, S::set1(-ln2_lo), r);
+        // Taylor series in Horner form, sum of r^k / k! (|r| <= ln2 / 2: the last term
+        // is below half an ulp).
         constexpr int kDegree = kF64 ? 13 : 8;
-        V p = S::set1(T(1));
-        for (int k = kDegree; k >= 1; --k) {  // Horner on 1 + r/1 (1 + r/2 (1 + ... r/k))
-            p = S::fma(S::mul(r, S::set1(T(1) / T(k))), p, S::set1(T(1)));
-        }
+        V p = S::set1(static_cast<T>(kInverseFactorial[kDegree]));
+        for (int k = kDegree - 1; k >= 0; --k) p = S::fma(p, r, S::set1(static_cast<T>(kInverseFactorial[k])));
         const V half = S::round_nearest(S::mul(n, S::set1(T(0.5))));
         return S::mul(S::mul(p, S::pow2i(half)), S::pow2i(S::sub(n, half)));
     }
