@@ -259,3 +259,11 @@ def add_gflops(res, flops, t_gc, fma, dtype) -> None:
     res.params["GFLOPs"] = gf
     res.notes.append("GFLOP/s: " + ", ".join(
         f"{k} {v:.1f}" for k, v in gf.items() if v is not None) + f" ({fma.label(dtype)})")
+    # What a missed ratio asks of the machine: a target that needs more than the
+    # peak cannot be met here by any implementation doing the same flops.
+    for p in res.peers:
+        if p.target is None or p.time is None or res.passed(p):
+            continue
+        need = flops * p.target / p.time / 1e9
+        res.notes.append(f"to reach ≥{p.target:g}× {p.name}, gradcore would need {need:.1f} GFLOP/s "
+                         f"= {need / gf['peak']:.0%} of the peak ({fma.label(dtype)})")
