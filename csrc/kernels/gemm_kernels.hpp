@@ -16,6 +16,10 @@
 
 namespace gradcore::kernels {
 
+// The vector transposes that pack a row-major A write whole vectors (see
+// Avx2::transpose_rows): the last one may reach this many values past the panels.
+constexpr std::int64_t kPackASlack = 8;
+
 template <class T>
 struct Epilogue {
     const T* bias = nullptr;  // NR values for this tile (added before the activation), or null
@@ -43,26 +47,53 @@ struct GemmKernels {
     static constexpr int MR = GemmShape<S, T>::kMR;
     static constexpr int NR = GemmShape<S, T>::kNR;
 
-    // a(i, k) = a[i * rs + k * cs], rows [0, mc), columns [0, kc).
+    // a(i, k) = a[i * rs + k * cs], rows [0, mc), columns [0, kc). dst must have room
+    // for kPackASlack values past the round_up(mc, MR) * kc of the panels.
     static void pack_a(const T* a, std::int64_t rs, std::int64_t cs, std::int64_t mc,
                        std::int64_t kc, T* dst) {
+        if (rs == 1 && cs != 1) {
+            pack_a_transposed(a, cs, mc, kc, dst);
+            return;
+        }
         for (std::int64_t i0 = 0; i0 < mc; i0 += MR) {
-            const std::int64_t rows = mc - i0 < MR ? mc - i0 : MR;
-            if (cs == 1 && rows == MR) {
-                // Row-major A: MR streams of contiguous rows, interleaved.
-                const T* src = a + i0 * rs;
-                for (std::int64_t k = 0; k < kc; ++k) {
-                    for (int r = 0; r < MR; ++r) dst[k * MR + r] = src[r * rs + k];
-                }
-            } else {
-                for (std::int64_t k = 0; k < kc; ++k) {
-                    const T* src = a + i0 * rs + k * cs;
-                    int r = 0;
-                    for (; r < rows; ++r) dst[k * MR + r] = src[r * rs];
-                    for (; r < MR; ++r) dst[k * MR + r] = T(0);
+            const int rows = static_cast<int>(mc - i0 < MR ? mc - i0 : MR);
+            const T* src = a + i0 * rs;
+            std::int64_t k = 0;
+            if constexpr (S::kHasTranspose && MR <= 8) {
+                // Row-major A: kLanes steps of the panel's rows at a time, through registers.
+                if (cs == 1) {
+                    for (; k + kLanes <= kc; k += kLanes) S::transpose_rows(src + k, rs, rows, dst + k * MR, MR);
                 }
             }
+            for (; k < kc; ++k) {
+                int r = 0;
+                for (; r < rows; ++r) dst[k * MR + r] = src[r * rs + k * cs];
+                for (; r < MR; ++r) dst[k * MR + r] = T(0);
+            }
             dst += kc * MR;
+        }
+    }
+
+    // A stored transposed (a(i, k) = a[k * cs + i], the dG^T of a weight gradient):
+    // each step's MR values are contiguous, but the steps are cs apart, often a power
+    // of two, so that panel by panel every source line would be fetched again for each
+    // of the panels it holds a piece of. Sixteen steps at a time are copied into all
+    // panels instead: their lines stay in L1 while every panel takes its piece.
+    static void pack_a_transposed(const T* a, std::int64_t cs, std::int64_t mc, std::int64_t kc, T* dst) {
+        constexpr std::int64_t kSteps = 16;
+        const std::int64_t n_panels = (mc + MR - 1) / MR;
+        for (std::int64_t k0 = 0; k0 < kc; k0 += kSteps) {
+            const std::int64_t k1 = kc - k0 < kSteps ? kc : k0 + kSteps;
+            for (std::int64_t p = 0; p < n_panels; ++p) {
+                const std::int64_t rows = mc - p * MR < MR ? mc - p * MR : MR;
+                T* d = dst + p * kc * MR;
+                for (std::int64_t k = k0; k < k1; ++k) {
+                    const T* src = a + k * cs + p * MR;
+                    int r = 0;
+                    for (; r < rows; ++r) d[k * MR + r] = src[r];
+                    for (; r < MR; ++r) d[k * MR + r] = T(0);
+                }
+            }
         }
     }
 

@@ -132,7 +132,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
         const std::int64_t kc = std::min(B::KC, K - pc);
         const bool last = pc + kc >= K;
         const T beta_k = pc == 0 ? beta : T(1);
-        T* ap = grow(a_buffer<T>(), std::max<std::int64_t>(1, round_up(mcur, MR) * kc));
+        T* ap = grow(a_buffer<T>(), round_up(mcur, MR) * kc + kernels::kPackASlack);
         k.pack_a(a.data + ic * a.rs + pc * a.cs, a.rs, a.cs, mcur, kc, ap);
         alignas(64) T tile[16 * 64];
         alignas(64) T tile_bias[64];

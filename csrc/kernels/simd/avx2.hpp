@@ -145,6 +145,46 @@ struct Avx2 {
         _mm256_storeu_pd(d + 2 * ld, _mm256_permute2f128_pd(t0, t2, 0x31));
         _mm256_storeu_pd(d + 3 * ld, _mm256_permute2f128_pd(t1, t3, 0x31));
     }
+    // d[j * ld + i] = s[i * ls + j] for the first `rows` (<= 8) rows of s, zero for the
+    // others up to 8, j < kLanes (GEMM packing of a row-major A into row panels of
+    // MR <= 8). Each d row is written as whole vectors of 8 values, in ascending j: with
+    // ld < 8 a row's tail lands on the start of the next one, which overwrites it, and
+    // the last row's tail reaches 8 - ld values past d + kLanes * ld.
+    static void transpose_rows(const float* s, std::int64_t ls, int rows, float* d, std::int64_t ld) {
+        __m256 r[8], t[8];
+        for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(s + i * ls) : _mm256_setzero_ps();
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int h = 0; h < 8; h += 4) {
+            r[h + 0] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+            r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(d + j * ld, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+        for (int j = 0; j < 4; ++j) _mm256_storeu_ps(d + (j + 4) * ld, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+    }
+    static void transpose_rows(const double* s, std::int64_t ls, int rows, double* d, std::int64_t ld) {
+        __m256d col[2][4];  // [rows 0-3 | rows 4-7][j]
+        for (int h = 0; h < 2; ++h) {
+            __m256d r[4];
+            for (int i = 0; i < 4; ++i) {
+                r[i] = 4 * h + i < rows ? _mm256_loadu_pd(s + (4 * h + i) * ls) : _mm256_setzero_pd();
+            }
+            const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+            const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+            col[h][0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+            col[h][1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+            col[h][2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+            col[h][3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+        }
+        for (int j = 0; j < 4; ++j) {
+            _mm256_storeu_pd(d + j * ld, col[0][j]);
+            _mm256_storeu_pd(d + j * ld + 4, col[1][j]);
+        }
+    }
     static __m256 sqrt(__m256 x) { return _mm256_sqrt_ps(x); }
     static __m256d sqrt(__m256d x) { return _mm256_sqrt_pd(x); }
 };
