@@ -35,10 +35,8 @@ py::array checked(py::array a, const char* name, const py::array& like, std::vec
     return contiguous_input(a);
 }
 
-py::array zeros_like(const py::array& like, std::vector<py::ssize_t> shape) {
-    py::array a(native_dtype(like), shape);
-    std::fill_n(static_cast<char*>(a.mutable_data()), a.nbytes(), 0);
-    return a;
+py::array empty_like(const py::array& like, std::vector<py::ssize_t> shape) {
+    return py::array(native_dtype(like), shape);
 }
 
 template <class T>
@@ -77,14 +75,23 @@ void bind_rnn(py::module_& m) {
         if (bias_ih) bias_ih = checked(*bias_ih, "bias_ih", x, {G * H});
         if (bias_hh) bias_hh = checked(*bias_hh, "bias_hh", x, {G * H});
         if (c0 && cell != Cell::lstm) throw py::value_error("c0 is only for cell='lstm'");
-        py::array hs = zeros_like(x, {Tn + 1, B, H});
+        // The forward writes every step of the cache; only the initial state is set here.
+        py::array hs = empty_like(x, {Tn + 1, B, H});
         std::optional<py::array> cs, gates, gh_n;
-        if (cell == Cell::lstm) cs = zeros_like(x, {Tn + 1, B, H});
-        if (cell == Cell::lstm || cell == Cell::gru) gates = zeros_like(x, {Tn, B, G * H});
-        if (cell == Cell::gru) gh_n = zeros_like(x, {Tn, B, H});
+        if (cell == Cell::lstm) cs = empty_like(x, {Tn + 1, B, H});
+        if (cell == Cell::lstm || cell == Cell::gru) gates = empty_like(x, {Tn, B, G * H});
+        if (cell == Cell::gru) gh_n = empty_like(x, {Tn, B, H});
         const std::size_t state_bytes = static_cast<std::size_t>(B * H) * x.itemsize();
-        if (h0) std::memcpy(hs.mutable_data(), checked(*h0, "h0", x, {B, H}).data(), state_bytes);
-        if (c0) std::memcpy(cs->mutable_data(), checked(*c0, "c0", x, {B, H}).data(), state_bytes);
+        auto set_initial = [&](py::array& states, const std::optional<py::array>& init, const char* name) {
+            char* first = static_cast<char*>(states.mutable_data());
+            if (init) {
+                std::memcpy(first, checked(*init, name, x, {B, H}).data(), state_bytes);
+            } else {
+                std::fill_n(first, state_bytes, 0);
+            }
+        };
+        set_initial(hs, h0, "h0");
+        if (cs) set_initial(*cs, c0, "c0");
         with_float(x, [&](auto tag) {
             using T = decltype(tag);
             RnnForward<T> f{cell, Tn, B, I, H, static_cast<const T*>(x.data()),

@@ -4,6 +4,7 @@
 // steps for grad_x, grad_weight_ih and grad_weight_hh, and one reduction per bias.
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -118,9 +119,13 @@ void backward(const RnnBackward<T>& bw) {
     const kernels::RnnTable<T>& k = rnn_table<T>();
     const bool lstm = f.cell == Cell::lstm, gru = f.cell == Cell::gru;
 
-    std::vector<T> dgx(static_cast<std::size_t>(Tn * B * GH));
-    std::vector<T> dgh_gru(gru ? dgx.size() : 0);
-    T* dgh = gru ? dgh_gru.data() : dgx.data();
+    // The gate gradients of all steps (and the GRU's recurrent ones): every value is
+    // written by the step's cell kernel before any GEMM reads it, so they are not
+    // zeroed first (a pass over T * B * G * H values).
+    const std::size_t n_gates = static_cast<std::size_t>(Tn * B * GH);
+    const std::unique_ptr<T[]> dgx(new T[n_gates]);
+    const std::unique_ptr<T[]> dgh_gru(gru ? new T[n_gates] : nullptr);
+    T* dgh = gru ? dgh_gru.get() : dgx.get();
     std::vector<T> dh(static_cast<std::size_t>(BH), T(0)), dc(lstm ? static_cast<std::size_t>(BH) : 0, T(0));
     if (bw.grad_h_n) std::copy(bw.grad_h_n, bw.grad_h_n + BH, dh.begin());
     if (lstm && bw.grad_c_n) std::copy(bw.grad_c_n, bw.grad_c_n + BH, dc.begin());
@@ -132,7 +137,7 @@ void backward(const RnnBackward<T>& bw) {
     for (std::int64_t t = Tn - 1; t >= 0; --t) {
         const double sumsq = k.gather_hidden_grad(BH, bw.grad_y + t * BH, dh.data(), clip);
         if (bw.hidden_grad_norms) bw.hidden_grad_norms[t] = std::sqrt(sumsq);
-        T* gx = dgx.data() + t * B * GH;
+        T* gx = dgx.get() + t * B * GH;
         T* gh = dgh + t * B * GH;
         const T* gates = f.gates ? f.gates + t * B * GH : nullptr;
         for_batch_rows(B, H, [&](std::int64_t b0, std::int64_t nb) {
@@ -155,7 +160,7 @@ void backward(const RnnBackward<T>& bw) {
     if (bw.grad_h0) std::copy(dh.begin(), dh.end(), bw.grad_h0);
     if (lstm && bw.grad_c0) std::copy(dc.begin(), dc.end(), bw.grad_c0);
 
-    const MatrixRef<const T> dgx_m = mat<const T>(dgx.data(), Tn * B, GH);
+    const MatrixRef<const T> dgx_m = mat<const T>(dgx.get(), Tn * B, GH);
     const MatrixRef<const T> dgh_m = mat<const T>(dgh, Tn * B, GH);
     if (bw.grad_x) {
         runtime::gemm<T>(dgx_m, mat(f.weight_ih, GH, I), out(bw.grad_x, Tn * B, I), T(1), T(0), nullptr,
@@ -171,10 +176,12 @@ void backward(const RnnBackward<T>& bw) {
     }
     const kernels::GemmTable<T>& gk = gemm_table<T>();
     if (bw.grad_bias_ih) {
-        gk.grad_z(dgx.data(), GH, dgx.data(), GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0),
+        gk.grad_z(dgx.get(), GH, dgx.get(), GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0),
                   bw.grad_bias_ih, false);
     }
-    if (bw.grad_bias_hh) {
+    if (bw.grad_bias_hh && !gru && bw.grad_bias_ih) {  // both biases enter every gate alike
+        std::copy(bw.grad_bias_ih, bw.grad_bias_ih + GH, bw.grad_bias_hh);
+    } else if (bw.grad_bias_hh) {
         gk.grad_z(dgh, GH, dgh, GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0), bw.grad_bias_hh, false);
     }
 }
