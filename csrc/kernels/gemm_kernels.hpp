@@ -133,34 +133,48 @@ struct GemmKernels {
     }
 
     // C[rows x NR] (row stride ldc) = act(alpha * A_panel B_panel + beta * C + bias),
-    // rows <= MR (a short last panel of rows computes only its rows; the packed A panel
-    // still holds MR values per step). beta == 0 never reads C (it may hold garbage or
-    // NaN, as BLAS allows). B's rows of NR values are ldb apart: NR for a packed panel,
-    // or the row stride of an unpacked, row-major B (small problems, where packing B
-    // costs more than it saves). When b_copy is not null (full panels only) the B rows
-    // read are also stored there as a packed panel, so the next row panels reuse B from
-    // L1: read in place, B's rows may be a power of two apart and then share a few L1
-    // sets, and the panel would come from L2 every time.
-    static void micro(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c, std::int64_t ldc,
-                      T alpha, T beta, const Epilogue<T>* ep, T* b_copy, int rows) {
-        if (rows == MR && b_copy) {
-            micro_impl<true, MR>(kc, a, b, ldb, c, ldc, alpha, beta, ep, b_copy);
+    // rows <= MR (a short last panel of rows computes only its rows).
+    // A: a packed panel (lda == 0: MR values per step, also for a short panel), or, with
+    // lda > 0, the rows of a row-major A read in place, lda apart (few rows, where
+    // packing A costs more than it saves; each thread would pack all of it).
+    // beta == 0 never reads C (it may hold garbage or NaN, as BLAS allows).
+    // B's rows of NR values are ldb apart: NR for a packed panel, or the row stride of
+    // an unpacked, row-major B (few rows again). When b_copy is not null (full panels
+    // only) the B rows read are also stored there as a packed panel, so the next row
+    // panels reuse B from L1: read in place, B's rows may be a power of two apart and
+    // then share a few L1 sets, and the panel would come from L2 every time.
+    static void micro(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c,
+                      std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy, int rows) {
+        if (lda) {
+            micro_a<true>(kc, a, lda, b, ldb, c, ldc, alpha, beta, ep, b_copy, rows);
         } else {
-            micro_rows<MR>(rows, kc, a, b, ldb, c, ldc, alpha, beta, ep);
+            micro_a<false>(kc, a, lda, b, ldb, c, ldc, alpha, beta, ep, b_copy, rows);
         }
     }
 
-    template <int R>
-    static void micro_rows(int rows, std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c,
-                           std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep) {
+    template <bool kDirectA>
+    static void micro_a(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c,
+                        std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy, int rows) {
+        if (rows == MR && b_copy) {
+            micro_impl<kDirectA, true, MR>(kc, a, lda, b, ldb, c, ldc, alpha, beta, ep, b_copy);
+        } else {
+            micro_rows<kDirectA, MR>(rows, kc, a, lda, b, ldb, c, ldc, alpha, beta, ep);
+        }
+    }
+
+    template <bool kDirectA, int R>
+    static void micro_rows(int rows, std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb,
+                           T* c, std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep) {
         if constexpr (R >= 1) {
-            if (rows == R) return micro_impl<false, R>(kc, a, b, ldb, c, ldc, alpha, beta, ep, nullptr);
-            micro_rows<R - 1>(rows, kc, a, b, ldb, c, ldc, alpha, beta, ep);
+            if (rows == R) {
+                return micro_impl<kDirectA, false, R>(kc, a, lda, b, ldb, c, ldc, alpha, beta, ep, nullptr);
+            }
+            micro_rows<kDirectA, R - 1>(rows, kc, a, lda, b, ldb, c, ldc, alpha, beta, ep);
         }
     }
 
-    template <bool kCopyB, int R>
-    static void micro_impl(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c,
+    template <bool kDirectA, bool kCopyB, int R>
+    static void micro_impl(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c,
                            std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy) {
         // The C tile is touched only after the k loop; fetching it now hides the misses
         // (from the second k block on, C is read as well as written).
@@ -181,11 +195,11 @@ struct GemmKernels {
             }
 #pragma GCC unroll 8
             for (int r = 0; r < R; ++r) {
-                const V av = S::set1(a[r]);
+                const V av = S::set1(kDirectA ? a[r * lda] : a[r]);
 #pragma GCC unroll 4
                 for (int v = 0; v < kNVec; ++v) acc[r][v] = S::fma(av, bv[v], acc[r][v]);
             }
-            a += MR;
+            a += kDirectA ? 1 : MR;
             b += ldb;
         }
         const V va = S::set1(alpha);

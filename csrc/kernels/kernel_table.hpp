@@ -34,7 +34,7 @@ struct GemmTable {
     int mr, nr;
     void (*pack_a)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t mc, std::int64_t kc, T*);
     void (*pack_b)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t kc, std::int64_t nc, T*);
-    void (*micro)(std::int64_t kc, const T* a, const T* b, std::int64_t ldb, T* c, std::int64_t ldc,
+    void (*micro)(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c, std::int64_t ldc,
                   T alpha, T beta, const Epilogue<T>*, T* b_copy, int rows);
     // grad_z[r, j] = grad_y[r, j] * act'(y[r, j]) for rows [0, rows), columns [0, cols);
     // grad_bias[j] (+)= sum_r grad_z[r, j] when grad_bias is not null.
