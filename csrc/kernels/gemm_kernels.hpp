@@ -6,8 +6,11 @@
 //   packed A: for each panel of MR rows, kc steps of MR values  (a[p][k][r])
 //   packed B: for each panel of NR cols, kc steps of NR values  (b[q][k][j])
 //
-// Both are zero-padded to whole panels, so the micro-kernel never branches on edges;
-// the runtime hands partial tiles a scratch tile of MR x NR.
+// Both are zero-padded to whole panels. A short last panel of rows has a micro-kernel
+// of its own height (instantiated for every height up to MR); a short last panel of
+// columns is computed into a scratch tile of MR x NR by the runtime. With few rows the
+// runtime may skip packing: the micro-kernel then reads A's rows and B's rows in place
+// (see micro()).
 #pragma once
 
 #include <cstdint>
