@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "activations.hpp"
 
@@ -90,6 +91,10 @@ struct GemmKernels {
             for (std::int64_t p = 0; p < n_panels; ++p) {
                 const std::int64_t rows = mc - p * MR < MR ? mc - p * MR : MR;
                 T* d = dst + p * kc * MR;
+                if (rows == MR) {  // (a copy of a constant size: a few vector moves)
+                    for (std::int64_t k = k0; k < k1; ++k) std::memcpy(d + k * MR, a + k * cs + p * MR, sizeof(T) * MR);
+                    continue;
+                }
                 for (std::int64_t k = k0; k < k1; ++k) {
                     const T* src = a + k * cs + p * MR;
                     int r = 0;
