@@ -95,12 +95,24 @@ void backward(const DenseBackward<T>& b) {
         runtime::parallel_for(static_cast<std::size_t>(strips), batch * out, runtime::TaskFn(strip));
     }
     const T beta = b.accumulate ? T(1) : T(0);
-    if (b.grad_x.data) {
-        runtime::gemm<T>(grad_z, b.weight, b.grad_x, T(1), beta, nullptr, Activation::identity, T(0));
-    }
-    if (b.grad_weight.data) {
+    auto grad_x = [&] { runtime::gemm<T>(grad_z, b.weight, b.grad_x, T(1), beta, nullptr, Activation::identity, T(0)); };
+    auto grad_weight = [&] {
         runtime::gemm<T>(transposed(grad_z), b.x, b.grad_weight, T(1), beta, nullptr, Activation::identity, T(0));
+    };
+    // The two GEMMs have the same flops and are independent. On two threads, small and
+    // medium layers run them side by side, one thread each, instead of one after the
+    // other on both threads: no barrier inside either product and no B shared between
+    // cores (measured 9-24% faster for 32x256x256 to 128x1024x1024; for 1024x2048x2048
+    // it is 8% slower, each product then being big enough to keep both cores busy).
+    // (A GEMM called inside a pool task runs on that task's thread.)
+    constexpr std::int64_t kSideBySideMaxWork = std::int64_t(1) << 28;
+    if (b.grad_x.data && b.grad_weight.data && get_num_threads() == 2 && batch * in * out <= kSideBySideMaxWork) {
+        auto both = [&](std::size_t t) { t == 0 ? grad_x() : grad_weight(); };
+        runtime::parallel_for(2, batch * in * out, runtime::TaskFn(both));
+        return;
     }
+    if (b.grad_x.data) grad_x();
+    if (b.grad_weight.data) grad_weight();
 }
 
 }  // namespace
