@@ -230,10 +230,6 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     std::int64_t n_ic = ceil_div(M, B::MC);
     const std::int64_t max_ic = ceil_div(M, MR);
     if (n_ic > 1 || threads > 1) n_ic = std::min(max_ic, round_up(n_ic, threads));
-    // With a deep enough product, up to four blocks per thread (of at least 4 MR rows),
-    // taken as threads come free (3-7% faster at 256^3 and 384^3 on two shared cores;
-    // with K < 128 packing dominates the smaller blocks and they are slower).
-    if (K >= 128 && threads > 1) n_ic = std::max(n_ic, std::min<std::int64_t>(4 * threads, ceil_div(M, 4 * MR)));
     const std::int64_t mc = round_up(ceil_div(M, n_ic), MR);
     n_ic = ceil_div(M, mc);
     // Few row blocks (small M): split each block's columns across threads as well.
