@@ -102,8 +102,9 @@ void backward(const DenseBackward<T>& b) {
     // The two GEMMs have the same flops and are independent. On two threads, small and
     // medium layers run them side by side, one thread each, instead of one after the
     // other on both threads: no barrier inside either product and no B shared between
-    // cores (measured 9-24% faster for 32x256x256 to 128x1024x1024; for 1024x2048x2048
-    // it is 8% slower, each product then being big enough to keep both cores busy).
+    // cores (measured 2-3% faster for 32x256x256 and 64x512x512, 10-15% for 128 and
+    // 256 x 1024 x 1024; for bigger layers the runs disagreed, from 8% slower to 3%
+    // faster, and each product alone keeps both cores busy there).
     // (A GEMM called inside a pool task runs on that task's thread.)
     constexpr std::int64_t kSideBySideMaxWork = std::int64_t(1) << 28;
     if (b.grad_x.data && b.grad_weight.data && get_num_threads() == 2 && batch * in * out <= kSideBySideMaxWork) {

@@ -125,7 +125,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     const bool panel_b = !packed && small;
     // Few rows of a row-major A: read in place by the micro-kernel (see micro()); with
     // the columns split across threads each would otherwise pack all of A (measured
-    // 7-20% faster for M <= 64 on two cores).
+    // 4-13% faster for M <= 64 on two cores).
     const bool direct_a = small && a.cs == 1 && a.rs > 0;
     const std::int64_t lda = direct_a ? a.rs : 0;
 
@@ -198,17 +198,16 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
         return packed->data.data() + packed->block_offsets[static_cast<std::size_t>(jc_index * n_pc + pc_index)];
     };
 
-    // Few rows and enough columns: each task takes all rows and a range of the
+    // Few rows and enough columns: each thread takes all rows and a range of the
     // columns, for every k block. It then reads (and packs) only its part of B, no
     // thread gets the short remainder panel of rows on top of a full share, and the
     // threads meet once per product instead of once per k block. Measured on two
-    // cores against splitting rows: 10-30% faster for M <= 64 with B packed here,
-    // 2-4% faster for the recurrent layers' steps (B packed once for all steps).
+    // cores against splitting rows, process against process: up to 25% faster for
+    // M <= 64 with B packed here (none slower beyond the noise), 2-4% faster for the
+    // recurrent layers' steps (B packed once for all steps).
     if (small && threads > 1 && ceil_div(N, NR) >= 2 * threads) {
-        // Four ranges per thread, taken as threads come free: a thread that an other
-        // process has slowed down leaves its share to the others (measured 5-17% faster
-        // than one range per thread on two shared cores).
-        const std::int64_t tasks = std::min<std::int64_t>(ceil_div(N, NR), 4 * threads);
+        // (Four ranges per thread, taken as threads come free, measured 0-4% slower.)
+        const std::int64_t tasks = threads;
         auto columns = [&](std::size_t t) {
             const std::int64_t js = static_cast<std::int64_t>(t);
             for (std::int64_t jc = 0, jci = 0; jc < N; jc += B::NC, ++jci) {
