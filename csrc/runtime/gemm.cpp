@@ -137,8 +137,10 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
         const std::int64_t kc = std::min(B::KC, K - pc);
         const bool last = pc + kc >= K;
         const T beta_k = pc == 0 ? beta : T(1);
-        const T* ap = a.data + ic * a.rs + pc;
-        if (!direct_a) {
+        const T* ap;  // the A block: rows read in place, or packed panels
+        if (direct_a) {
+            ap = a.data + ic * a.rs + pc;
+        } else {
             T* packed_a = grow(a_buffer<T>(), round_up(mcur, MR) * kc + kernels::kPackASlack);
             k.pack_a(a.data + ic * a.rs + pc * a.cs, a.rs, a.cs, mcur, kc, packed_a);
             ap = packed_a;
