@@ -108,7 +108,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     const kernels::GemmTable<T>& k = table<T>();
     const std::int64_t MR = k.mr, NR = k.nr;
     using B = Blocking<T>;
-    const int threads = get_num_threads();
+    const int threads = threads_for_caller();
 
     if (packed && (packed->rows != K || packed->cols != N)) {
         throw std::invalid_argument("gemm: the packed B does not match B's shape");

@@ -215,6 +215,8 @@ class Pool {
 
 }  // namespace
 
+int threads_for_caller() { return t_inside_pool ? 1 : Pool::get().threads(); }
+
 void parallel_for(std::size_t n_tasks, std::int64_t work_items, TaskFn fn) {
     if (n_tasks == 0) return;
     if (n_tasks == 1 || work_items < kMinParallelWork) {

@@ -31,6 +31,10 @@ class TaskFn {
     void (*call_)(void*, std::size_t);
 };
 
+// The threads a kernel called from this thread would get: 1 inside a pool task (a
+// nested parallel_for runs serially there), else get_num_threads().
+int threads_for_caller();
+
 // Runs fn(i) for every i in [0, n_tasks). Uses one thread when work_items (a hint of
 // the total cost, in elements) is too small to pay for waking workers.
 void parallel_for(std::size_t n_tasks, std::int64_t work_items, TaskFn fn);

@@ -108,9 +108,92 @@ struct Avx512 {
         return _mm512_castsi512_pd(_mm512_slli_epi64(e, 52));
     }
 
-    static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
+    // GEMM packing of transposed operands (the contract is Avx2's): d[j * ld + i] =
+    // s[i * ls + j] for a kLanes x kLanes block.
+    static constexpr bool kHasTranspose = true;
+    static void transpose_block(const float* s, std::int64_t ls, float* d, std::int64_t ld) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(s + i * ls);
+        transpose_4x4_in_lanes(r, 16);
+        // r[4g + m], lane L: rows 4g..4g+3 of column 4L + m; gather the lanes of each column.
+        for (int m = 0; m < 4; ++m) {
+            __m512 out[4];
+            transpose_lanes(r[m], r[4 + m], r[8 + m], r[12 + m], out);
+            for (int L = 0; L < 4; ++L) _mm512_storeu_ps(d + (4 * L + m) * ld, out[L]);
+        }
+    }
+    static void transpose_block(const double* s, std::int64_t ls, double* d, std::int64_t ld) {
+        transpose_8x8(s, ls, 8, d, ld);
+    }
+    // d[j * ld + i] = s[i * ls + j] for the first `rows` (<= 8) rows of s, zero for the
+    // others up to 8, j < kLanes: every d row is 8 values (one panel step of MR = 8).
+    static void transpose_rows(const float* s, std::int64_t ls, int rows, float* d, std::int64_t ld) {
+        __m512 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm512_loadu_ps(s + i * ls) : _mm512_setzero_ps();
+        transpose_4x4_in_lanes(r, 8);
+        // r[4g + m], lane L: rows 4g..4g+3 of column 4L + m; column 4L + m is lane L of
+        // r[m] then lane L of r[4 + m].
+        const __m512i lanes01 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+        const __m512i lanes23 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+        __m256 col[16];
+        for (int m = 0; m < 4; ++m) {
+            const __m512 c01 = _mm512_permutex2var_ps(r[m], lanes01, r[4 + m]);
+            const __m512 c23 = _mm512_permutex2var_ps(r[m], lanes23, r[4 + m]);
+            col[m] = _mm512_castps512_ps256(c01);
+            col[4 + m] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c01), 1));
+            col[8 + m] = _mm512_castps512_ps256(c23);
+            col[12 + m] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c23), 1));
+        }
+        for (int j = 0; j < 16; ++j) _mm256_storeu_ps(d + j * ld, col[j]);  // ascending j, as Avx2's
+    }
+    static void transpose_rows(const double* s, std::int64_t ls, int rows, double* d, std::int64_t ld) {
+        transpose_8x8(s, ls, rows, d, ld);
+    }
     static __m512 sqrt(__m512 x) { return _mm512_sqrt_ps(x); }
     static __m512d sqrt(__m512d x) { return _mm512_sqrt_pd(x); }
+
+   private:
+    // Within every 128-bit lane, the 4 x 4 transpose of each group of four rows:
+    // afterwards r[4g + m], lane L, holds rows 4g..4g+3 of column 4L + m.
+    static void transpose_4x4_in_lanes(__m512* r, int n) {
+        for (int g = 0; g < n; g += 4) {
+            const __m512 t0 = _mm512_unpacklo_ps(r[g], r[g + 1]), t1 = _mm512_unpackhi_ps(r[g], r[g + 1]);
+            const __m512 t2 = _mm512_unpacklo_ps(r[g + 2], r[g + 3]), t3 = _mm512_unpackhi_ps(r[g + 2], r[g + 3]);
+            r[g + 0] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+            r[g + 1] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+            r[g + 2] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+            r[g + 3] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+        }
+    }
+    // The 4 x 4 transpose of 128-bit lanes: out[L] = (a.L, b.L, c.L, d.L).
+    static void transpose_lanes(__m512 a, __m512 b, __m512 c, __m512 d, __m512* out) {
+        const __m512 u0 = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2
+        const __m512 u1 = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1));  // a1 a3 b1 b3
+        const __m512 u2 = _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m512 u3 = _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 1, 3, 1));
+        out[0] = _mm512_shuffle_f32x4(u0, u2, _MM_SHUFFLE(2, 0, 2, 0));
+        out[1] = _mm512_shuffle_f32x4(u1, u3, _MM_SHUFFLE(2, 0, 2, 0));
+        out[2] = _mm512_shuffle_f32x4(u0, u2, _MM_SHUFFLE(3, 1, 3, 1));
+        out[3] = _mm512_shuffle_f32x4(u1, u3, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+    // d[j * ld + i] = s[i * ls + j], i, j < 8, rows past `rows` read as zero.
+    static void transpose_8x8(const double* s, std::int64_t ls, int rows, double* d, std::int64_t ld) {
+        __m512d r[8];
+        for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm512_loadu_pd(s + i * ls) : _mm512_setzero_pd();
+        // t[2p + e], lane L: rows 2p, 2p + 1 of column 2L + e.
+        __m512 t[8];
+        for (int p = 0; p < 4; ++p) {
+            t[2 * p] = _mm512_castpd_ps(_mm512_unpacklo_pd(r[2 * p], r[2 * p + 1]));
+            t[2 * p + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(r[2 * p], r[2 * p + 1]));
+        }
+        __m512 even[4], odd[4];
+        transpose_lanes(t[0], t[2], t[4], t[6], even);
+        transpose_lanes(t[1], t[3], t[5], t[7], odd);
+        for (int L = 0; L < 4; ++L) {
+            _mm512_storeu_pd(d + (2 * L) * ld, _mm512_castps_pd(even[L]));
+            _mm512_storeu_pd(d + (2 * L + 1) * ld, _mm512_castps_pd(odd[L]));
+        }
+    }
 };
 
 }  // namespace gradcore::simd
