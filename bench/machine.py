@@ -19,7 +19,8 @@ FMA peak, the yardstick for GEMM-bound work (matmul, dense layers), in flop/s
 per dtype (:meth:`Machine.fma`):
 
 * ``theoretical`` -- physical cores (among the usable CPUs) x FMA units per core
-  (2 when the CPU has FMA, else 1: one mul + one add port) x SIMD lanes of the
+  (2 when the CPU has FMA, else 1: one mul + one add port; 1 for AVX-512 on AMD
+  Zen 4, whose two 256-bit FMA units together run one 512-bit FMA) x SIMD lanes of the
   widest vector ISA of the CPU flags (AVX-512 / AVX / SSE2 / NEON) x 2 flops per
   FMA x clock, the clock being the highest ``cpu MHz`` of ``/proc/cpuinfo``
   (else the "@ x.xxGHz" of the model name);
@@ -180,6 +181,11 @@ def cpu_peak_params() -> dict:
     else:
         isa, bits = "sse2", 128
     fma_units = 2 if ("fma" in flags or isa == "neon") else 1
+    first = mine[0] if mine else {}
+    if (isa == "avx512" and first.get("vendor_id") == "AuthenticAMD"
+            and first.get("cpu family") == "25"):
+        # Zen 4 runs a 512-bit FMA on both of its 256-bit FMA units at once.
+        fma_units = 1
     return {"cores": n_cores, "ghz": ghz, "clock_source": clock_source, "isa": isa,
             "vector_bits": bits, "fma_units": fma_units}
 

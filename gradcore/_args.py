@@ -31,6 +31,8 @@ def array_list(arrays, name: str = "arrays"):
 
 def real(value, name: str) -> float:
     """A real number (not bool) as float, else TypeError naming the argument."""
+    if type(value) is float:  # the common case, without the ABC checks below
+        return value
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:

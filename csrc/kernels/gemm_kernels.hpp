@@ -215,7 +215,7 @@ struct GemmKernels {
         for (int r = 0; r < R; ++r) {
             T* row = c + r * ldc;
             for (int v = 0; v < kNVec; ++v) {
-                V x = S::mul(acc[r][v], va);
+                V x = alpha == T(1) ? acc[r][v] : S::mul(acc[r][v], va);
                 if (beta != T(0)) x = S::fma(vb, S::load(row + v * kLanes), x);
                 if (ep) {
                     if (ep->bias) x = S::add(x, S::load(ep->bias + v * kLanes));

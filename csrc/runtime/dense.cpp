@@ -5,9 +5,9 @@
 // same one NumPy's composition materialises; with the identity activation grad_y is
 // used directly and there is none.
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "gradcore/dense.hpp"
 #include "gradcore/runtime.hpp"
@@ -64,7 +64,7 @@ void backward(const DenseBackward<T>& b) {
 
     const bool need_grad_z = b.act != Activation::identity;
     MatrixRef<const T> grad_z = b.grad_y;
-    std::vector<T> grad_z_buffer;
+    std::unique_ptr<T[]> grad_z_buffer;  // (not zeroed: every element is written first)
     const kernels::GemmTable<T>& k = gemm_table<T>();
     const T slope = static_cast<T>(b.negative_slope);
     const Activation act = need_grad_z ? b.act : Activation::identity;
@@ -72,8 +72,8 @@ void backward(const DenseBackward<T>& b) {
         T* gz = nullptr;
         std::int64_t ld_gz = 0;
         if (need_grad_z) {
-            grad_z_buffer.resize(static_cast<std::size_t>(batch * out));
-            gz = grad_z_buffer.data();
+            grad_z_buffer.reset(new T[static_cast<std::size_t>(batch * out)]);
+            gz = grad_z_buffer.get();
             ld_gz = out;
             grad_z = {gz, batch, out, out, 1};
         }
