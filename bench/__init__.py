@@ -31,6 +31,10 @@ __all__ = ["main", "available_suites"]
 SUITE_ORDER = ("norms", "dense", "rnn", "cuda")
 DEFAULT_REPEAT = 7
 QUICK_REPEAT = 3
+#: every case is measured this many times over, gradcore and its peers in turn
+#: (best of all rounds): a slow spell of a shared machine then falls on every library
+DEFAULT_ROUNDS = 2
+QUICK_ROUNDS = 1
 DEFAULT_MIN_TIME = 0.02
 
 
@@ -92,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write every result machine-readably to PATH ('-': stdout)")
     p.add_argument("--repeat", type=_positive_int, metavar="N",
                    help=f"best-of-N timed batches (default {DEFAULT_REPEAT}, --quick {QUICK_REPEAT})")
+    p.add_argument("--rounds", type=_positive_int, metavar="N",
+                   help=f"rounds of gradcore-then-peers per case, best of all kept "
+                        f"(default {DEFAULT_ROUNDS}, --quick {QUICK_ROUNDS})")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="gradcore.set_num_threads(N) (and torch.set_num_threads(N), so peers "
                         "run on as many threads); default: the libraries' defaults")
@@ -178,7 +185,7 @@ def _header_rows(env: dict, args) -> list:
                 f"{cpu['cpu_count']} CPUs"),
         ("threads", ("--threads %d (gradcore and torch)" % args.threads) if args.threads
          else "library defaults"),
-        ("timing", f"best of {args.repeat}, batches >= {args.min_time * 1e3:g} ms, GC off, "
+        ("timing", f"{args.rounds} round(s) of gradcore then peers, each best of {args.repeat}, batches >= {args.min_time * 1e3:g} ms, GC off, "
                    f"warm-up first" + (", --quick" if args.quick else "")),
     ]
     if env["env_vars"]:
@@ -242,6 +249,8 @@ def main(argv: Optional[list] = None) -> int:
     suite_names = _parse_suites(args.suite, parser)
     if args.repeat is None:
         args.repeat = QUICK_REPEAT if args.quick else DEFAULT_REPEAT
+    if args.rounds is None:
+        args.rounds = QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS
 
     from .common import Context, SuiteResult
     from .machine import Machine
@@ -277,7 +286,7 @@ def main(argv: Optional[list] = None) -> int:
                       repeat=args.repeat, min_time=args.min_time, log=rep.log)
     ctx = Context(gradcore=gradcore, np=np, torch=torch, torch_note=torch_note,
                   quick=args.quick, repeat=args.repeat, min_time=args.min_time,
-                  machine=machine, log=rep.log)
+                  machine=machine, log=rep.log, rounds=args.rounds)
 
     modules = {}
     for name in suite_names:

@@ -11,6 +11,7 @@ the fraction of that limit that gradcore reaches.
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -145,13 +146,15 @@ class Context:
     """Everything a suite needs: modules, options, timer, machine limits."""
 
     def __init__(self, *, gradcore, np, torch, torch_note: str, quick: bool,
-                 repeat: int, min_time: float, machine, log: Callable[[str], None]):
+                 repeat: int, min_time: float, machine, log: Callable[[str], None],
+                 rounds: int = 1):
         self.gradcore = gradcore
         self.np = np
         self.torch = torch          # None when not importable
         self.torch_note = torch_note
         self.quick = quick
         self.repeat = repeat
+        self.rounds = rounds        # time_case: gradcore then its peers, this many times
         self.min_time = min_time
         self.machine = machine
         self.log = log
@@ -210,29 +213,47 @@ def float32_problems(np, got, ref, keys, tol, errs) -> list:
     return bad
 
 
+def merge_timings(a, b):
+    """Best of two measurements of the same call (either may be None)."""
+    if a is None or b is None:
+        return a if b is None else b
+    samples = list(a.samples) + list(b.samples)
+    return Timing(best=min(a.best, b.best), median=statistics.median(samples),
+                  inner=a.inner if a.best <= b.best else b.inner, samples=samples)
+
+
 def time_case(ctx, suite, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
               params=None, notes=(), **limits) -> CaseResult:
-    """Time gradcore's call, then each peer (name, code, fn, target, needs_torch), and
-    append the case to ``suite``. ``limits``: the CaseResult fields of the machine limit
+    """Time gradcore's call, then each peer (name, code, fn, target, needs_torch), in
+    ``ctx.rounds`` rounds (the best of all rounds is kept), and append the case to ``suite``. ``limits``: the CaseResult fields of the machine limit
     (limit_name, limit_time, limit_target, bytes). A gradcore failure becomes the check
     message and its peers are not timed; a peer without a callable is "not available"."""
     ctx.log(f"{suite.name}: [{key}] {name} on {data}")
-    try:
-        t_gc = ctx.time(gc_fn, setup=setup)
-    except Exception as exc:
-        t_gc = None
-        check = f"gradcore raised {type(exc).__name__}: {exc}"
+    t_gc = None
+    timings = [None] * len(peers)
+    peer_notes = [""] * len(peers)
+    for _ in range(max(1, ctx.rounds)):
+        try:
+            t_gc = merge_timings(t_gc, ctx.time(gc_fn, setup=setup))
+        except Exception as exc:
+            t_gc = None
+            check = f"gradcore raised {type(exc).__name__}: {exc}"
+            break
+        for i, (pname, code, fn, target, needs_torch) in enumerate(peers):
+            if fn is None and not needs_torch:
+                peer_notes[i] = "not available"
+                continue
+            p = ctx.time_peer(pname, code, fn, target=target, setup=setup, needs_torch=needs_torch)
+            timings[i] = merge_timings(timings[i], p.timing)
+            peer_notes[i] = "" if timings[i] is not None else p.note
     res = CaseResult(suite=suite.name, key=key, name=name, data=data, gradcore=t_gc,
                      gradcore_code=gc_code, check=check, params=dict(params or {}),
                      notes=list(notes), **limits)
-    for pname, code, fn, target, needs_torch in peers:
+    for i, (pname, code, fn, target, needs_torch) in enumerate(peers):
         if t_gc is None:
             res.peers.append(PeerResult(pname, code, None, target, note="gradcore failed"))
-        elif fn is None and not needs_torch:
-            res.peers.append(PeerResult(pname, code, None, target, note="not available"))
         else:
-            res.peers.append(ctx.time_peer(pname, code, fn, target=target, setup=setup,
-                                           needs_torch=needs_torch))
+            res.peers.append(PeerResult(pname, code, timings[i], target, note=peer_notes[i]))
     suite.cases.append(res)
     return res
 

@@ -89,9 +89,10 @@ def rtol_for(dtype, t_len):
     return 1e-4 if np.dtype(dtype) == F32 else 1e-10
 
 
-def assert_scaled_close(got, expected, rtol, *, dtype=None, what=""):
+def assert_scaled_close(got, expected, rtol, *, dtype=None, what="", slack=None):
     """got and expected both None, or same shape (and dtype `dtype` if given) with
-    |got - expected| <= rtol * max|expected| (+ a floor for all-zero arrays)."""
+    |got - expected| <= rtol * max|expected| (+ a floor for all-zero arrays) + slack
+    (elementwise, when given)."""
     if expected is None:
         assert got is None, f"{what}: expected None, got {type(got).__name__}"
         return
@@ -107,9 +108,12 @@ def assert_scaled_close(got, expected, rtol, *, dtype=None, what=""):
     assert np.isfinite(a).all(), f"{what}: non-finite values {a[~np.isfinite(a)][:5]}"
     scale = float(np.max(np.abs(expected)))
     tol = rtol * max(scale, 1e-30)
+    if slack is not None:
+        tol = tol + slack
     err = np.abs(a - expected)
     if not (err <= tol).all():
-        i = tuple(np.unravel_index(int(np.argmax(err)), err.shape))
+        i = tuple(np.unravel_index(int(np.argmax(err - tol)), err.shape))
+        tol = tol[i] if np.ndim(tol) else tol
         raise AssertionError(
             f"{what}: {int((err > tol).sum())} of {err.size} elements off; worst at {i}: got {a[i]!r}, "
             f"expected {expected[i]!r}, error {err[i]:.3g} > tol {tol:.3g} (scale {scale:.3g}, "
@@ -122,11 +126,36 @@ def assert_forward_close(got, exp, dtype, rtol, what=""):
     assert_scaled_close(got.c_n, exp.c_n, rtol, dtype=dtype, what=f"{what} c_n")
 
 
-def assert_grads_close(got, exp, dtype, rtol, what=""):
+def assert_grads_close(got, exp, dtype, rtol, what="", slack=None):
     for name in GRAD_FIELDS:
         want_dtype = F64 if name == "hidden_grad_norms" else dtype
         assert_scaled_close(getattr(got, name), getattr(exp, name), rtol, dtype=want_dtype,
-                            what=f"{what} {name}")
+                            what=f"{what} {name}", slack=(slack or {}).get(name))
+
+
+def rounding_sensitivity(case, dtype, grad_h_n, grad_c_n, clip, exp_grads):
+    """Per gradient, 4 x how far the reference's result moves when every input moves by
+    one rounding of `dtype` (a random relative change of at most its unit roundoff). A
+    library computing in `dtype` rounds at that level at every step, so an element
+    this sensitive (a sum whose terms cancel, e.g. dL/dh0 of a single hidden unit) is
+    that uncertain in any implementation; a well-conditioned element adds nothing."""
+    rng = np.random.default_rng(12345)
+    u = float(np.finfo(dtype).eps) / 2
+
+    def nudged(v):
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
+            return v
+        return (v.astype(np.float64) * (1 + u * rng.uniform(-1, 1, v.shape))).astype(v.dtype)
+
+    moved = {k: nudged(v) for k, v in case.items()}
+    _, grads = run_ref(moved, None if grad_h_n is None else nudged(grad_h_n),
+                       None if grad_c_n is None else nudged(grad_c_n), clip)
+    out = {}
+    for name in GRAD_FIELDS:
+        a, b = getattr(exp_grads, name), getattr(grads, name)
+        if a is not None and b is not None:
+            out[name] = 4 * np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return out
 
 
 def relu_margin(case):
@@ -386,7 +415,8 @@ def check_against_reference(c, what="", *, reseed=False):
     rtol = rtol_for(dt, c["t_len"])
     what = f"{what} {c}"
     assert_forward_close(got_fwd, exp_fwd, dt, rtol, what)
-    assert_grads_close(got_grads, exp_grads, dt, rtol, what)
+    slack = rounding_sensitivity(case, dt, grad_h_n, grad_c_n, clip, exp_grads)
+    assert_grads_close(got_grads, exp_grads, dt, rtol, what, slack)
     for k, v in originals.items():  # inputs are never written
         np.testing.assert_array_equal(case[k], v, err_msg=f"{k} was modified")
     return case

@@ -10,7 +10,8 @@
 // of its own height (instantiated for every height up to MR); a short last panel of
 // columns is computed into a scratch tile of MR x NR by the runtime. With few rows the
 // runtime may skip packing: the micro-kernel then reads A's rows and B's rows in place
-// (see micro()).
+// (see micro()). Few rows times a transposed B are computed transposed, by micro_tc,
+// which stores its tile through the register transposes.
 #pragma once
 
 #include <cstdint>
@@ -181,16 +182,10 @@ struct GemmKernels {
         }
     }
 
+    // acc[r][v] = sum over kc steps of A_panel[r][k] * B_panel[k][v lanes] (see micro()).
     template <bool kDirectA, bool kCopyB, int R>
-    static void micro_impl(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c,
-                           std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy) {
-        // The C tile is touched only after the k loop; fetching it now hides the misses
-        // (from the second k block on, C is read as well as written).
-        for (int r = 0; r < R; ++r) {
-            __builtin_prefetch(c + r * ldc, 1);
-            __builtin_prefetch(c + r * ldc + NR - 1, 1);
-        }
-        V acc[R][kNVec];
+    [[gnu::always_inline]] static void accumulate(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb,
+                           T* b_copy, V (&acc)[R][kNVec]) {
         for (int r = 0; r < R; ++r)
             for (int v = 0; v < kNVec; ++v) acc[r][v] = S::set1(T(0));
 #pragma GCC unroll 4
@@ -210,6 +205,19 @@ struct GemmKernels {
             a += kDirectA ? 1 : MR;
             b += ldb;
         }
+    }
+
+    template <bool kDirectA, bool kCopyB, int R>
+    static void micro_impl(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c,
+                           std::int64_t ldc, T alpha, T beta, const Epilogue<T>* ep, T* b_copy) {
+        // The C tile is touched only after the k loop; fetching it now hides the misses
+        // (from the second k block on, C is read as well as written).
+        for (int r = 0; r < R; ++r) {
+            __builtin_prefetch(c + r * ldc, 1);
+            __builtin_prefetch(c + r * ldc + NR - 1, 1);
+        }
+        V acc[R][kNVec];
+        accumulate<kDirectA, kCopyB, R>(kc, a, lda, b, ldb, b_copy, acc);
         const V va = S::set1(alpha);
         const V vb = S::set1(beta);
         for (int r = 0; r < R; ++r) {
@@ -223,6 +231,50 @@ struct GemmKernels {
                 }
                 S::store(row + v * kLanes, x);
             }
+        }
+    }
+
+    // Whether micro_tc exists for this target: its full tiles are stored through the
+    // register transposes, which write rows of exactly MR = 8 values.
+    static constexpr bool kHasTransposedStore = S::kHasTranspose && MR == 8;
+
+    // The transposed tile of a product computed as C^T = B^T A^T: for r < rows (<= MR)
+    // and i < cols (<= NR), c[i * ldc + r] = act(alpha * sum_k a[r * lda + k] b[k][i] +
+    // bias[r]); A's rows are read in place (unit step), b is a packed panel, C is not
+    // read (beta = 0), ep->bias holds one value per row r. This is x W^T with few rows
+    // of x, computed as W x^T: the weight is read as it lies, and only the small x is
+    // transposed (once, for every tile), instead of every panel of W.
+    static void micro_tc(std::int64_t kc, const T* a, std::int64_t lda, const T* b, T* c, std::int64_t ldc,
+                         T alpha, const Epilogue<T>* ep, int rows, int cols) {
+        micro_tc_rows<MR>(rows, cols, kc, a, lda, b, c, ldc, alpha, ep);
+    }
+
+    template <int R>
+    static void micro_tc_rows(int rows, int cols, std::int64_t kc, const T* a, std::int64_t lda, const T* b,
+                              T* c, std::int64_t ldc, T alpha, const Epilogue<T>* ep) {
+        if constexpr (R >= 1) {
+            if (rows != R) return micro_tc_rows<R - 1>(rows, cols, kc, a, lda, b, c, ldc, alpha, ep);
+            V acc[R][kNVec];
+            accumulate<true, false, R>(kc, a, lda, b, NR, nullptr, acc);
+            alignas(64) T tile[MR * NR];  // tile[r * NR + i] = C[i][r]
+            for (int r = 0; r < R; ++r) {
+                const V bias = S::set1(ep && ep->bias ? ep->bias[r] : T(0));
+                for (int v = 0; v < kNVec; ++v) {
+                    V x = alpha == T(1) ? acc[r][v] : S::mul(acc[r][v], S::set1(alpha));
+                    if (ep) x = Activations<S, T>::forward(S::add(x, bias), ep->act, S::set1(ep->slope));
+                    S::store(tile + r * NR + v * kLanes, x);
+                }
+            }
+            if constexpr (kHasTransposedStore && R == MR) {
+                if (cols == NR) {
+                    for (int v = 0; v < kNVec; ++v) {
+                        S::transpose_rows(tile + v * kLanes, NR, MR, c + v * kLanes * ldc, ldc);
+                    }
+                    return;
+                }
+            }
+            for (int i = 0; i < cols; ++i)
+                for (int r = 0; r < R; ++r) c[i * ldc + r] = tile[r * NR + i];
         }
     }
 };

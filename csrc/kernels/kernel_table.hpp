@@ -36,6 +36,10 @@ struct GemmTable {
     void (*pack_b)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t kc, std::int64_t nc, T*);
     void (*micro)(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c, std::int64_t ldc,
                   T alpha, T beta, const Epilogue<T>*, T* b_copy, int rows);
+    // The transposed-store micro-kernel (GemmKernels::micro_tc); null where the target
+    // has no register transposes for it (the runtime then packs the transposed B).
+    void (*micro_tc)(std::int64_t kc, const T* a, std::int64_t lda, const T* b, T* c, std::int64_t ldc,
+                     T alpha, const Epilogue<T>*, int rows, int cols);
     // grad_z[r, j] = grad_y[r, j] * act'(y[r, j]) for rows [0, rows), columns [0, cols);
     // grad_bias[j] (+)= sum_r grad_z[r, j] when grad_bias is not null.
     void (*grad_z)(const T* gy, std::int64_t ld_gy, const T* y, std::int64_t ld_y, T* gz,

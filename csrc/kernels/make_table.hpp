@@ -30,7 +30,8 @@ constexpr ClipTable<T> make_clip_table() {
 template <class S, class T>
 constexpr GemmTable<T> make_gemm_table() {
     using K = GemmKernels<S, T>;
-    return {K::MR, K::NR, &K::pack_a, &K::pack_b, &K::micro, &DenseKernels<S, T>::grad_z,
+    return {K::MR, K::NR, &K::pack_a, &K::pack_b, &K::micro, K::kHasTransposedStore ? &K::micro_tc : nullptr,
+            &DenseKernels<S, T>::grad_z,
             &DenseKernels<S, T>::vector_math};
 }
 
