@@ -11,6 +11,8 @@ from ._convert import as_array
 from ._device import any_device_array
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
+_ACTIVATION_SET = frozenset(ACTIVATIONS)
+_ndarray = np.ndarray
 
 
 def _matrix(a, name):
@@ -55,6 +57,12 @@ def dense_forward(x, weight, bias=None, activation="identity", *, negative_slope
     CUDA device arrays (all of them on one device): runs on the GPU (cuBLAS GEMM, fused
     epilogue) and returns a device array of the caller's library; ``out=`` must then be
     one (see ``gradcore.cuda``)."""
+    if (type(x) is _ndarray and type(weight) is _ndarray and (bias is None or type(bias) is _ndarray)
+            and out is None and type(activation) is str and activation in _ACTIVATION_SET
+            and type(negative_slope) is float):
+        # The common call, NumPy arrays in and a new array out (a training loop's every
+        # step): nothing to convert or check here, the core checks the rest.
+        return _core.dense_forward(x, weight, bias, activation, negative_slope, None)
     if any_device_array((x, weight, bias, out)):
         from . import cuda
         return cuda._dense_forward(x, weight, bias, choice(activation, "activation", ACTIVATIONS),
@@ -84,6 +92,13 @@ def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slop
     CUDA device arrays (all of them on one device): runs on the GPU and returns device
     arrays of the caller's library (see ``gradcore.cuda``).
     """
+    if (type(grad_y) is _ndarray and type(x) is _ndarray and type(weight) is _ndarray
+            and type(y) is _ndarray and grad_x is None and grad_weight is None and grad_bias is None
+            and type(activation) is str and activation in _ACTIVATION_SET and type(negative_slope) is float
+            and type(has_bias) is bool and type(need_grad_x) is bool and type(accumulate) is bool):
+        # The common call (see dense_forward): new output arrays, nothing to convert.
+        return _core.dense_backward(grad_y, x, weight, y, activation, negative_slope, has_bias,
+                                    need_grad_x, accumulate, None, None, None)
     if any_device_array((grad_y, x, weight, y, grad_x, grad_weight, grad_bias)):
         from . import cuda
         return cuda._dense_backward(grad_y, x, weight, y, choice(activation, "activation", ACTIVATIONS),
