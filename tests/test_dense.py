@@ -529,6 +529,27 @@ def test_dense_forward_random(isa, threads, case):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_dense_forward_few_rows_transposed_tiles(isa, threads, dtype, activation):
+    """Few rows (batch <= 64) are computed as W x^T with transposed tile stores: full and
+    partial tiles in both directions (out around the 8-row panels, batch around the
+    16/32-lane panels), depths on both sides of the unblocked-depth limit (1024)."""
+    rng = np.random.default_rng(23)
+    for batch, n_in, n_out in [(32, 256, 256), (64, 1024, 24), (33, 1025, 17), (1, 7, 9),
+                               (15, 300, 7), (17, 64, 65), (48, 1, 8), (64, 513, 31)]:
+        x, w, b = _layer(rng, batch, n_in, n_out, dtype, scale=2.0)
+        for bias in (b, None):
+            got = gradcore.dense_forward(x, w, bias, activation, negative_slope=0.2)
+            assert_gemm_close(got, ref_dense_forward(x, w, bias, activation, 0.2),
+                              ref_dense_forward_scale(x, w, bias), dtype, n_in,
+                              what=f"{activation} {(batch, n_in, n_out)} bias={bias is not None}")
+        got = gradcore.matmul(x, w, trans_b=True, alpha=-0.5)
+        ref = -0.5 * (x.astype(np.float64) @ w.astype(np.float64).T)
+        assert_gemm_close(got, ref, np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T * 0.5,
+                          dtype, n_in, what=f"matmul trans_b {(batch, n_in, n_out)}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_dense_forward_every_activation_blocks(isa, threads, dtype, activation):
     """Each activation and the bias on shapes crossing MC, KC and NC (the bias offset of
     every column block, the partial tiles' bias copy)."""
