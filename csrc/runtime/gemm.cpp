@@ -14,11 +14,14 @@
 namespace gradcore::runtime {
 namespace {
 
-// Cache blocking for Zen 3 (32 KiB L1d, 512 KiB L2 per core, 32 MiB L3), in bytes of
-// packed data: a KC-deep micro-panel of B (KC x NR) stays in L1 while the micro-kernel
-// sweeps the MC x KC block of A held in L2 (~half of it); the KC x NC panel of B is
-// shared by the threads in L3. KC = 256 for float32 (16 KiB B micro-panel) and 256 for
-// float64 (16 KiB too: NR is half as wide); MC * KC * sizeof(T) ~ 144 KiB.
+// Cache blocking for Zen 3 / Zen 4 (32 KiB L1d, 512 KiB / 1 MiB L2 per core, 32 MiB
+// L3), in bytes of packed data: a KC-deep micro-panel of B (KC x NR) stays in L1 while
+// the micro-kernel sweeps the MC x KC block of A held in L2; the KC x NC panel of B is
+// shared by the threads in L3. KC = 256: the B micro-panel is 16 KiB with AVX2's
+// NR = 16 floats / 8 doubles and 32 KiB with AVX-512's 32 / 16 (where the A panels'
+// lines stream past it from L2); MC * KC * sizeof(T) = 144 KiB. Measured on Zen 4,
+// 2048^3 float32 on two cores (AVX-512): KC 192 / 256 / 384 / 512 with MC 96-192 all
+// within 190-210 GFLOP/s, inside the machine's noise; float64 alike for KC 128-768.
 template <class T>
 struct Blocking {
     static constexpr std::int64_t KC = 256;
