@@ -527,6 +527,14 @@ def test_dense_forward_random(isa, threads, case):
                       dt, case["n_in"], what=f"dense_forward {case}")
 
 
+def _check_forward_with_and_without_bias(x, w, b, dtype, activation):
+    for bias in (b, None):
+        got = gradcore.dense_forward(x, w, bias, activation, negative_slope=0.2)
+        assert_gemm_close(got, ref_dense_forward(x, w, bias, activation, 0.2),
+                          ref_dense_forward_scale(x, w, bias), dtype, x.shape[1],
+                          what=f"{activation} {(x.shape[0], x.shape[1], w.shape[0])} bias={bias is not None}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_dense_forward_few_rows_transposed_tiles(isa, threads, dtype, activation):
@@ -537,11 +545,7 @@ def test_dense_forward_few_rows_transposed_tiles(isa, threads, dtype, activation
     for batch, n_in, n_out in [(32, 256, 256), (64, 1024, 24), (33, 1025, 17), (1, 7, 9),
                                (15, 300, 7), (17, 64, 65), (48, 1, 8), (64, 513, 31)]:
         x, w, b = _layer(rng, batch, n_in, n_out, dtype, scale=2.0)
-        for bias in (b, None):
-            got = gradcore.dense_forward(x, w, bias, activation, negative_slope=0.2)
-            assert_gemm_close(got, ref_dense_forward(x, w, bias, activation, 0.2),
-                              ref_dense_forward_scale(x, w, bias), dtype, n_in,
-                              what=f"{activation} {(batch, n_in, n_out)} bias={bias is not None}")
+        _check_forward_with_and_without_bias(x, w, b, dtype, activation)
         got = gradcore.matmul(x, w, trans_b=True, alpha=-0.5)
         ref = -0.5 * (x.astype(np.float64) @ w.astype(np.float64).T)
         assert_gemm_close(got, ref, np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T * 0.5,
@@ -556,11 +560,7 @@ def test_dense_forward_every_activation_blocks(isa, threads, dtype, activation):
     rng = np.random.default_rng(19)
     for batch, n_in, n_out in [(145, 257, 33), (7, 5, 3100), (73, 3, 17)]:
         x, w, b = _layer(rng, batch, n_in, n_out, dtype, scale=2.0)
-        for bias in (b, None):
-            got = gradcore.dense_forward(x, w, bias, activation, negative_slope=0.2)
-            assert_gemm_close(got, ref_dense_forward(x, w, bias, activation, 0.2),
-                              ref_dense_forward_scale(x, w, bias), dtype, n_in,
-                              what=f"{activation} {(batch, n_in, n_out)} bias={bias is not None}")
+        _check_forward_with_and_without_bias(x, w, b, dtype, activation)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
