@@ -104,6 +104,8 @@ void backward(const DenseBackward<T>& b) {
     // come free, each piece a GEMM on one thread: no barrier inside a product, no B
     // shared between cores, and no thread waiting for the other's longer product
     // (grad_weight's depth is the batch: its short k loops make it the slower one).
+    // On two threads this measured the same as one product per thread (32x256x256:
+    // 56 us either way); it spreads over any number of threads.
     // For bigger layers each product alone keeps every core busy (one after the other
     // measured from 8% slower to 3% faster than side by side at 1024 x 2048 x 2048).
     // (A GEMM called inside a pool task runs on that task's thread.)
