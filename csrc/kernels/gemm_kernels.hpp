@@ -184,8 +184,8 @@ struct GemmKernels {
 
     // acc[r][v] = sum over kc steps of A_panel[r][k] * B_panel[k][v lanes] (see micro()).
     template <bool kDirectA, bool kCopyB, int R>
-    [[gnu::always_inline]] static void accumulate(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb,
-                           T* b_copy, V (&acc)[R][kNVec]) {
+    [[gnu::always_inline]] static void accumulate(std::int64_t kc, const T* a, std::int64_t lda, const T* b,
+                                                  std::int64_t ldb, T* b_copy, V (&acc)[R][kNVec]) {
         for (int r = 0; r < R; ++r)
             for (int v = 0; v < kNVec; ++v) acc[r][v] = S::set1(T(0));
 #pragma GCC unroll 4

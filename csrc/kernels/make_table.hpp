@@ -31,8 +31,7 @@ template <class S, class T>
 constexpr GemmTable<T> make_gemm_table() {
     using K = GemmKernels<S, T>;
     return {K::MR, K::NR, &K::pack_a, &K::pack_b, &K::micro, K::kHasTransposedStore ? &K::micro_tc : nullptr,
-            &DenseKernels<S, T>::grad_z,
-            &DenseKernels<S, T>::vector_math};
+            &DenseKernels<S, T>::grad_z, &DenseKernels<S, T>::vector_math};
 }
 
 template <class S, class T>
