@@ -185,8 +185,9 @@ def _header_rows(env: dict, args) -> list:
                 f"{cpu['cpu_count']} CPUs"),
         ("threads", ("--threads %d (gradcore and torch)" % args.threads) if args.threads
          else "library defaults"),
-        ("timing", f"{args.rounds} round(s) of gradcore then peers, each best of {args.repeat}, batches >= {args.min_time * 1e3:g} ms, GC off, "
-                   f"warm-up first" + (", --quick" if args.quick else "")),
+        ("timing", f"{args.rounds} round(s) of gradcore then peers, each best of {args.repeat}, "
+                   f"batches >= {args.min_time * 1e3:g} ms, GC off, warm-up first"
+                   + (", --quick" if args.quick else "")),
     ]
     if env["env_vars"]:
         rows.append(("env", " ".join(f"{k}={v}" for k, v in env["env_vars"].items())))

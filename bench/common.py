@@ -225,7 +225,8 @@ def merge_timings(a, b):
 def time_case(ctx, suite, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
               params=None, notes=(), **limits) -> CaseResult:
     """Time gradcore's call, then each peer (name, code, fn, target, needs_torch), in
-    ``ctx.rounds`` rounds (the best of all rounds is kept), and append the case to ``suite``. ``limits``: the CaseResult fields of the machine limit
+    ``ctx.rounds`` rounds (the best of all rounds is kept), and append the case to
+    ``suite``. ``limits``: the CaseResult fields of the machine limit
     (limit_name, limit_time, limit_target, bytes). A gradcore failure becomes the check
     message and its peers are not timed; a peer without a callable is "not available"."""
     ctx.log(f"{suite.name}: [{key}] {name} on {data}")

@@ -134,11 +134,12 @@ def assert_grads_close(got, exp, dtype, rtol, what="", slack=None):
 
 
 def rounding_sensitivity(case, dtype, grad_h_n, grad_c_n, clip, exp_grads):
-    """Per gradient, 4 x how far the reference's result moves when every input moves by
-    one rounding of `dtype` (a random relative change of at most its unit roundoff). A
-    library computing in `dtype` rounds at that level at every step, so an element
-    this sensitive (a sum whose terms cancel, e.g. dL/dh0 of a single hidden unit) is
-    that uncertain in any implementation; a well-conditioned element adds nothing."""
+    """Per gradient, 4 x how far the reference's result moves when the inputs move by at
+    most one rounding of `dtype` (each nudged by a random relative change of at most its
+    unit roundoff and rounded back to `dtype`: it stays or moves by one ulp). A library
+    computing in `dtype` rounds at that level at every step, so an element this
+    sensitive (a sum whose terms cancel, e.g. dL/dh0 of a single hidden unit) is that
+    uncertain in any implementation; a well-conditioned element adds nothing."""
     rng = np.random.default_rng(12345)
     u = float(np.finfo(dtype).eps) / 2
 

@@ -95,9 +95,14 @@ void backward(const DenseBackward<T>& b) {
         runtime::parallel_for(static_cast<std::size_t>(strips), batch * out, runtime::TaskFn(strip));
     }
     const T beta = b.accumulate ? T(1) : T(0);
-    auto grad_x = [&] { runtime::gemm<T>(grad_z, b.weight, b.grad_x, T(1), beta, nullptr, Activation::identity, T(0)); };
-    auto grad_weight = [&] {
-        runtime::gemm<T>(transposed(grad_z), b.x, b.grad_weight, T(1), beta, nullptr, Activation::identity, T(0));
+    // grad_x[:, j0:j1] = grad_z weight[:, j0:j1]; grad_weight[i0:i1, :] = grad_z[:, i0:i1]^T x.
+    auto grad_x = [&](std::int64_t j0, std::int64_t j1) {
+        runtime::gemm<T>(grad_z, runtime::columns(b.weight, j0, j1), runtime::columns(b.grad_x, j0, j1), T(1),
+                         beta, nullptr, Activation::identity, T(0));
+    };
+    auto grad_weight = [&](std::int64_t i0, std::int64_t i1) {
+        runtime::gemm<T>(transposed(runtime::columns(grad_z, i0, i1)), b.x, runtime::rows(b.grad_weight, i0, i1),
+                         T(1), beta, nullptr, Activation::identity, T(0));
     };
     // Small and medium layers: the two products (same flops, independent) are cut into
     // pieces, grad_x by columns and grad_weight by rows, that the threads take as they
@@ -116,29 +121,21 @@ void backward(const DenseBackward<T>& b) {
         const std::int64_t x_panels = (in + k.nr - 1) / k.nr, w_panels = (out + k.mr - 1) / k.mr;
         auto piece = [&](std::size_t t) {
             const std::int64_t p = static_cast<std::int64_t>(t / 2);
-            if (t % 2 == 0) {  // grad_x[:, j0:j1] = grad_z weight[:, j0:j1]
+            if (t % 2 == 0) {
                 const std::int64_t j0 = x_panels * p / pieces * k.nr;
                 const std::int64_t j1 = std::min(in, x_panels * (p + 1) / pieces * k.nr);
-                if (j1 <= j0) return;
-                const MatrixRef<const T> w = b.weight;
-                runtime::gemm<T>(grad_z, {w.data + j0 * w.cs, out, j1 - j0, w.rs, w.cs},
-                                 {b.grad_x.data + j0 * b.grad_x.cs, batch, j1 - j0, b.grad_x.rs, b.grad_x.cs},
-                                 T(1), beta, nullptr, Activation::identity, T(0));
-            } else {  // grad_weight[i0:i1, :] = grad_z[:, i0:i1]^T x
+                if (j0 < j1) grad_x(j0, j1);
+            } else {
                 const std::int64_t i0 = w_panels * p / pieces * k.mr;
                 const std::int64_t i1 = std::min(out, w_panels * (p + 1) / pieces * k.mr);
-                if (i1 <= i0) return;
-                const MatrixRef<T> gw = b.grad_weight;
-                runtime::gemm<T>(transposed<T>({grad_z.data + i0 * grad_z.cs, batch, i1 - i0, grad_z.rs, grad_z.cs}),
-                                 b.x, {gw.data + i0 * gw.rs, i1 - i0, in, gw.rs, gw.cs}, T(1), beta, nullptr,
-                                 Activation::identity, T(0));
+                if (i0 < i1) grad_weight(i0, i1);
             }
         };
         runtime::parallel_for(static_cast<std::size_t>(2 * pieces), batch * in * out, runtime::TaskFn(piece));
         return;
     }
-    if (b.grad_x.data) grad_x();
-    if (b.grad_weight.data) grad_weight();
+    if (b.grad_x.data) grad_x(0, in);
+    if (b.grad_weight.data) grad_weight(0, out);
 }
 
 }  // namespace

@@ -15,6 +15,16 @@ MatrixRef<const T> transposed(MatrixRef<const T> m) {
     return {m.data, m.cols, m.rows, m.cs, m.rs};
 }
 
+// Columns [j0, j1) and rows [i0, i1) of m, as views.
+template <class T>
+MatrixRef<T> columns(MatrixRef<T> m, std::int64_t j0, std::int64_t j1) {
+    return {m.data + j0 * m.cs, m.rows, j1 - j0, m.rs, m.cs};
+}
+template <class T>
+MatrixRef<T> rows(MatrixRef<T> m, std::int64_t i0, std::int64_t i1) {
+    return {m.data + i0 * m.rs, i1 - i0, m.cols, m.rs, m.cs};
+}
+
 // B packed once into the GEMM's panel layout, for a B that many GEMMs share (the
 // recurrent weights, used at every time step): those GEMMs then skip packing B.
 template <class T>
