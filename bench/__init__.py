@@ -1,7 +1,7 @@
 """gradcore micro-benchmark harness (installed as ``gradcore.bench``).
 
-Run it with ``python -m gradcore bench [options]``, which calls :func:`main` with
-the arguments after "bench".  From a source checkout, ``python -m bench`` does
+Run it with ``gradcore bench [options]`` (or ``python -m gradcore bench``), which calls
+:func:`main` with the arguments after "bench".  From a source checkout, ``python -m bench`` does
 the same.  Every case runs gradcore and its peers (NumPy always, PyTorch CPU
 when importable) side by side in this process and prints best-of-N times, the
 ratio peer/gradcore against the targets of the issues (PASS/MISS) and the
@@ -85,7 +85,7 @@ def _positive_float(s: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     suites = ", ".join(list(available_suites()) + ["all"])
     p = argparse.ArgumentParser(
-        prog="python -m gradcore bench",
+        prog="gradcore bench",
         description="Benchmark gradcore against NumPy and PyTorch (side by side, best-of-N), "
                     "with the targets of the issues and the fraction of the machine limits.")
     p.add_argument("--suite", default="all", metavar="NAMES",

@@ -1,12 +1,17 @@
 """gradcore: fast, exact gradient norms, clipping and backprop kernels for NumPy arrays.
 
-See ``gradcore.info()`` for the SIMD target in use, and DESIGN.md for the API contract.
+See ``gradcore.info()`` for the SIMD target in use, and docs/design.md for the API contract.
 Functions whose names end in ``_`` modify their array arguments in place.
 """
 
 from __future__ import annotations
 
-from . import _core
+try:
+    from . import _core
+except ImportError as error:
+    from ._missing_core import missing_core_error
+
+    raise missing_core_error(error) from None
 from ._args import integer
 from . import cuda, diagnose, init, optim
 from ._dense import dense_backward, dense_forward, matmul

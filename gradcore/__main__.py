@@ -1,4 +1,5 @@
-"""``python -m gradcore info`` and ``python -m gradcore bench ...``."""
+"""The `gradcore` command (also `python -m gradcore`): demo, info, bench, and the paths a
+build script asks for (`--cmake-dir`, `--include`)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ def _demo(argv) -> int:
 
 COMMANDS = {
     "demo": (_demo, "train a small RNN whose gradients explode, then the same with gradcore's "
-                    "clipping: the problem and its cure (python -m gradcore demo --help)"),
+                    "clipping: the problem and its cure (gradcore demo --help)"),
     "info": (_info, "print the version, the active SIMD target, threads and build facts"),
     "bench": (_bench, "run the micro-benchmarks side by side with NumPy and PyTorch "
-                      "(python -m gradcore bench --help)"),
+                      "(gradcore bench --help)"),
 }
 
 
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
         print(get_cmake_dir() if argv[0] == "--cmake-dir" else get_include())
         return 0
     if not argv or argv[0] not in COMMANDS:
-        parser = argparse.ArgumentParser(prog="python -m gradcore")
+        parser = argparse.ArgumentParser(prog="gradcore")
         parser.add_argument("command", choices=sorted(COMMANDS),
                             help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
         parser.parse_args(argv[:1])

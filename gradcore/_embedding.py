@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 
-_ROOT = os.path.dirname(os.path.abspath(__file__))
+from . import _core
+
+# Beside the compiled module, not this file: a developer (editable) install runs the Python
+# files from the checkout while the built files stay in site-packages.
+_ROOT = os.path.dirname(os.path.abspath(_core.__file__))
 
 
 def get_include() -> str:

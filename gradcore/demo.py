@@ -1,4 +1,4 @@
-"""``python -m gradcore demo``: exploding gradients and their cure, on the adding problem.
+"""``gradcore demo``: exploding gradients and their cure, on the adding problem.
 
 A ReLU RNN (``gradcore.rnn_forward`` / ``rnn_backward``, cell ``"rnn_relu"``) with a linear
 readout (``gradcore.dense_forward`` / ``dense_backward``) learns the adding problem
@@ -38,6 +38,7 @@ import gradcore
 __all__ = ["main"]
 
 BASELINE_MSE = 1.0 / 6.0   #: MSE of always answering 1.0 (the mean of the target)
+FIGURE = "gradcore-demo.png"   #: the figure's file name, in --out DIR or the current directory
 NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_out", "bias_out")
 _EVENT_CODES = {"nonfinite_loss": "L", "nonfinite_grad": "N", "nonfinite_param": "P",
                 "spike": "S", "growth": "G", "weight_growth": "W", "layer_norm": "H"}
@@ -400,12 +401,23 @@ def _verdict(out, runs, cfg):
                  style="bold yellow")
 
 
-def _plot(path, runs, cfg, out, option="--plot"):
+def _plot_hint() -> str:
+    """The one command that adds matplotlib: the project's ``plot`` extra from its checkout,
+    plain matplotlib elsewhere."""
+    try:
+        with open("pyproject.toml", encoding="utf-8") as fh:
+            in_checkout = 'name = "gradcore"' in fh.read()
+    except OSError:
+        in_checkout = False
+    return 'pip install ".[plot]"' if in_checkout else "pip install matplotlib"
+
+
+def _plot(path, runs, cfg, out):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        out.line(f"{option}: matplotlib is not installed, so no figure was written to {path}. "
-                 "pip install 'gradcore[plot]' (or matplotlib) to get it.")
+        out.line(f"No figure: matplotlib is not installed. {_plot_hint()} adds it; then the "
+                 f"demo writes {path}.")
         return
     fig = Figure(figsize=(10, 10), layout="constrained")
     ax_loss, ax_norm, ax_h = fig.subplots(3, 1)
@@ -439,13 +451,13 @@ def _plot(path, runs, cfg, out, option="--plot"):
     for ax in (ax_loss, ax_norm, ax_h):
         ax.legend(fontsize="small")
     fig.savefig(path, dpi=110)
-    out.line(f"figure written to {path}")
+    out.line(f"figure written to {os.path.abspath(path)}")
 
 
 # --------------------------------------------------------------------------- entry point
 def _parser():
     p = argparse.ArgumentParser(
-        prog="python -m gradcore demo",
+        prog="gradcore demo",
         description="Exploding gradients and their cure: a ReLU RNN on the adding problem, "
                     "trained twice from the same initialisation, without and with "
                     "gradcore.clip_by_global_norm_, watched by gradcore.GradientMonitor.")
@@ -464,10 +476,13 @@ def _parser():
                    help="max_norm of clip_by_global_norm_ in the clipped run (default 1.0)")
     p.add_argument("--clip-hidden", type=float, default=None,
                    help="also clip dL/dh_t element-wise in rnn_backward in the clipped run")
-    p.add_argument("--plot", metavar="PATH", help="save a figure (needs matplotlib)")
-    p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
-    p.add_argument("--out", metavar="DIR", help="write DIR/demo.png (needs matplotlib) and "
-                   "DIR/summary.json (as --json); DIR is created if needed")
+    p.add_argument("--out", metavar="DIR", help=f"write the figure to DIR/{FIGURE} (default: "
+                   "the current directory; needs matplotlib) and the summary to "
+                   "DIR/summary.json; DIR is created if needed")
+    figure = p.add_mutually_exclusive_group()
+    figure.add_argument("--plot", metavar="PATH", help="write the figure to PATH instead")
+    figure.add_argument("--no-plot", action="store_true", help="no figure")
+    p.add_argument("--json", metavar="PATH", help="write the summary as JSON to PATH")
     p.add_argument("--plain", action="store_true", help="plain-text tables even with rich")
     p.add_argument("--no-color", action="store_true", help="no colours")
     return p
@@ -523,10 +538,8 @@ def main(argv=None) -> int:
         with open(path, "w") as fh:
             json.dump(_summary(runs), fh, indent=2, default=float)
         out.line(f"summary written to {path}")
-    if cfg.plot:
-        _plot(cfg.plot, runs, cfg, out)
-    if cfg.out:
-        _plot(os.path.join(cfg.out, "demo.png"), runs, cfg, out, option="--out")
+    if not cfg.no_plot:
+        _plot(cfg.plot or os.path.join(cfg.out or os.curdir, FIGURE), runs, cfg, out)
     return 0
 
 

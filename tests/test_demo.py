@@ -1,4 +1,4 @@
-"""The demo (``python -m gradcore demo``): runs, shows the explosion and the cure, is
+"""The demo (``gradcore demo``): runs, shows the explosion and the cure, is
 deterministic, and runs as a module from outside the checkout."""
 
 import json
@@ -26,7 +26,7 @@ def quick(tmp_path_factory):
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = demo.main(["--quick", "--seed", "0", "--plain", "--json", str(path)])
+        code = demo.main(["--quick", "--seed", "0", "--plain", "--no-plot", "--json", str(path)])
     return code, buf.getvalue(), json.loads(path.read_text())
 
 
@@ -52,7 +52,8 @@ def test_quick_runs_and_shows_explosion_and_cure(quick):
 
 def test_deterministic(capsys, quick):
     _, first, _ = quick
-    code, again = _run(capsys, "--quick", "--seed", "0", "--plain", "--json", os.devnull)
+    code, again = _run(capsys, "--quick", "--seed", "0", "--plain", "--no-plot", "--json",
+                       os.devnull)
     assert code == 0
     drop_path = lambda s: "\n".join(l for l in s.splitlines() if "summary written" not in l)  # noqa: E731
     assert drop_path(again) == drop_path(first)
@@ -74,7 +75,7 @@ def test_rich_output_and_no_plot_backend(capsys, tmp_path):
 
 def test_nan_run_is_handled(capsys):
     # a violent initialisation and step size: the unclipped weights go NaN and the run stops
-    code, out = _run(capsys, "--steps", "60", "--gain", "2.0", "--lr", "1.0", "--plain")
+    code, out = _run(capsys, "--steps", "60", "--gain", "2.0", "--lr", "1.0", "--plain", "--no-plot")
     assert code == 0
     assert "stopped" in out.lower() or "nan" in out.lower()
 
@@ -85,3 +86,4 @@ def test_module_entry_point_outside_checkout(tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "Verdict" in proc.stdout
+    assert "No figure" in proc.stdout or (tmp_path / demo.FIGURE).exists()

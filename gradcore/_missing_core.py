@@ -1,0 +1,33 @@
+"""Why ``gradcore._core`` could not be imported, in words a user can act on.
+
+Python puts the current directory first on ``sys.path`` (``python -m``, ``python -c``, a
+notebook), so from the root of a checkout the source tree's ``gradcore/``, which holds no
+compiled extension, shadows the installed package. Left alone, Python reports that as
+"cannot import name '_core' from partially initialized module", which points at a circular
+import that does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.machinery import EXTENSION_SUFFIXES
+
+
+def missing_core_error(error: ImportError) -> ImportError:
+    """The error to raise in place of ``error``, the failed ``from . import _core``."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    if any(os.path.exists(os.path.join(package, "_core" + s)) for s in EXTENSION_SUFFIXES):
+        return error  # the extension is there but failed to load: its own message says why
+    checkout = os.path.dirname(package)
+    if os.path.isfile(os.path.join(checkout, "pyproject.toml")) and os.path.isdir(
+            os.path.join(checkout, "csrc")):
+        return ImportError(
+            f"gradcore was imported from its source tree ({package}), which holds no compiled "
+            "extension: Python looks in the current directory before the installed package. "
+            "Run Python from another directory (the `gradcore` command works from anywhere), "
+            "or make a developer install in this checkout: "
+            "pip install --no-build-isolation -e . (see README.md, 'Contributing').")
+    return ImportError(
+        f"gradcore's compiled extension gradcore._core is missing from {package}: this "
+        "installation is incomplete: reinstall it (pip install --force-reinstall . from "
+        "gradcore's checkout).")
