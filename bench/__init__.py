@@ -1,10 +1,10 @@
 """gradcore micro-benchmark harness (installed as ``gradcore.bench``).
 
 Run it with ``gradcore bench [options]`` (or ``python -m gradcore bench``), which calls
-:func:`main` with the arguments after "bench".  From a source checkout, ``python -m bench`` does
-the same.  Every case runs gradcore and its peers (NumPy always, PyTorch CPU
+:func:`main` with the arguments after "bench".  From a source checkout, ``python -m bench``
+does the same.  Every case runs gradcore and its peers (NumPy always, PyTorch CPU
 when importable) side by side in this process and prints best-of-N times, the
-ratio peer/gradcore against the targets of the issues (PASS/MISS) and the
+ratio peer/gradcore against the project's goals (PASS/MISS) and the
 fraction of the machine limit (memory bandwidth for norms, FMA peak for dense).
 
 Suites are the modules ``suite_<name>.py`` of this package, found at run time
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gradcore bench",
         description="Benchmark gradcore against NumPy and PyTorch (side by side, best-of-N), "
-                    "with the targets of the issues and the fraction of the machine limits.")
+                    "with the project's goals and the fraction of the machine limits.")
     p.add_argument("--suite", default="all", metavar="NAMES",
                    help=f"suite(s) to run, comma-separated: {suites} (default: all)")
     p.add_argument("--quick", action="store_true",

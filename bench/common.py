@@ -2,8 +2,8 @@
 
 A suite module (``suite_<name>.py``) exposes ``NAME``, ``DESCRIPTION`` and
 ``run(ctx: Context) -> list[CaseResult]``.  Each :class:`CaseResult` holds the
-gradcore timing, the timings of its peers (NumPy, PyTorch, ...), the targets the
-issues set on the ratios peer/gradcore, and optionally the machine limit of the
+gradcore timing, the timings of its peers (NumPy, PyTorch, ...), the project's goals
+for the ratios peer/gradcore, and optionally the machine limit of the
 case (memory bandwidth for norms, FMA peak for GEMM-bound work) with a target on
 the fraction of that limit that gradcore reaches.
 """

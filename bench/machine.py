@@ -1,4 +1,4 @@
-"""Machine limits the kernels are measured against (DESIGN.md section 3).
+"""Machine limits the kernels are measured against.
 
 Memory bandwidth, the yardstick for norms and clipping, is measured with
 gradcore's own multi-threaded probe over a large float32 array (512 MB, 128 MB

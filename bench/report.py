@@ -1,7 +1,7 @@
 """Output of the harness: tables (rich when importable, plain text otherwise), json.
 
 One row per case: gradcore's best time, each peer's best time and the ratio
-peer/gradcore (> 1: gradcore faster) with the target of the issue and PASS/MISS,
+peer/gradcore (> 1: gradcore faster) with the project's goal and PASS/MISS,
 then the machine limit of the case and the fraction of it gradcore reaches.
 """
 

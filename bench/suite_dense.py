@@ -1,6 +1,6 @@
 """Suite "dense": matrix multiply and the dense layer, forward + backward.
 
-Targets are those of the dense-layer issue; every ratio is peer_time /
+Targets are the project's speed goals for the dense layer; every ratio is peer_time /
 gradcore_time (> 1: gradcore is faster), measured side by side in this process.
 
 Cases (matmul sizes are M×K×N: an (M, K) matrix times a (K, N) matrix)
@@ -31,8 +31,8 @@ Machine limit: the FMA peak of the machine for the dtype (theoretical when the
 clock is readable, else the NumPy BLAS yardstick; see machine.py).  "% of
 limit" = (flops / peak) / gradcore time = gradcore GFLOP/s / peak GFLOP/s, with
 flops = 2·M·K·N for a matmul and 3 GEMMs = 6·batch·in·out for a dense forward +
-backward (bias, activation and reductions are not counted).  The issue sets no
-target on it (informative).
+backward (bias, activation and reductions are not counted).  No goal is set on
+it (informative).
 
 Checks (outside the timed region): gradcore vs the NumPy result, max |diff| /
 max |reference| <= 1e-4 (float32) or 1e-10 (float64) per output.  The dense
@@ -55,7 +55,7 @@ NEEDS = ("fma",)            # measured up front by the CLI (printed before the t
 
 RTOL = {"float32": 1e-4, "float64": 1e-10}   # max |diff| / max |reference|
 
-# targets of the issue (peer_time / gradcore_time)
+# goals (peer_time / gradcore_time)
 T_MATMUL_BIG_NUMPY = 0.85
 T_MATMUL_SMALL_NUMPY = 0.9
 T_DENSE_SMALL_NUMPY = 1.5

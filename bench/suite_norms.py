@@ -1,7 +1,8 @@
 """Suite "norms": gradient norms and in-place clipping of whole parameter lists.
 
-Targets are those of issue 3 ("Speed"); every ratio is peer_time / gradcore_time
-(> 1: gradcore is faster), measured side by side in this process.
+Targets are the project's speed goals for norms and clipping; every ratio is
+peer_time / gradcore_time (> 1: gradcore is faster), measured side by side in this
+process.
 
 Data sets
   * GPT-2 small gradient list: the 148 parameter shapes of GPT-2 small (124.4M
@@ -48,12 +49,12 @@ DESCRIPTION = "global_norm / norms / clip_by_global_norm_ / clip_by_value_ vs Nu
 NEEDS = ("memory",)         # measured up front by the CLI (printed before the tables)
 
 EPS = 1e-6               # default eps of gradcore.clip_by_global_norm_ and torch
-LIMIT_TARGET = 0.85      # fraction of the memory limit required by issue 3
+LIMIT_TARGET = 0.85      # fraction of the memory limit the norms and clipping aim at
 CLIP_VALUE = 1.0
 NORM_RTOL = 1e-8         # float64 accumulation: expected error ~1e-12
 CLIP_RTOL = 1e-6         # float32 results of the scaling
 
-# targets of issue 3 (peer_time / gradcore_time)
+# goals (peer_time / gradcore_time)
 T_GPT2_NORM_NUMPY = 1.3
 T_SMALL_NORM_NUMPY = 5.0
 T_SMALL_NORM_TORCH = 20.0

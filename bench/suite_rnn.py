@@ -1,7 +1,8 @@
 """Suite "rnn": recurrent layers, forward + backpropagation through time.
 
-Targets are those of issue 5 ("Speed"); every ratio is peer_time / gradcore_time
-(> 1: gradcore is faster), measured side by side in this process.
+Targets are the project's speed goals for the recurrent layers; every ratio is
+peer_time / gradcore_time (> 1: gradcore is faster), measured side by side in this
+process.
 
 Cases: one forward then one backward, timed together, float32, for every cell
 ("rnn_tanh", "rnn_relu", "lstm", "gru") at (T, B, I, H) = steps × batch × input ×
@@ -10,7 +11,7 @@ hidden =
   * 2a-2d  100×32×256×256   (``--quick``: 20×32×256×256)
   * 3a-3d  50×64×512×512    (``--quick``: 10×64×512×512)
 (a rnn_tanh, b rnn_relu, c lstm, d gru).  Targets: >= 1.2x PyTorch for every cell
-and size, >= 1.5x PyTorch for LSTM at 100×32×256×256 (2c).  The issue sets them at
+and size, >= 1.5x PyTorch for LSTM at 100×32×256×256 (2c).  They are set for
 2 threads (``--threads 2``; the thread counts used are printed under the table).
 
   * gradcore: ``f = rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh, cell=cell, c0=c0);
@@ -57,7 +58,7 @@ NEEDS = ("fma",)            # measured up front by the CLI (printed before the t
 RTOL = 1e-3                 # max |diff| / max |reference|, float32 over the whole sequence
 CHECKED = ("y", "grad_x", "grad_weight_ih", "grad_weight_hh")
 
-# targets of issue 5 (peer_time / gradcore_time)
+# goals (peer_time / gradcore_time)
 T_TORCH = 1.2
 T_LSTM_MID_TORCH = 1.5
 
@@ -391,7 +392,7 @@ def run(ctx) -> SuiteResult:
     threads_txt = f"threads: gradcore {gc_threads}"
     if ctx.torch is not None:
         threads_txt += f", torch {ctx.torch.get_num_threads()}"
-    threads_txt += " (issue 5 sets its targets at 2 threads: --threads 2)"
+    threads_txt += " (the goals are set for 2 threads: --threads 2)"
     suite.notes += [
         "ratio = peer time / gradcore time (> 1: gradcore faster); '% of limit' = gradcore "
         "GFLOP/s / peak GFLOP/s (no target), flops = 6·T·B·G·H·(I+H) per forward+backward "

@@ -1,6 +1,6 @@
 """Best-of-N wall-clock timer.
 
-Rules (DESIGN.md section 3: ratios measured side by side in one process):
+Rules (ratios measured side by side in one process):
 
 * ``time.perf_counter`` around a batch of ``inner`` back-to-back calls; the batch
   is sized so that it lasts at least ``min_time`` (about 20 ms), which keeps timer

@@ -1,6 +1,6 @@
 """gradcore: fast, exact gradient norms, clipping and backprop kernels for NumPy arrays.
 
-See ``gradcore.info()`` for the SIMD target in use, and docs/design.md for the API contract.
+See ``gradcore.info()`` for the SIMD target in use, and docs/api.md for the API contract.
 Functions whose names end in ``_`` modify their array arguments in place.
 """
 

@@ -1,5 +1,5 @@
 """Matrix multiply and the dense (``torch.nn.Linear``) layer, forward and backward
-(DESIGN.md 2.2), on gradcore's own SIMD GEMM (no BLAS)."""
+(docs/api.md, "Dense layer"), on gradcore's own SIMD GEMM (no BLAS)."""
 
 from __future__ import annotations
 

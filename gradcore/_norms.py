@@ -1,4 +1,5 @@
-"""Gradient norms and in-place clipping over whole lists of arrays (DESIGN.md 2.1).
+"""Gradient norms and in-place clipping over whole lists of arrays
+(docs/api.md, "Norms and clipping").
 
 Each function is one C++ call for the whole list: the binding builds a table of
 (pointer, size) once and the kernels split the work into chunks across arrays and threads.

@@ -1,5 +1,5 @@
 """Recurrent layers (one layer, one direction): forward and backpropagation through
-time (DESIGN.md 2.3), in PyTorch's parameterisation so that ``torch.nn.RNN/LSTM/GRU``
+time (docs/api.md, "Recurrent layers"), in PyTorch's parameterisation so that ``torch.nn.RNN/LSTM/GRU``
 weights can be passed in unchanged.
 
 The C++ side follows oneDNN: one GEMM for the input projections of all steps, then per

@@ -1,4 +1,4 @@
-"""Will this recurrent matrix make gradients explode or vanish? (issue 6, "Prevention").
+"""Will this recurrent matrix make gradients explode or vanish?
 
 ``recurrent_gain(weight_hh, cell)`` applies the conditions of Pascanu, Mikolov & Bengio,
 "On the difficulty of training recurrent neural networks" (ICML 2013, section 2.1).

@@ -1,4 +1,4 @@
-"""Weight initialisers that keep gradients in range (issue 6, "Prevention").
+"""Weight initialisers that keep gradients in range.
 
 The same formulas as ``torch.nn.init``, returning new NumPy arrays::
 

@@ -1,4 +1,4 @@
-"""Detecting exploding gradients while training: ``GradientMonitor`` (issue 6, "Detection").
+"""Detecting exploding gradients while training: ``GradientMonitor``.
 
 Call ``monitor.step(grads, params, loss)`` once per training step. It makes one fused
 ``grad_stats`` pass over the gradients (and one over the parameters when given), records

@@ -3,8 +3,8 @@
 Import it explicitly (``import gradcore.nn``). The classes hold their parameters as NumPy
 arrays named exactly as ``torch.nn.RNN/LSTM/GRU`` names them, run their forward and
 backward passes through ``gradcore.rnn_forward`` / ``gradcore.rnn_backward`` (one call per
-layer and direction; DESIGN.md 2.3), and add what a training loop needs around them:
-stacking, bidirectionality, ``batch_first``, torch interchange and truncated BPTT.
+layer and direction; docs/api.md, "Recurrent layers"), and add what a training loop needs
+around them: stacking, bidirectionality, ``batch_first``, torch interchange and truncated BPTT.
 This module only arranges data (views, flips, transposes, concatenation); the numerics
 are the kernels'. The only arithmetic done here is adding gradients that meet: the two
 directions' input gradients of a bidirectional layer, and the parameter gradients of

@@ -1,6 +1,6 @@
 """Plain NumPy float64 reference implementations of gradcore's norm and clipping family.
 
-Written from the contract in DESIGN.md section 2.1 alone; nothing here imports or
+Written from the contract (docs/api.md, "Norms and clipping") alone; nothing here imports or
 calls gradcore. Every function works on float64 copies of its inputs and returns new
 arrays (the in-place functions' references return the arrays the call should leave
 behind), so a test can run gradcore on one copy and the reference on another.

@@ -1,4 +1,5 @@
-"""Plain NumPy float64 references for gradcore's matmul and dense layer (DESIGN.md 2.2).
+"""Plain NumPy float64 references for gradcore's matmul and dense layer 
+(docs/api.md, "Dense layer").
 
 Written from the contract alone; nothing here imports or calls gradcore. Every function
 converts its inputs to float64 (exact for float32 data) and returns new float64 arrays,

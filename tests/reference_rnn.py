@@ -1,4 +1,5 @@
-"""Plain NumPy float64 reference for gradcore's recurrent layers (DESIGN.md 2.3).
+"""Plain NumPy float64 reference for gradcore's recurrent layers 
+(docs/api.md, "Recurrent layers").
 
 Written from the contract alone; nothing here imports or calls gradcore. Every function
 converts its inputs to float64 (exact for float32 data) and returns new float64 arrays,

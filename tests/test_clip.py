@@ -1,4 +1,4 @@
-"""In-place clipping (DESIGN.md 2.1): clip_by_value_, clip_by_norm_, clip_by_global_norm_
+"""In-place clipping (docs/api.md, "Norms and clipping"): clip_by_value_, clip_by_norm_, clip_by_global_norm_
 (with its non-finite policies and a given total) and adaptive_clip_, against the float64
 NumPy reference on every ISA target and thread count, plus the all-or-nothing rule: an
 invalid argument anywhere in a list raises before any array is modified."""

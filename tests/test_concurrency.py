@@ -1,7 +1,7 @@
-"""gradcore under concurrency (issue #9): many Python threads at once, the kernel thread
+"""gradcore under concurrency: many Python threads at once, the kernel thread
 count changing underneath them, nesting inside thread pools, and fork.
 
-DESIGN.md section 1: the GIL is released around every kernel call and kernels are
+docs/architecture.md, the rules of the house: the GIL is released around every kernel call and kernels are
 re-entrant; results do not depend on the thread count beyond reassociation, and norms
 are deterministic for a given count. So every concurrent call must give *exactly* (bit
 for bit) the answer the same call gives alone in one thread: the norms by design (the

@@ -1,4 +1,5 @@
-"""matmul, dense_forward and dense_backward (DESIGN.md 2.2 and the common rules of 2)
+"""matmul, dense_forward and dense_backward (docs/api.md, "Dense layer",
+and its common rules)
 against the float64 NumPy reference in reference_dense.py, on every ISA target and
 with 1 and 2 threads.
 

@@ -1,4 +1,4 @@
-"""Hypothesis fuzzing of every public entry point with hostile arguments (issue #9).
+"""Hypothesis fuzzing of every public entry point with hostile arguments.
 
 Entry points: global_norm, norms, grad_stats; clip_by_value_, clip_by_norm_,
 clip_by_global_norm_, adaptive_clip_ and their functional forms (clip_by_value, ...);
@@ -6,7 +6,7 @@ matmul, dense_forward, dense_backward (with output buffers); rnn_forward + rnn_b
 optim.SGD/Adam/AdamW (construction and step); gradcore.nn RNN/LSTM/GRU (construction,
 forward, backward); set_num_threads.
 
-Properties, for every call (DESIGN.md section 2, "Common rules"):
+Properties, for every call (docs/api.md, "Common rules"):
 
 1. The process never crashes or hangs.
 2. Every rejection is a ``TypeError`` or ``ValueError`` (``NonFiniteGradientError`` only

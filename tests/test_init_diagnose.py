@@ -1,4 +1,4 @@
-"""gradcore.init (initialisers) and gradcore.diagnose.recurrent_gain (issue 6, Prevention).
+"""gradcore.init (initialisers) and gradcore.diagnose.recurrent_gain.
 
 Initialisers: the sample statistics of large draws match the formulas (bound of the
 uniform ones, std of all), and the formulas match torch.nn.init when torch is importable

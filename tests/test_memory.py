@@ -1,5 +1,4 @@
-"""No memory growth over many calls of every entry point, including calls that raise
-(issue #9).
+"""No memory growth over many calls of every entry point, including calls that raise.
 
 Each entry point is called WARMUP times (filling caches, thread-local packing buffers,
 the pool's threads, NumPy's and Python's free lists), then twice CALLS times; after each
@@ -23,8 +22,8 @@ With the default CALLS (2000) the whole file takes about 20 s; a leak of 1 KB a 
 shows as 2 MB (or 2000 blocks) per stretch, and test_a_leak_of_1kb_per_call_is_caught
 checks that such leaks (Python data, C heap, Python objects) do fail the check.
 
-GRADCORE_MEMORY_CALLS=100000 runs the issue's 100 000 calls per entry point (opt-in:
-about a quarter of an hour on 2 cores); test_issue_scale_interleaved (every entry point
+GRADCORE_MEMORY_CALLS=100000 runs 100 000 calls per entry point (opt-in:
+about a quarter of an hour on 2 cores); test_long_run_interleaved (every entry point
 in turn, 10 000 rounds a stretch) runs only then.
 """
 
@@ -47,7 +46,7 @@ import gradcore.nn as gnn
 from gradcore import optim
 
 DEFAULT_CALLS = 2000
-ISSUE_CALLS = 100_000
+LONG_RUN_CALLS = 100_000
 CALLS = int(os.environ.get("GRADCORE_MEMORY_CALLS", DEFAULT_CALLS))
 WARMUP = 200
 
@@ -419,11 +418,11 @@ def test_no_growth_interleaved():
     check_no_growth(step, max(CALLS // 40, 20), "interleaved", calls_per_step=len(points))
 
 
-@pytest.mark.skipif(CALLS < ISSUE_CALLS,
-                    reason=f"opt-in: GRADCORE_MEMORY_CALLS={ISSUE_CALLS} runs the issue's "
-                           f"{ISSUE_CALLS} calls per entry point (default {DEFAULT_CALLS})")
-def test_issue_scale_interleaved():
-    """The issue's scale, interleaved: all entry points one after the other, CALLS // 10
+@pytest.mark.skipif(CALLS < LONG_RUN_CALLS,
+                    reason=f"opt-in: GRADCORE_MEMORY_CALLS={LONG_RUN_CALLS} runs "
+                           f"{LONG_RUN_CALLS} calls per entry point (default {DEFAULT_CALLS})")
+def test_long_run_interleaved():
+    """The long run's scale, interleaved: all entry points one after the other, CALLS // 10
     times in each stretch."""
     points = list(entry_points().values())
 
@@ -431,5 +430,5 @@ def test_issue_scale_interleaved():
         for p in points:
             p()
 
-    check_no_growth(step, CALLS // 10, "interleaved at the issue's scale",
+    check_no_growth(step, CALLS // 10, "interleaved at the long run's scale",
                     calls_per_step=len(points))

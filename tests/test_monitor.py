@@ -1,4 +1,4 @@
-"""GradientMonitor (issue 6, "Detection"): each flag fires exactly when its synthetic
+"""GradientMonitor: each flag fires exactly when its synthetic
 norm sequence says it should, and not before; history, summary and plot."""
 
 import math

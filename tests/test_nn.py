@@ -1,4 +1,4 @@
-"""Tests of the layer API gradcore.nn (RNN, LSTM, GRU; issue 5 "Layer API").
+"""Tests of the layer API gradcore.nn (RNN, LSTM, GRU).
 
 Against torch (skipped when it is not importable): forward outputs and every gradient
 (parameters, input, initial state) for every cell, 1 and 2 layers, both directions,

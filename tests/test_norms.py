@@ -1,4 +1,5 @@
-"""global_norm, norms and grad_stats against the float64 NumPy reference (DESIGN.md 2.1),
+"""global_norm, norms and grad_stats against the float64 NumPy reference
+(docs/api.md, "Norms and clipping"),
 on every ISA target and thread count: random lists of mixed float16/32/64 arrays, the
 edge values the contract names, determinism, and argument checking."""
 

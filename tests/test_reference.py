@@ -69,7 +69,7 @@ def test_ref_norm_special_values():
 
 
 def test_ref_clip_helpers():
-    """The clipping references follow DESIGN.md 2.1 on hand-checked cases."""
+    """The clipping references follow docs/api.md, "Norms and clipping", on hand-checked cases."""
     out = ref_clip_by_value([np.array([-3.0, 0.5, np.nan], np.float32)], 1.0)[0]
     assert same_bits(out[:2], np.array([-1.0, 0.5], np.float32)) and np.isnan(out[2])
     clipped, ns = ref_clip_by_norm([np.array([3.0, 4.0]), np.zeros(2)], 1.0, eps=0.0)

@@ -1,4 +1,5 @@
-"""rnn_forward / rnn_backward (DESIGN.md 2.3 and the common rules of 2).
+"""rnn_forward / rnn_backward (docs/api.md, "Recurrent layers", and its
+common rules).
 
 1. The float64 NumPy reference in reference_rnn.py is checked against central finite
    differences (every gradient, every cell, h0/c0, biases, grad_h_n/grad_c_n, and

@@ -1,4 +1,4 @@
-// The C++ tests of libgradcore alone, independent of Python (issue #9): every public
+// The C++ tests of libgradcore alone, independent of Python: every public
 // kernel on every ISA target this CPU supports (gradcore::isa_available()), with 1 and 2
 // threads, for float32 and float64 (and float16 where the API reads it), against plain
 // references written here in long double.
