@@ -13,14 +13,18 @@ import os
 from importlib.machinery import EXTENSION_SUFFIXES
 
 
+def is_checkout(directory: str) -> bool:
+    """Whether ``directory`` is the root of a gradcore source tree."""
+    return (os.path.isfile(os.path.join(directory, "pyproject.toml"))
+            and os.path.isdir(os.path.join(directory, "csrc")))
+
+
 def missing_core_error(error: ImportError) -> ImportError:
     """The error to raise in place of ``error``, the failed ``from . import _core``."""
     package = os.path.dirname(os.path.abspath(__file__))
     if any(os.path.exists(os.path.join(package, "_core" + s)) for s in EXTENSION_SUFFIXES):
         return error  # the extension is there but failed to load: its own message says why
-    checkout = os.path.dirname(package)
-    if os.path.isfile(os.path.join(checkout, "pyproject.toml")) and os.path.isdir(
-            os.path.join(checkout, "csrc")):
+    if is_checkout(os.path.dirname(package)):
         return ImportError(
             f"gradcore was imported from its source tree ({package}), which holds no compiled "
             "extension: Python looks in the current directory before the installed package. "

@@ -1,6 +1,6 @@
 """Recurrent layers (one layer, one direction): forward and backpropagation through
-time (docs/api.md, "Recurrent layers"), in PyTorch's parameterisation so that ``torch.nn.RNN/LSTM/GRU``
-weights can be passed in unchanged.
+time (docs/api.md, "Recurrent layers"), in PyTorch's parameterisation so that
+``torch.nn.RNN/LSTM/GRU`` weights can be passed in unchanged.
 
 The C++ side follows oneDNN: one GEMM for the input projections of all steps, then per
 step one recurrent GEMM and one fused cell kernel; backwards, the fused cell backward

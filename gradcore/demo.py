@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import gradcore
+from gradcore._missing_core import is_checkout
 
 __all__ = ["main"]
 
@@ -404,12 +405,7 @@ def _verdict(out, runs, cfg):
 def _plot_hint() -> str:
     """The one command that adds matplotlib: the project's ``plot`` extra from its checkout,
     plain matplotlib elsewhere."""
-    try:
-        with open("pyproject.toml", encoding="utf-8") as fh:
-            in_checkout = 'name = "gradcore"' in fh.read()
-    except OSError:
-        in_checkout = False
-    return 'pip install ".[plot]"' if in_checkout else "pip install matplotlib"
+    return 'pip install ".[plot]"' if is_checkout(os.curdir) else "pip install matplotlib"
 
 
 def _plot(path, runs, cfg, out):
