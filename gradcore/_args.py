@@ -1,4 +1,5 @@
-"""Argument checks shared by the public functions (the kernels re-check what they rely on)."""
+"""Argument checks of the pure-Python parts of the API (the optimisers' hyper-parameters,
+the containers of the functional forms); the compiled core checks its own arguments."""
 
 from __future__ import annotations
 
@@ -47,28 +48,6 @@ def nonnegative(value, name: str) -> float:
     if not v >= 0.0:
         raise ValueError(f"{name} must be >= 0, got {v}")
     return v
-
-
-def norm_order(ord) -> float:
-    """``ord`` as float: any real p > 0 or inf (also the string 'inf', as torch accepts)."""
-    if isinstance(ord, str) and ord.strip().lower() in ("inf", "+inf"):
-        return math.inf
-    if isinstance(ord, bool) or not isinstance(ord, (numbers.Real, np.floating, np.integer)):
-        raise ValueError(f"ord must be a real number p > 0 or inf, got {ord!r}")
-    p = real(ord, "ord")
-    if not p > 0.0:
-        raise ValueError(f"ord must be a real number p > 0 or inf, got {ord!r}")
-    return p
-
-
-def choice(value, name: str, options) -> str:
-    """One of the strings ``options``, else TypeError (not a string) or ValueError."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, one of {', '.join(map(repr, options))}; "
-                        f"got {type(value).__name__}")
-    if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
-    return value
 
 
 def integer(value, name: str, lo: int, hi: int) -> int:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _norms
+from . import _core, _norms
 from ._args import array_list, is_one_array
-from ._convert import as_array
 
 
 def _copies(arrays, name):
@@ -32,7 +31,7 @@ def _copies(arrays, name):
         values = list(array_list(arrays, name))  # (TypeError for what is not a sequence)
         labels = [f"{name}[{i}]" for i in range(len(values))]
         rebuild = list
-    out = [np.array(as_array(v, writeable=False, label=label), order="C", copy=True)
+    out = [np.array(_core.host_array(v, label, False), order="C", copy=True)
            for v, label in zip(values, labels)]
     return out, rebuild
 

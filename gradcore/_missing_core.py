@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from importlib.machinery import EXTENSION_SUFFIXES
+from importlib.util import find_spec
 
 
 def is_checkout(directory: str) -> bool:
@@ -19,10 +20,20 @@ def is_checkout(directory: str) -> bool:
             and os.path.isdir(os.path.join(directory, "csrc")))
 
 
+def _found_elsewhere(name: str) -> bool:
+    """Whether an import hook knows where the extension is (a developer install keeps it
+    in its build directory, not in the package)."""
+    try:
+        return find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def missing_core_error(error: ImportError) -> ImportError:
     """The error to raise in place of ``error``, the failed ``from . import _core``."""
     package = os.path.dirname(os.path.abspath(__file__))
-    if any(os.path.exists(os.path.join(package, "_core" + s)) for s in EXTENSION_SUFFIXES):
+    if (any(os.path.exists(os.path.join(package, "_core" + s)) for s in EXTENSION_SUFFIXES)
+            or _found_elsewhere(__package__ + "._core")):
         return error  # the extension is there but failed to load: its own message says why
     if is_checkout(os.path.dirname(package)):
         return ImportError(

@@ -25,6 +25,7 @@ cdef extern from "gradcore/c_api.h" nogil:
         GC_FLOAT16
         GC_FLOAT32
         GC_FLOAT64
+        GC_BFLOAT16
 
     ctypedef enum gc_nonfinite:
         GC_PROPAGATE

@@ -53,8 +53,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._args import array_list, nonnegative, norm_order
-from ._norms import _POLICIES
+from ._args import array_list
 from ._norms import clip_by_global_norm_ as _clip_local
 from ._norms import global_norm as _norm_local
 
@@ -83,7 +82,7 @@ def global_norm(local_arrays, ord=2, *, comm, sharded=True) -> float:
     :class:`PeerError` when another rank rejected its arrays.
     """
     gather = _exchange(comm)
-    p = norm_order(ord)
+    p = _core.norm_order(ord)
     _check_sharded(sharded)
     local_arrays = array_list(local_arrays, "local_arrays")
     if not sharded:
@@ -111,14 +110,11 @@ def clip_by_global_norm_(local_arrays, max_norm, ord=2, *, comm, sharded=True, e
     is modified on any rank.
     """
     gather = _exchange(comm)
-    max_norm = nonnegative(max_norm, "max_norm")
-    p = norm_order(ord)
-    eps = nonnegative(eps, "eps")
-    if math.isinf(eps):
-        raise ValueError(f"eps must be finite, got {eps}")
-    if nonfinite not in _POLICIES:
-        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, _POLICIES))}; "
-                         f"got {nonfinite!r}")
+    p = _core.norm_order(ord)
+    # The scalar arguments, checked before any exchange by the core's own rules (on an
+    # empty list, where nothing else happens).
+    _core.clip_by_global_norm_([], max_norm, p, eps, nonfinite)
+    max_norm, eps = float(max_norm), float(eps)
     _check_sharded(sharded)
     local_arrays = array_list(local_arrays, "local_arrays")
     if not sharded:

@@ -46,19 +46,13 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from ._convert import as_array
+from . import _core
+from ._rnn import rnn_backward, rnn_forward
 
 __all__ = ["GRU", "LSTM", "RNN", "Gradients", "IncompatibleKeys", "TBPTTResult", "from_torch",
            "truncated_bptt"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _functional():
-    # Looked up at call time: gradcore/__init__ may import this module before it has
-    # bound the functional API.
-    import gradcore
-    return gradcore.rnn_forward, gradcore.rnn_backward
 
 
 def _count(value, name, minimum=1):
@@ -84,7 +78,7 @@ def _to_numpy(value, label):
     without grad) through ``.detach().cpu()``, other array-likes by conversion."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu()
-    return as_array(value, False, label)
+    return _core.host_array(value, label, False)
 
 
 class Gradients(dict):
@@ -376,7 +370,6 @@ class _RNNBase:
         neither between ``forward`` and ``backward``. Cache memory per time step and
         layer/direction: ``B*H`` elements (RNN), ``6*B*H`` (LSTM), ``5*B*H`` (GRU), plus
         each layer's output (``B*D*H``) that the layer above reads."""
-        rnn_forward, _ = _functional()
         x = self._array(x, "x")
         if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
             want = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
@@ -440,7 +433,6 @@ class _RNNBase:
         down; layer k's input gradient (both directions' summed) is layer k-1's output
         gradient. The cache is released afterwards unless ``retain_cache`` (like torch's
         ``retain_graph``)."""
-        _, rnn_backward = _functional()
         c = self._cache
         if c is None:
             raise RuntimeError("backward() needs a forward() first (the cache is released "

@@ -13,8 +13,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._args import array_list, nonnegative, real
-from ._convert import as_array
+from ._args import nonnegative, real
 from ._norms import clip_by_value_, global_norm
 
 __all__ = ["SGD", "Adam", "AdamW", "StepLR", "ExponentialLR", "CosineLR", "LinearWarmup"]
@@ -24,8 +23,7 @@ class _Optimizer:
     """Shared machinery: the parameter list, the schedule, clipping and skipping."""
 
     def __init__(self, params, lr, *, clip_norm=None, clip_value=None, skip_nonfinite=False):
-        self.params = [as_array(p, True, f"params[{i}]")
-                       for i, p in enumerate(array_list(params, "params"))]
+        self.params = _core.host_arrays(params, "params", True)
         for i, p in enumerate(self.params):
             if p.dtype not in (np.float32, np.float64):
                 raise TypeError(f"params[{i}]: dtype {p.dtype} is not supported (expected float32 or float64)")
@@ -47,7 +45,7 @@ class _Optimizer:
 
     def _prepare(self, grads, total_norm):
         """Returns (grads, grad_scale) or None when the step is skipped."""
-        grads = [as_array(g, True, f"grads[{i}]") for i, g in enumerate(array_list(grads, "grads"))]
+        grads = _core.host_arrays(grads, "grads", True)
         if len(grads) != len(self.params):
             raise ValueError(f"grads has {len(grads)} arrays, params has {len(self.params)}")
         # Every check before the first write (the clip below modifies grads in place).

@@ -1,5 +1,5 @@
-"""gradcore's CUDA backend from Python (gradcore/cuda.py, gradcore/_device.py,
-csrc/python/cuda_bindings.cpp).
+"""gradcore's CUDA backend from Python: the device path of every operation's binding
+(csrc/python/array_arg.cpp, *_bindings.cpp), gradcore/_device_memory.py, gradcore/cuda.py.
 
 1. Always run (no GPU needed): fake device arrays (a class exposing
    ``__cuda_array_interface__`` / ``__dlpack_device__``, and DLPack capsules built with
@@ -29,7 +29,7 @@ import pytest
 
 import gradcore
 import gradcore.cuda
-from gradcore import _core, _device
+from gradcore import _core, _device_memory
 from reference import (
     assert_close,
     build_array_list,
@@ -193,12 +193,47 @@ class FakeCAIOnDevice(FakeCAI):
         return (2, self.device)
 
 
-def item(shape=(3, 4), dtype="float32", device=0, strides=None, readonly=False, ptr=FAKE_PTR):
-    """The bindings' tuple form of a device array."""
-    return (ptr, shape, strides, dtype, device, readonly)
+_TYPESTRS = {"float16": "<f2", "float32": "<f4", "float64": "<f8", "int64": "<i8", "int32": "<i4"}
 
 
-# --------------------------------------------------------------------------- 1. always run
+def cai(shape=(3, 4), dtype="float32", device=0, strides=None, readonly=False, ptr=FAKE_PTR):
+    """A device array exposing __cuda_array_interface__ (strides in bytes) on ``device``."""
+    return FakeCAIOnDevice(device=device, shape=shape, typestr=_TYPESTRS[dtype], strides=strides,
+                           readonly=readonly, ptr=ptr)
+
+
+class FakeAllocation:
+    """Stands in for the caller's array library where the bindings allocate results
+    (gradcore._device_memory): distinct fake device arrays, recorded."""
+
+    def __init__(self):
+        self.made = []
+        self._next = FAKE_PTR + (1 << 28)
+
+    def empty(self, obj, shape, dtype, device, purpose, zeroed=False):
+        a = cai(tuple(shape), dtype, device, ptr=self._next)
+        self._next += 1 << 16
+        self.made.append((purpose, tuple(shape), dtype, zeroed))
+        return a
+
+    def full(self, obj, value, device, purpose):
+        return self.empty(obj, (), "float64", device, purpose)
+
+
+@pytest.fixture
+def fake_allocation(monkeypatch):
+    if AVAILABLE:
+        pytest.skip("a GPU is usable: fake pointers must not reach a kernel")
+    fake = FakeAllocation()
+    monkeypatch.setattr(_device_memory, "empty", fake.empty)
+    monkeypatch.setattr(_device_memory, "full", fake.full)
+    monkeypatch.setattr(_device_memory, "set_first", lambda states, init: None)
+    return fake
+
+
+def _importable(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
 
 
 def test_import_gradcore_does_not_import_torch_or_cupy():
@@ -212,38 +247,23 @@ def test_import_gradcore_does_not_import_torch_or_cupy():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(__file__), env=env)
 
 
-def test_is_device_array_detection():
-    assert _device.is_device_array(FakeCAI())
-    assert _device.is_device_array(FakeCAIOnDevice())
-    assert _device.is_device_array(FakeDLPack())
-    assert _device.is_device_array(FakeDLPack(claimed_device=(13, 0)))  # CUDA managed memory
-    assert not _device.is_device_array(FakeDLPack(claimed_device=(1, 0)))  # a CPU producer
-    assert not _device.is_device_array(np.ones(3))
-    assert not _device.is_device_array([1.0, 2.0])
-    assert not _device.is_device_array(memoryview(b"abcd"))
-    assert not _device.is_device_array(None)
-
-    class Raises:
+@reaches_api
+def test_device_arrays_are_detected(fake_allocation):
+    """CUDA (2) and CUDA managed (13) DLPack producers, __cuda_array_interface__ and bare
+    DLPack capsules take the device path; a lone device array is a list of one."""
+    for a in (FakeCAI(), FakeCAIOnDevice(), FakeDLPack(), FakeDLPack(claimed_device=(13, 0), device=(13, 0)),
+              FakeTensor().capsule()):
+        with pytest.raises(RuntimeError, match=NO_CUDA):
+            gradcore.clip_by_value_(a, 1.0)
+    # a producer that cannot say where it lives, or says the CPU, is read on the CPU
+    class Raises(np.ndarray):
         def __dlpack_device__(self):
             raise RuntimeError("no")
 
-    assert not _device.is_device_array(Raises())
+    assert gradcore.global_norm(np.ones(4).view(Raises)) == 2.0
     if _importable("torch"):
         import torch
-        assert not _device.is_device_array(torch.ones(3))
-        assert not _device.is_device_array(torch.nn.Parameter(torch.ones(3)))
-
-
-def _importable(name):
-    import importlib.util
-    return importlib.util.find_spec(name) is not None
-
-
-def test_fake_device_arrays_are_single_arrays():
-    """A lone device array is a list of one (as a lone NumPy array is)."""
-    from gradcore._args import array_list
-    a = FakeCAI()
-    assert array_list(a) == [a]
+        assert gradcore.global_norm([torch.ones(4), torch.nn.Parameter(torch.ones(4))]) == math.sqrt(8)
 
 
 @pytest.mark.parametrize("make", [
@@ -262,9 +282,9 @@ def test_dtypes_of_the_dense_functions_are_float32_float64():
     for dt, name in ((F16, "float16"), (BF16, "bfloat16"), (I64, "int64")):
         cap = FakeTensor(shape=(2, 3), dtype=dt).capsule()
         with pytest.raises(TypeError, match=rf"x: dtype {name} is not supported \(expected float32 or float64\)"):
-            _core.cuda_dense_forward(cap, item((4, 3)), None, item((2, 4)), "relu", 0.01, 0)
+            gradcore.dense_forward(cap, cai((4, 3)), out=cai((2, 4)))
     with pytest.raises(TypeError, match=r"x and weight must have the same dtype, got float32 and float64"):
-        _core.cuda_dense_forward(item((2, 3)), item((4, 3), "float64"), None, item((2, 4)), "relu", 0.01, 0)
+        gradcore.dense_forward(cai((2, 3)), cai((4, 3), "float64"), out=cai((2, 4)))
 
 
 @pytest.mark.parametrize("make", [
@@ -286,18 +306,15 @@ def test_strides_of_size_one_dimensions_are_ignored():
         gradcore.clip_by_value_(ok, 1.0)
 
 
-def test_arrays_on_the_cpu_are_refused_by_the_bindings():
-    cap = FakeTensor(device=(1, 0)).capsule()
-    with pytest.raises(ValueError, match=r"arrays\[0\]: on cpu, expected a CUDA device array"):
-        _core.cuda_clip_by_value_([cap], -1.0, 1.0, 0)
-    assert capsule_name(cap) == "dltensor"  # refused: not taken
+def test_arrays_on_other_devices_are_refused():
     # a producer that says CUDA in __dlpack_device__ but exports a CPU tensor
     liar = FakeDLPack(claimed_device=(2, 0), device=(1, 0))
     with pytest.raises(ValueError, match=r"arrays\[1\]: on cpu, expected a CUDA device array"):
         gradcore.clip_by_value_([FakeCAIOnDevice(), liar], 1.0)
-    for dev, name in ((3, "cuda_host"), (10, "rocm"), (8, "metal")):
-        with pytest.raises(ValueError, match=rf"arrays\[0\]: on {name}, expected a CUDA device array"):
-            _core.cuda_global_norm([FakeTensor(device=(dev, 0)).capsule()], 2.0, item(()), 0)
+    assert capsule_name(liar.capsules[0]) == "dltensor"  # refused: not taken
+    for dev, name in ((10, "rocm"), (8, "metal")):
+        with pytest.raises(ValueError, match=rf"arrays\[0\]: on {name}, expected host memory or a CUDA device array"):
+            gradcore.global_norm([FakeTensor(device=(dev, 0)).capsule()])
 
 
 def test_mixed_cpu_and_device_lists_name_the_argument():
@@ -351,7 +368,7 @@ def test_mixed_devices_name_both():
     with pytest.raises(ValueError, match=r"weight is on cuda:1 but x is on cuda:0"):
         gradcore.dense_forward(FakeCAIOnDevice(0, shape=(2, 3)), FakeCAIOnDevice(1, shape=(4, 3)))
     with pytest.raises(ValueError, match=r"out is on cuda:1 but x is on cuda:0"):
-        _core.cuda_dense_forward(item((2, 3)), item((4, 3)), None, item((2, 4), device=1), "relu", 0.0, 0)
+        gradcore.dense_forward(cai((2, 3)), cai((4, 3)), out=cai((2, 4), device=1))
 
 
 def test_read_only_arrays_are_refused_for_in_place_use():
@@ -363,29 +380,29 @@ def test_read_only_arrays_are_refused_for_in_place_use():
     with pytest.raises(ValueError, match=r"grads\[0\] is read-only"):
         gradcore.adaptive_clip_([FakeCAIOnDevice(readonly=True)], [FakeCAIOnDevice()])
     with pytest.raises(ValueError, match=r"out is read-only"):
-        _core.cuda_dense_forward(item((2, 3)), item((4, 3)), None, item((2, 4), readonly=True), "relu", 0.0, 0)
+        gradcore.dense_forward(cai((2, 3)), cai((4, 3)), out=cai((2, 4), readonly=True))
     assert ro.tensor.deleted == 0 and capsule_name(ro.capsules[0]) == "dltensor_versioned"
 
 
 @reaches_api
-def test_read_only_arrays_are_fine_to_read():
+def test_read_only_arrays_are_fine_to_read(fake_allocation):
     # params of adaptive clipping are only read
     with pytest.raises(RuntimeError, match=NO_CUDA):
         gradcore.adaptive_clip_([FakeCAIOnDevice()], [FakeDLPack(versioned=True, readonly=True)])
     with pytest.raises(RuntimeError, match=NO_CUDA):
-        _core.cuda_global_norm([FakeTensor(versioned=True, readonly=True).capsule()], 2.0, item((), "float64"), 0)
+        gradcore.global_norm([FakeTensor(versioned=True, readonly=True).capsule()])
 
 
 def test_byte_offset_is_added_and_alignment_checked():
     with pytest.raises(ValueError, match=r"arrays\[0\]: data pointer is not aligned to its item size \(4 bytes\)"):
-        _core.cuda_clip_by_value_([FakeTensor(byte_offset=2).capsule()], -1.0, 1.0, 0)
+        gradcore.clip_by_value_([FakeTensor(byte_offset=2).capsule()], 1.0)
     with pytest.raises(ValueError, match=r"not aligned"):
-        _core.cuda_clip_by_value_([item(ptr=FAKE_PTR + 6, dtype="float64")], -1.0, 1.0, 0)
+        gradcore.clip_by_value_([cai(ptr=FAKE_PTR + 6, dtype="float64")], 1.0)
     with pytest.raises(ValueError, match=r"arrays\[0\]: null data pointer"):
-        _core.cuda_clip_by_value_([FakeTensor(data=None).capsule()], -1.0, 1.0, 0)
+        gradcore.clip_by_value_([FakeTensor(data=None).capsule()], 1.0)
     with pytest.raises(ValueError, match=r"null data pointer"):
         # a null pointer plus an offset is still not memory
-        _core.cuda_clip_by_value_([FakeTensor(data=None, byte_offset=8).capsule()], -1.0, 1.0, 0)
+        gradcore.clip_by_value_([FakeTensor(data=None, byte_offset=8).capsule()], 1.0)
 
 
 @reaches_api
@@ -394,42 +411,38 @@ def test_byte_offset_and_empty_arrays_reach_the_api():
             FakeTensor(shape=(), dtype=F64).capsule(), FakeTensor(dtype=F16).capsule(),
             FakeTensor(dtype=BF16).capsule()]
     with pytest.raises(RuntimeError, match=NO_CUDA):
-        _core.cuda_clip_by_value_(caps, -1.0, 1.0, 0)
+        gradcore.clip_by_value_(caps, 1.0)
 
 
-def test_bad_capsules_and_items():
+def test_bad_capsules_and_items(fake_allocation):
     with pytest.raises(ValueError, match=r"arrays\[0\]: DLPack ABI version 2.0 is not supported"):
-        _core.cuda_clip_by_value_([FakeTensor(versioned=True, version=(2, 0)).capsule()], -1.0, 1.0, 0)
+        gradcore.clip_by_value_([FakeTensor(versioned=True, version=(2, 0)).capsule()], 1.0)
     other = _capsule_new(FAKE_PTR, b"something_else", None)
     with pytest.raises(TypeError, match=r"arrays\[0\]: PyCapsule 'something_else' is not a DLPack tensor"):
-        _core.cuda_clip_by_value_([other], -1.0, 1.0, 0)
-    with pytest.raises(TypeError, match=r"arrays\[1\]: expected a CUDA device array as a DLPack capsule"):
-        _core.cuda_clip_by_value_([item(), np.ones(3)], -1.0, 1.0, 0)
-    with pytest.raises(TypeError, match=r"arrays must be a sequence"):
-        _core.cuda_clip_by_value_(5, -1.0, 1.0, 0)
+        gradcore.clip_by_value_([other], 1.0)
+    with pytest.raises(TypeError, match=r"arrays must be an array or a sequence of arrays, got int"):
+        gradcore.clip_by_value_(5, 1.0)
     with pytest.raises(ValueError, match=r"negative extent"):
-        _core.cuda_clip_by_value_([item(shape=(3, -1))], -1.0, 1.0, 0)
+        gradcore.clip_by_value_([cai(shape=(3, -1))], 1.0)
     with pytest.raises(ValueError, match=r"too large"):
-        _core.cuda_clip_by_value_([item(shape=(2**40, 2**40))], -1.0, 1.0, 0)
+        gradcore.clip_by_value_([cai(shape=(2**40, 2**40))], 1.0)
     with pytest.raises(ValueError, match=r"2 strides for shape \(3,\)"):
-        _core.cuda_clip_by_value_([item(shape=(3,), strides=(4, 4))], -1.0, 1.0, 0)
-    with pytest.raises(TypeError, match=r"stream must be an int"):
-        _core.cuda_clip_by_value_([item()], -1.0, 1.0, None)
+        gradcore.clip_by_value_([cai(shape=(3,), strides=(4, 4))], 1.0)
     with pytest.raises(ValueError, match=r"ord must be"):
-        _core.cuda_global_norm([item()], 0.0, item(()), 0)
-    with pytest.raises(ValueError, match=r"out has 2 elements, expected 1"):
-        _core.cuda_global_norm([item()], 2.0, item((2,), "float64"), 0)
-    with pytest.raises(TypeError, match=r"out: dtype float32 is not supported \(expected float64\)"):
-        _core.cuda_global_norm([item()], 2.0, item((), "float32"), 0)
+        gradcore.global_norm([cai()], 0.0)
+    with pytest.raises(ValueError, match=r"total_norm has 2 elements, expected 1"):
+        gradcore.clip_by_global_norm_([cai()], 1.0, total_norm=cai((2,), "float64"))
+    with pytest.raises(TypeError, match=r"total_norm: dtype float32 is not supported \(expected float64\)"):
+        gradcore.clip_by_global_norm_([cai()], 1.0, total_norm=cai((), "float32"))
     with pytest.raises(ValueError, match=r"nonfinite must be one of"):
-        _core.cuda_clip_by_global_norm_([item()], 1.0, 2.0, 1e-6, "ignore", None, item((), "float64"), None, 0)
+        gradcore.clip_by_global_norm_([cai()], 1.0, nonfinite="ignore")
 
 
 def test_capsules_are_taken_only_when_every_argument_passed():
     good, bad = FakeTensor(), FakeTensor(dtype=I32)
     c1, c2 = good.capsule(), bad.capsule()
     with pytest.raises(TypeError):
-        _core.cuda_clip_by_value_([c1, c2], -1.0, 1.0, 0)
+        gradcore.clip_by_value_([c1, c2], 1.0)
     assert (capsule_name(c1), capsule_name(c2)) == ("dltensor", "dltensor")
     assert good.deleted == bad.deleted == 0
 
@@ -439,39 +452,16 @@ def test_taken_capsules_are_renamed_and_deleted_once_after_the_call():
     a, b = FakeTensor(), FakeTensor(versioned=True)
     ca, cb = a.capsule(), b.capsule()
     with pytest.raises(RuntimeError, match=NO_CUDA):
-        _core.cuda_clip_by_value_([ca, cb, ca], -1.0, 1.0, 0)  # ca twice: taken once
+        gradcore.clip_by_value_([ca, cb, ca], 1.0)  # ca twice: taken once
     assert capsule_name(ca) == "used_dltensor" and capsule_name(cb) == "used_dltensor_versioned"
     assert a.deleted == 1 and b.deleted == 1
     with pytest.raises(ValueError, match=r"arrays\[0\]: this DLPack capsule was already consumed"):
-        _core.cuda_clip_by_value_([ca], -1.0, 1.0, 0)
-    # a prepared list owns its tensors until it goes away
-    c = FakeTensor()
-    handle, device = _core.cuda_arrays([c.capsule()], "arrays", True, "float")
-    assert device == 0 and c.deleted == 0
-    for _ in range(2):
-        with pytest.raises(RuntimeError, match=NO_CUDA):
-            _core.cuda_clip_by_value_(handle, -1.0, 1.0, 0)
-    assert c.deleted == 0
-    del handle
-    gc.collect()
-    assert c.deleted == 1
-    # through the public function
+        gradcore.clip_by_value_([ca], 1.0)
     d = FakeDLPack()
     with pytest.raises(RuntimeError, match=NO_CUDA):
         gradcore.clip_by_value_([d], 1.0)
     gc.collect()
     assert d.tensor.deleted == 1 and capsule_name(d.capsules[0]) == "used_dltensor"
-
-
-def test_prepared_lists_keep_their_access_and_dtypes():
-    handle, device = _core.cuda_arrays([item(), item()], "arrays", False, "float")
-    assert device == 0
-    with pytest.raises(ValueError, match=r"arrays was prepared for reading"):
-        _core.cuda_clip_by_value_(handle, -1.0, 1.0, 0)
-    handle, device = _core.cuda_arrays([item(device=-1)], "arrays", True, "float")
-    assert device == -1
-    with pytest.raises(ValueError, match=r"dtypes must be 'float'"):
-        _core.cuda_arrays([item()], "arrays", True, "int")
 
 
 def test_producers_are_told_the_legacy_default_stream():
@@ -480,7 +470,6 @@ def test_producers_are_told_the_legacy_default_stream():
         gradcore.global_norm([d])
     # DLPack: stream 1 is the legacy default stream; a versioned capsule is asked for
     assert d.exports == [{"stream": 1, "max_version": (1, 1)}]
-    assert _device.dlpack_stream(0) == 1 and _device.dlpack_stream(12345) == 12345
 
 
 def test_cuda_array_interface_stream_waits_after_validation():
@@ -499,104 +488,73 @@ def test_cuda_array_interface_stream_wait_reaches_the_api():
         gradcore.clip_by_value_([FakeCAIOnDevice(stream=7)], 1.0)
 
 
+def _p(k):
+    return FAKE_PTR + (k << 12)  # distinct fake pointers
+
+
 @reaches_api
 @pytest.mark.parametrize("call", [
     lambda: gradcore.clip_by_value_([FakeCAIOnDevice(), FakeDLPack(dtype=F16), FakeCAI()], 1.0),
     lambda: gradcore.clip_by_value_(FakeDLPack(), min=-1.0),
     lambda: gradcore.adaptive_clip_([FakeCAIOnDevice(shape=(4, 5))], [FakeDLPack(shape=(4, 5))], unit_axis=1),
-    lambda: _core.cuda_global_norm([FakeTensor().capsule()], 2.0, item((), "float64"), 0),
-    lambda: _core.cuda_norms([item(), item()], 3.0, item((2,), "float64"), 0),
-    lambda: _core.cuda_grad_stats([item()], item((1,), "float64"), item((1,), "float64"), item((1,), "int64"), 0),
-    lambda: _core.cuda_scale_([item()], 0.5, 0),
-    lambda: _core.cuda_zero_nonfinite_([item()], None, 0),
-    lambda: _core.cuda_clip_by_norm_([item()], 1.0, 2.0, 1e-6, item((1,), "float64"), 0),
-    lambda: _core.cuda_clip_by_global_norm_([item()], 1.0, 2.0, 1e-6, "zero", item((), "float64"),
-                                            item((), "float64", ptr=FAKE_PTR + 64), None, 0),
-    lambda: _core.cuda_dense_forward(item((2, 3)), item((4, 3), ptr=FAKE_PTR + 64), item((4,), ptr=FAKE_PTR + 128),
-                                     item((2, 4), ptr=FAKE_PTR + 256), "tanh", 0.0, 0),
-    lambda: _core.cuda_dense_backward(item((2, 4)), item((2, 3), ptr=FAKE_PTR + 64), item((4, 3), ptr=FAKE_PTR + 128),
-                                      item((2, 4), ptr=FAKE_PTR + 192), "relu", 0.0, False, None,
-                                      item((4, 3), ptr=FAKE_PTR + 256), None, 0),
-], ids=["clip_by_value_", "one array", "adaptive_clip_", "global_norm", "norms", "grad_stats", "scale_",
-        "zero_nonfinite_", "clip_by_norm_", "clip_by_global_norm_", "dense_forward", "dense_backward"])
-def test_valid_calls_reach_the_api_and_fail_cleanly_without_cuda(call):
+    lambda: gradcore.global_norm([FakeTensor().capsule()]),
+    lambda: gradcore.norms([cai(), cai()], 3.0),
+    lambda: gradcore.grad_stats([cai()]),
+    lambda: gradcore._core.zero_nonfinite_([cai()]),
+    lambda: gradcore.clip_by_norm_([cai()], 1.0),
+    lambda: gradcore.clip_by_global_norm_([cai()], 1.0, nonfinite="zero", total_norm=cai((), "float64", ptr=_p(9))),
+    lambda: gradcore.clip_by_global_norm_([cai()], 1.0, total_norm=2.0),
+    lambda: gradcore.dense_forward(cai((2, 3)), cai((4, 3), ptr=_p(1)), cai((4,), ptr=_p(2)), "tanh"),
+    lambda: gradcore.dense_backward(cai((2, 4)), cai((2, 3), ptr=_p(1)), cai((4, 3), ptr=_p(2)),
+                                    cai((2, 4), ptr=_p(3)), "relu", has_bias=False, need_grad_x=False),
+    lambda: gradcore.rnn_forward(cai((3, 2, 5)), None, cai((16, 5), ptr=_p(1)), cai((16, 4), ptr=_p(2)),
+                                 cai((16,), ptr=_p(3))),
+], ids=["clip_by_value_", "one array", "adaptive_clip_", "global_norm", "norms", "grad_stats",
+        "zero_nonfinite_", "clip_by_norm_", "clip_by_global_norm_", "total on the host", "dense_forward",
+        "dense_backward", "rnn_forward"])
+def test_valid_calls_reach_the_api_and_fail_cleanly_without_cuda(call, fake_allocation):
     with pytest.raises(RuntimeError, match=NO_CUDA):
         call()
 
 
-def _rnn_state(cell="lstm", T=3, B=2, I=5, H=4, dtype="float32", **override):
-    G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}.get(cell, 4)
-    p = iter(range(FAKE_PTR, FAKE_PTR + (1 << 20), 1 << 12))  # distinct fake pointers
-    st = dict(cell=cell, x=item((T, B, I), dtype, ptr=next(p)), weight_ih=item((G * H, I), dtype, ptr=next(p)),
-              weight_hh=item((G * H, H), dtype, ptr=next(p)), bias_ih=item((G * H,), dtype, ptr=next(p)),
-              bias_hh=None, hs=item((T + 1, B, H), dtype, ptr=next(p)),
-              cs=item((T + 1, B, H), dtype, ptr=next(p)) if cell == "lstm" else None,
-              gates=item((T, B, G * H), dtype, ptr=next(p)) if cell in ("lstm", "gru") else None,
-              gh_n=item((T, B, H), dtype, ptr=next(p)) if cell == "gru" else None)
-    st.update(override)
-    return tuple(st[k] for k in ("cell", "x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "hs", "cs",
-                                 "gates", "gh_n"))
+def test_results_are_allocated_in_the_callers_library(fake_allocation):
+    """What each function asks the caller's library for, before the C++ API refuses."""
+    for call in (lambda: gradcore.global_norm([cai()]), lambda: gradcore.norms([cai(), cai()]),
+                 lambda: gradcore.grad_stats([cai()]), lambda: gradcore._core.zero_nonfinite_([cai()]),
+                 lambda: gradcore.clip_by_global_norm_([cai()], 1.0, total_norm=2.0)):
+        with pytest.raises(RuntimeError, match=NO_CUDA):
+            call()
+    assert fake_allocation.made == [
+        ("global_norm", (), "float64", False), ("norms", (2,), "float64", False),
+        ("grad_stats", (1,), "float64", False), ("grad_stats", (1,), "float64", False),
+        ("grad_stats", (1,), "int64", False), ("zero_nonfinite_", (), "int64", True),
+        ("clip_by_global_norm_", (), "float64", False),  # the given total, filled on the device
+        ("clip_by_global_norm_", (), "float64", False), ("clip_by_global_norm_", (), "float64", False)]
 
 
-def test_rnn_bindings_check_shapes_and_dtypes():
+def test_rnn_checks_shapes_and_dtypes(fake_allocation):
+    x, wih, whh = cai((3, 2, 5)), cai((16, 5), ptr=_p(1)), cai((16, 4), ptr=_p(2))
     with pytest.raises(ValueError, match=r"weight_ih has shape \(16, 6\), expected \(16, 5\)"):
-        _core.cuda_rnn_forward(_rnn_state(weight_ih=item((16, 6))), 0)
-    with pytest.raises(ValueError, match=r"cs is required for cell 'lstm'"):
-        _core.cuda_rnn_forward(_rnn_state(cs=None), 0)
-    with pytest.raises(ValueError, match=r"gates must be None for cell 'rnn_tanh'"):
-        _core.cuda_rnn_forward(_rnn_state("rnn_tanh", gates=item((3, 2, 4))), 0)
+        gradcore.rnn_forward(x, None, cai((16, 6), ptr=_p(1)), whh)
     with pytest.raises(TypeError, match=r"x: dtype float16 is not supported"):
-        _core.cuda_rnn_forward(_rnn_state(x=item((3, 2, 5), "float16")), 0)
-    with pytest.raises(TypeError, match=r"x and weight_hh must have the same dtype"):
-        _core.cuda_rnn_forward(_rnn_state(weight_hh=item((16, 4), "float64")), 0)
-    with pytest.raises(ValueError, match=r"hs is read-only"):
-        _core.cuda_rnn_forward(_rnn_state(hs=item((4, 2, 4), readonly=True)), 0)
+        gradcore.rnn_forward(cai((3, 2, 5), "float16"), None, wih, whh)
+    with pytest.raises(TypeError, match=r"weight_hh has dtype float64 but x has float32"):
+        gradcore.rnn_forward(x, None, wih, cai((16, 4), "float64", ptr=_p(2)))
     with pytest.raises(ValueError, match=r"cell must be one of"):
-        _core.cuda_rnn_forward(_rnn_state(cell="lstm2"), 0)
+        gradcore.rnn_forward(x, None, wih, whh, cell="lstm2")
+    with pytest.raises(ValueError, match=r"c0 is only for cell='lstm'"):
+        gradcore.rnn_forward(x, None, cai((4, 5), ptr=_p(1)), cai((4, 4), ptr=_p(2)), cell="rnn_tanh",
+                             c0=cai((2, 4), ptr=_p(3)))
 
 
-def _rnn_grads(cell="lstm", T=3, B=2, I=5, H=4, dtype="float32"):
-    G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[cell]
-    base = FAKE_PTR + (1 << 24)
-    p = iter(range(base, base + (1 << 20), 1 << 12))
-    return (item((T, B, I), dtype, ptr=next(p)), item((B, H), dtype, ptr=next(p)),
-            item((B, H), dtype, ptr=next(p)) if cell == "lstm" else None,
-            item((G * H, I), dtype, ptr=next(p)), item((G * H, H), dtype, ptr=next(p)),
-            item((G * H,), dtype, ptr=next(p)), None, item((T,), "float64", ptr=next(p)))
-
-
-def test_rnn_backward_binding_checks():
-    gy = item((3, 2, 4), ptr=FAKE_PTR + (1 << 26))
-    with pytest.raises(ValueError, match=r"grad_y has shape \(3, 2, 5\), expected \(3, 2, 4\)"):
-        _core.cuda_rnn_backward(_rnn_state(), item((3, 2, 5)), None, None, 0.0, _rnn_grads(), 0)
-    with pytest.raises(ValueError, match=r"grad_c_n is only for cell='lstm'"):
-        _core.cuda_rnn_backward(_rnn_state("gru"), gy, None, item((2, 4)), 0.0, _rnn_grads("gru"), 0)
-    with pytest.raises(ValueError, match=r"clip_hidden must be >= 0"):
-        _core.cuda_rnn_backward(_rnn_state(), gy, None, None, -1.0, _rnn_grads(), 0)
-    with pytest.raises(ValueError, match=r"hidden_grad_norms has 3 elements, expected 2"):
-        _core.cuda_rnn_backward(_rnn_state(T=2), item((2, 2, 4)), None, None, 0.0, _rnn_grads(T=2)[:7] + (item((3,), "float64"),), 0)
-
-
-@reaches_api
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
-def test_rnn_bindings_reach_the_api(cell):
-    with pytest.raises(RuntimeError, match=NO_CUDA):
-        _core.cuda_rnn_forward(_rnn_state(cell), 0)
-    gy = item((3, 2, 4), ptr=FAKE_PTR + (1 << 26))
-    with pytest.raises(RuntimeError, match=NO_CUDA):
-        _core.cuda_rnn_backward(_rnn_state(cell), gy, None, None, 1.0, _rnn_grads(cell), 0)
-
-
-def test_dense_bindings_refuse_overlapping_outputs():
+def test_dense_refuses_overlapping_outputs():
     with pytest.raises(ValueError, match=r"out overlaps x"):
-        _core.cuda_dense_forward(item((2, 3)), item((4, 3), ptr=FAKE_PTR + 4096), None, item((2, 4)), "relu", 0.0, 0)
+        gradcore.dense_forward(cai((2, 3)), cai((4, 3), ptr=FAKE_PTR + 4096), out=cai((2, 4)))
     with pytest.raises(ValueError, match=r"grad_weight overlaps weight"):
-        _core.cuda_dense_backward(item((2, 4)), item((2, 3), ptr=FAKE_PTR + 64), item((4, 3), ptr=FAKE_PTR + 128),
-                                  item((2, 4), ptr=FAKE_PTR + 192), "relu", 0.0, False, None,
-                                  item((4, 3), ptr=FAKE_PTR + 128), None, 0)
+        gradcore.dense_backward(cai((2, 4)), cai((2, 3), ptr=_p(1)), cai((4, 3), ptr=_p(2)), cai((2, 4), ptr=_p(3)),
+                                has_bias=False, need_grad_x=False, grad_weight=cai((4, 3), ptr=_p(2)))
     with pytest.raises(ValueError, match=r"bias has shape \(5,\), expected \(4,\)"):
-        _core.cuda_dense_forward(item((2, 3)), item((4, 3), ptr=FAKE_PTR + 64), item((5,), ptr=FAKE_PTR + 128),
-                                 item((2, 4), ptr=FAKE_PTR + 256), "relu", 0.0, 0)
+        gradcore.dense_forward(cai((2, 3)), cai((4, 3), ptr=_p(1)), cai((5,), ptr=_p(2)), out=cai((2, 4), ptr=_p(3)))
 
 
 def test_public_scalar_arguments_are_checked_as_on_the_cpu():
@@ -651,10 +609,11 @@ def test_module_facts_without_a_gpu():
 
 
 # --------------------------------------------------------------------------- 1b. torch glue, stand-ins
-# torch CPU tensors dressed as CUDA tensors (is_cuda True, device 0), with torch's stream
-# and allocation replaced by CPU stand-ins: this runs gradcore's torch path (conversion,
-# allocation, dispatch, the drop-ins) up to the C++ API without a GPU. Their pointers are
-# host memory, so these tests never run where a GPU is usable.
+# torch CPU tensors dressed as CUDA tensors (is_cuda True, device 0, exported through
+# DLPack as CUDA memory), with torch's stream and allocation replaced by CPU stand-ins:
+# this runs gradcore's torch path (stream, allocation, device copies, the drop-ins) up to
+# the C++ API without a GPU. Their pointers are host memory, so these tests never run
+# where a GPU is usable.
 
 
 @pytest.fixture
@@ -662,6 +621,8 @@ def standin_torch(monkeypatch):
     if AVAILABLE:
         pytest.skip("a GPU is usable: host pointers must not reach a kernel")
     torch = pytest.importorskip("torch")
+    codes = {torch.float16: F16, torch.bfloat16: BF16, torch.float32: F32, torch.float64: F64,
+             torch.int64: I64}
 
     class StandIn(torch.Tensor):
         @property
@@ -671,28 +632,36 @@ def standin_torch(monkeypatch):
         def get_device(self):
             return 0
 
+        def __dlpack_device__(self):
+            return (2, 0)
+
+        def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+            if self.requires_grad:
+                raise BufferError("Can't export tensors that require gradient, use tensor.detach()")
+            t = FakeTensor(shape=tuple(self.shape), dtype=codes[self.dtype], device=(2, 0),
+                           strides=tuple(self.stride()), data=self.data_ptr(), versioned=True)
+            return t.capsule()
+
     StandIn.__module__ = "torch.standin"  # what gradcore's torch detection looks at
-
-    def empty(self, shape, dtype, index):
-        return torch.zeros(shape, dtype=self.dtypes[dtype]).as_subclass(StandIn)
-
-    monkeypatch.setattr(_device._Torch, "stream", lambda self, index: 0)
-    monkeypatch.setattr(_device._Torch, "empty", empty)
-    monkeypatch.setattr(_device._Torch, "full",
-                        lambda self, v, dtype, index: torch.full((), v, dtype=self.dtypes[dtype]).as_subclass(StandIn))
 
     def make(*shape, dtype=torch.float32):
         return torch.randn(shape).to(dtype).as_subclass(StandIn)
 
+    fake = FakeAllocation()
+    monkeypatch.setattr(_device_memory, "stream", lambda obj, index: 0)
+    monkeypatch.setattr(_device_memory, "empty", lambda obj, shape, dtype, device, purpose, zeroed=False:
+                        torch.zeros(tuple(shape), dtype=getattr(torch, dtype)).as_subclass(StandIn))
+    monkeypatch.setattr(_device_memory, "full", lambda obj, value, device, purpose:
+                        torch.full((), value, dtype=torch.float64).as_subclass(StandIn))
     make.StandIn = StandIn
     make.torch = torch
+    make.fake = fake
     return make
 
 
 def test_standin_torch_tensors_take_the_device_path(standin_torch):
     make, torch = standin_torch, standin_torch.torch
     a, b = make(3, 4), make(5, dtype=torch.bfloat16)
-    assert _device.is_device_array(a)
     p = torch.nn.Parameter(make(2, 2))
     for call in (lambda: gradcore.global_norm([a, b, p]), lambda: gradcore.norms([a, b]),
                  lambda: gradcore.grad_stats([a]), lambda: gradcore.clip_by_value_([a, b], 0.5),
@@ -715,7 +684,7 @@ def test_standin_torch_tensors_are_validated(standin_torch):
         gradcore.global_norm([a, torch.ones(3)])
     with pytest.raises(TypeError, match=r"arrays\[1\]: dtype int64 is not supported"):
         gradcore.global_norm([a, torch.ones(3, dtype=torch.int64).as_subclass(standin_torch.StandIn)])
-    with pytest.raises(ValueError, match=r"arrays\[0\] must be C-contiguous \(shape \(4, 3\), strides \(4, 16\) bytes\)"):
+    with pytest.raises(ValueError, match=r"arrays\[0\] must be C-contiguous \(shape \(4, 3\), strides \(1, 4\) elements\)"):
         gradcore.clip_by_value_([a.t()], 1.0)
     with pytest.raises(ValueError, match=r"negative bit"):
         gradcore.global_norm([torch._neg_view(a)])

@@ -21,7 +21,7 @@ def stub_functions():
 def module_functions():
     out = {}
     for name in dir(_core):
-        if name.startswith("__") or not callable(getattr(_core, name)):
+        if name.startswith("__") or not callable(getattr(_core, name)) or isinstance(getattr(_core, name), type):
             continue
         first_line = (getattr(_core, name).__doc__ or "").strip().splitlines()[0]
         match = re.match(rf"{re.escape(name)}\((.*)\) ->", first_line)
@@ -61,3 +61,10 @@ def test_every_public_name_has_a_docstring():
     for name in gradcore.__all__:
         obj = getattr(gradcore, name)
         assert (obj.__doc__ or "").strip(), f"gradcore.{name} has no docstring"
+
+
+def test_core_stub_classes_match_the_compiled_module():
+    tree = ast.parse(open(os.path.join(PACKAGE, "_core.pyi")).read())
+    stubs = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    module = {name for name in dir(_core) if not name.startswith("__") and isinstance(getattr(_core, name), type)}
+    assert stubs == module

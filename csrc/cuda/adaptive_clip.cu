@@ -30,6 +30,7 @@
 #include "gradcore/norms.hpp"
 #include "multi_tensor.cuh"
 #include "norm_math.cuh"
+#include "runtime/argument_rules.hpp"
 
 namespace gradcore::cuda {
 namespace detail {
@@ -227,14 +228,12 @@ bool layout_matches(const UnitLayout& l, std::int64_t numel) {
 }  // namespace
 }  // namespace detail
 
-void adaptive_clip_(const DeviceTensor* grads, const DeviceTensor* params, const UnitLayout* layouts,
+void adaptive_clip_(const TensorView* grads, const TensorView* params, const UnitLayout* layouts,
                     std::size_t count, double clipping, double eps, Stream stream) {
     using namespace detail;
     check_stream(stream);
-    if (!(clipping >= 0.0) || clipping == HUGE_VAL) {
-        bad_argument("clipping must be a finite number >= 0, got " + std::to_string(clipping));
-    }
-    if (!(eps >= 0.0) || eps == HUGE_VAL) bad_argument("eps must be a finite number >= 0, got " + std::to_string(eps));
+    rules::finite_nonnegative(clipping, "clipping");
+    rules::finite_nonnegative(eps, "eps");
     check_list(grads, count, "grads");
     check_list(params, count, "params");
     if (count && !layouts) bad_argument("layouts is null");

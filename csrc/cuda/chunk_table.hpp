@@ -36,15 +36,7 @@ namespace gradcore::cuda::detail {
 // chunks, enough to fill any GPU, while a single array of a million still makes 31 blocks.
 constexpr std::int64_t kChunkElements = std::int64_t{1} << 15;
 
-inline std::size_t element_size(DType t) {
-    switch (t) {
-        case DType::float16:
-        case DType::bfloat16: return 2;
-        case DType::float32: return 4;
-        case DType::float64: return 8;
-    }
-    return 0;
-}
+inline std::size_t element_size(DType t) { return static_cast<std::size_t>(itemsize(t)); }
 
 // One chunk: a contiguous run of 1..kChunkElements elements of one array. 24 bytes.
 struct ChunkDesc {
@@ -64,7 +56,7 @@ struct ChunkTable {
 
 // The arrays must already be validated (numel >= 0, data set when numel > 0, count
 // below 2^32). Throws std::invalid_argument when the table would exceed 2^31 - 1 chunks.
-inline ChunkTable make_chunk_table(const DeviceTensor* arrays, std::size_t count,
+inline ChunkTable make_chunk_table(const TensorView* arrays, std::size_t count,
                                    std::int64_t chunk = kChunkElements) {
     ChunkTable t;
     std::int64_t total = 0;
@@ -184,7 +176,7 @@ struct UnitTables {
 };
 
 // Geometry of one pair (pure; validated layout with outer * units * inner > 0).
-inline UnitEntry make_unit_entry(const DeviceTensor& grad, const DeviceTensor& param,
+inline UnitEntry make_unit_entry(const TensorView& grad, const TensorView& param,
                                  const UnitLayout& l) {
     UnitEntry e{};
     e.grad = grad.data;
@@ -210,7 +202,7 @@ inline UnitEntry make_unit_entry(const DeviceTensor& grad, const DeviceTensor& p
 }
 
 // Validated lists of `count` pairs; pairs with no elements are left out.
-inline UnitTables make_unit_tables(const DeviceTensor* grads, const DeviceTensor* params,
+inline UnitTables make_unit_tables(const TensorView* grads, const TensorView* params,
                                    const UnitLayout* layouts, std::size_t count) {
     UnitTables t;
     for (std::size_t i = 0; i < count; ++i) {

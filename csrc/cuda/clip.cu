@@ -22,6 +22,7 @@
 #include "gradcore/norms.hpp"
 #include "multi_tensor.cuh"
 #include "norm_math.cuh"
+#include "runtime/argument_rules.hpp"
 
 namespace gradcore::cuda {
 namespace detail {
@@ -192,19 +193,11 @@ __global__ void global_refactor_kernel(const double* total, const int* zero_flag
     if (factor_out != nullptr) *factor_out = f;
 }
 
-void check_max_norm(double max_norm) {
-    if (!(max_norm >= 0.0)) bad_argument("max_norm must be >= 0 (and not NaN), got " + std::to_string(max_norm));
-}
-
-void check_eps(double eps) {
-    if (!(eps >= 0.0) || eps == HUGE_VAL) bad_argument("eps must be a finite number >= 0, got " + std::to_string(eps));
-}
-
 // The one-pass in-place functions: the chunk table of a checked list uploaded on the
 // caller's stream, then launch(list, grid, stream) while the table's scratch lives;
 // nothing is enqueued for an empty list.
 template <class Launch>
-void one_pass(const DeviceTensor* arrays, std::size_t count, Stream stream, Launch&& launch) {
+void one_pass(const TensorView* arrays, std::size_t count, Stream stream, Launch&& launch) {
     DeviceGuard guard(stream.device);
     const cudaStream_t s = native(stream);
     const ChunkTable table = make_chunk_table(arrays, count);
@@ -219,7 +212,7 @@ void one_pass(const DeviceTensor* arrays, std::size_t count, Stream stream, Laun
 }  // namespace
 }  // namespace detail
 
-void scale_(const DeviceTensor* arrays, std::size_t count, double factor, Stream stream) {
+void scale_(const TensorView* arrays, std::size_t count, double factor, Stream stream) {
     using namespace detail;
     check_stream(stream);
     check_list(arrays, count, "arrays");
@@ -231,13 +224,10 @@ void scale_(const DeviceTensor* arrays, std::size_t count, double factor, Stream
     });
 }
 
-void clip_by_value_(const DeviceTensor* arrays, std::size_t count, double lo, double hi, Stream stream) {
+void clip_by_value_(const TensorView* arrays, std::size_t count, double lo, double hi, Stream stream) {
     using namespace detail;
     check_stream(stream);
-    if (lo != lo || hi != hi || lo > hi) {
-        bad_argument("clip bounds must satisfy min <= max (and not be NaN), got min=" + std::to_string(lo) +
-                     ", max=" + std::to_string(hi));
-    }
+    rules::clip_bounds(lo, hi);
     check_list(arrays, count, "arrays");
     one_pass(arrays, count, stream, [&](const DeviceList& list, unsigned grid, cudaStream_t s) {
         clamp_kernel<<<grid, kThreads, 0, s>>>(list.chunks, list.nchunks, lo, hi);
@@ -245,7 +235,7 @@ void clip_by_value_(const DeviceTensor* arrays, std::size_t count, double lo, do
     });
 }
 
-void zero_nonfinite_(const DeviceTensor* arrays, std::size_t count, std::int64_t* count_out, Stream stream) {
+void zero_nonfinite_(const TensorView* arrays, std::size_t count, std::int64_t* count_out, Stream stream) {
     using namespace detail;
     check_stream(stream);
     check_list(arrays, count, "arrays");
@@ -255,12 +245,12 @@ void zero_nonfinite_(const DeviceTensor* arrays, std::size_t count, std::int64_t
     });
 }
 
-void clip_by_norm_(const DeviceTensor* arrays, std::size_t count, double max_norm, double ord, double eps,
+void clip_by_norm_(const TensorView* arrays, std::size_t count, double max_norm, double ord, double eps,
                    double* norms_out, Stream stream) {
     using namespace detail;
     check_stream(stream);
-    check_max_norm(max_norm);
-    check_eps(eps);
+    rules::nonnegative(max_norm, "max_norm");
+    rules::finite_nonnegative(eps, "eps");
     const Order order = parse_order(ord);
     check_list(arrays, count, "arrays");
     if (count == 0) return;
@@ -283,13 +273,13 @@ void clip_by_norm_(const DeviceTensor* arrays, std::size_t count, double max_nor
     check_launch("gradcore scale kernel");
 }
 
-void clip_by_global_norm_(const DeviceTensor* arrays, std::size_t count, double max_norm, double ord,
+void clip_by_global_norm_(const TensorView* arrays, std::size_t count, double max_norm, double ord,
                           double eps, NonFinitePolicy policy, const double* given_total, double* total_out,
                           double* factor_out, Stream stream) {
     using namespace detail;
     check_stream(stream);
-    check_max_norm(max_norm);
-    check_eps(eps);
+    rules::nonnegative(max_norm, "max_norm");
+    rules::finite_nonnegative(eps, "eps");
     const Order order = parse_order(ord);
     check_list(arrays, count, "arrays");
     if (static_cast<unsigned>(policy) > static_cast<unsigned>(NonFinitePolicy::zero)) {

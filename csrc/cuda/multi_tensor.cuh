@@ -65,11 +65,11 @@ inline void check_stream(Stream s) {
 }
 
 // Every array of a list: a size >= 0, data for a non-empty array, a known dtype.
-inline void check_list(const DeviceTensor* arrays, std::size_t count, const char* name) {
+inline void check_list(const TensorView* arrays, std::size_t count, const char* name) {
     if (count && !arrays) bad_argument(std::string(name) + " is null");
     if (count > 0xffffffffu) bad_argument(std::string(name) + ": too many arrays");
     for (std::size_t i = 0; i < count; ++i) {
-        const DeviceTensor& t = arrays[i];
+        const TensorView& t = arrays[i];
         const std::string label = std::string(name) + "[" + std::to_string(i) + "]";
         if (t.numel < 0) bad_argument(label + ": numel must be >= 0, got " + std::to_string(t.numel));
         if (t.numel > 0 && !t.data) bad_argument(label + ": data is null");

@@ -261,7 +261,7 @@ void enqueue_list_norms(const DeviceList& list, Order order, bool per_tensor, do
 namespace {
 
 // The common part of global_norm and norms.
-void list_norms(const DeviceTensor* arrays, std::size_t count, double ord, double* out,
+void list_norms(const TensorView* arrays, std::size_t count, double ord, double* out,
                 bool per_tensor, Stream stream) {
     check_stream(stream);
     check_list(arrays, count, "arrays");
@@ -284,16 +284,16 @@ void list_norms(const DeviceTensor* arrays, std::size_t count, double ord, doubl
 }  // namespace
 }  // namespace detail
 
-void global_norm(const DeviceTensor* arrays, std::size_t count, double ord, double* total_out,
+void global_norm(const TensorView* arrays, std::size_t count, double ord, double* total_out,
                  Stream stream) {
     detail::list_norms(arrays, count, ord, total_out, false, stream);
 }
 
-void norms(const DeviceTensor* arrays, std::size_t count, double ord, double* out, Stream stream) {
+void norms(const TensorView* arrays, std::size_t count, double ord, double* out, Stream stream) {
     detail::list_norms(arrays, count, ord, out, true, stream);
 }
 
-void grad_stats(const DeviceTensor* arrays, std::size_t count, double* l2_out, double* max_abs_out,
+void grad_stats(const TensorView* arrays, std::size_t count, double* l2_out, double* max_abs_out,
                 std::int64_t* nonfinite_out, Stream stream) {
     using namespace detail;
     check_stream(stream);

@@ -221,8 +221,8 @@ struct Dims {
 
 // Sizes >= 0, gate count of a known cell, every GEMM dimension within int and every
 // array's byte size within int64.
-template <class T>
-Dims check_dims(const RnnForward<T>& f) {
+template <class View>  // RnnForward or RnnStates
+Dims check_dims(const View& f) {
     runtime::require_size(f.steps, "steps");
     runtime::require_size(f.batch, "batch");
     runtime::require_size(f.input, "input");
@@ -323,7 +323,7 @@ void copy_or_zero(T* dst, const T* src, std::int64_t n, cudaStream_t s) {
 
 template <class T>
 void backward(const RnnBackward<T>& bw, Stream stream) {
-    const RnnForward<T>& f = bw.forward;
+    const RnnStates<T>& f = bw.states;
     const Dims d = check_dims(f);
     const bool lstm = f.cell == Cell::lstm, gru = f.cell == Cell::gru, plain = !lstm && !gru;
     const std::int64_t Tn = d.steps, B = d.batch, I = d.input, H = d.hidden, GH = d.gh, BH = d.bh, TB = d.tb;

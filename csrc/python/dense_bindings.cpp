@@ -1,235 +1,245 @@
-// Bindings of matmul and the dense layer: dtype, shape and buffer checks, then the C++
-// API with the GIL released. Inputs may have any strides (the GEMM packs them);
-// outputs must be writeable and C-contiguous.
+// Bindings of matmul and the dense layer, one per operation: the shape, dtype, buffer and
+// accumulate rules are written here once for both devices; then the CPU library or the
+// CUDA backend runs with the GIL released. On the CPU inputs may have any strides (the
+// GEMM packs them); outputs are C-contiguous, given or allocated on the call's device.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
+#include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "array_arg.hpp"
 #include "parse_args.hpp"
+#include "gradcore/cuda.hpp"
 #include "gradcore/dense.hpp"
-#include "ndarray_util.hpp"
 
 namespace gradcore::python {
-namespace py = pybind11;
 namespace {
 
-int float_num(const py::array& a, const char* name) {
-    const int num = a.dtype().num();
-    if (num != kNpyFloat && num != kNpyDouble) {
-        throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(a.dtype())) +
-                             " is not supported (expected float32 or float64)");
-    }
-    return num;
-}
+using Release = py::gil_scoped_release;
 
-void same_dtype(const py::array& a, const char* an, const py::array& b, const char* bn) {
-    if (float_num(b, bn) != float_num(a, an)) {
-        throw py::type_error(std::string(an) + " and " + bn + " must have the same dtype, got " +
-                             std::string(py::str(a.dtype())) + " and " + std::string(py::str(b.dtype())));
+void same_dtype(const ArrayArg& a, const char* an, const ArrayArg& b, const char* bn) {
+    if (a.dtype != b.dtype) {
+        throw py::type_error(std::string(an) + " and " + bn + " must have the same dtype, got " + dtype_name(a.dtype) +
+                             " and " + dtype_name(b.dtype));
     }
 }
 
-void require_ndim(const py::array& a, const char* name, py::ssize_t ndim) {
-    if (a.ndim() != ndim) {
-        throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " + shape_of(a));
+void require_ndim(const ArrayArg& a, const char* name, std::size_t ndim) {
+    if (a.shape.size() != ndim) {
+        throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " +
+                              shape_str(a.shape));
     }
 }
 
-// Strides in elements; arrays that are misaligned (data or byte strides not whole
-// elements) or in the other byte order are copied.
+void require_shape(const ArrayArg& a, const char* name, const std::vector<std::int64_t>& shape) {
+    if (a.shape != shape) {
+        throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + ", expected " +
+                              shape_str(shape));
+    }
+}
+
+using Named = std::pair<const ArrayArg*, const char*>;
+
+// An output must not share memory with an input (the kernels read one while writing the
+// other), nor with another output.
+void refuse_overlaps(std::initializer_list<Named> outputs, std::initializer_list<Named> inputs) {
+    for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+        if (!o->first) continue;
+        for (const Named& i : inputs) {
+            if (i.first && o->first->overlaps(*i.first)) {
+                throw py::value_error(std::string(o->second) + " overlaps " + i.second +
+                                      "; pass a separate output buffer");
+            }
+        }
+        for (auto p = outputs.begin(); p != o; ++p) {
+            if (p->first && o->first->overlaps(*p->first)) {
+                throw py::value_error(std::string(o->second) + " overlaps " + p->second +
+                                      "; pass a separate output buffer");
+            }
+        }
+    }
+}
+
+// A 2-D (or 1-D: one column) array as a matrix, strides in elements. A stride along an
+// extent <= 1 is never used, and NumPy may give it any value: normalised.
 template <class T>
-MatrixRef<const T> input_matrix(py::array& a, bool transpose) {
-    const auto item = static_cast<py::ssize_t>(sizeof(T));
-    if (!is_aligned(a) || !is_native_byte_order(a)) a = contiguous_input(a);
-    // A stride along a dimension of extent <= 1 is never used, and NumPy may give it any
-    // value (it still calls such arrays contiguous): normalise it.
-    MatrixRef<const T> m{static_cast<const T*>(a.data()), a.shape(0), a.shape(1),
-                         a.shape(0) > 1 ? a.strides(0) / item : a.shape(1),
-                         a.shape(1) > 1 ? a.strides(1) / item : 1};
+MatrixRef<T> matrix(const ArrayArg& a, bool transpose = false) {
+    const std::int64_t rows = a.shape[0], cols = a.shape.size() > 1 ? a.shape[1] : 1;
+    std::int64_t rs = cols, cs = 1;
+    if (!a.strides.empty()) {
+        rs = rows > 1 ? a.strides[0] : cols;
+        cs = a.shape.size() > 1 && cols > 1 ? a.strides[1] : 1;
+    }
+    MatrixRef<T> m{static_cast<T*>(a.data), rows, cols, rs, cs};
     if (transpose) m = {m.data, m.cols, m.rows, m.cs, m.rs};
     return m;
 }
 
 template <class T>
-MatrixRef<T> output_matrix(py::array& a) {
-    return {static_cast<T*>(a.mutable_data()), a.shape(0), a.shape(1), a.ndim() == 2 ? a.shape(1) : 1, 1};
+T* data_or_null(const std::optional<ArrayArg>& a) {
+    return a ? static_cast<T*>(a->data) : nullptr;
 }
 
-// A caller-provided output: right dtype, shape, writeable, C-contiguous.
-py::array checked_output(py::handle obj, const char* name, const py::array& like,
-                         std::initializer_list<py::ssize_t> shape) {
-    if (!py::isinstance<py::array>(obj)) {
-        throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " +
-                             std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
-    }
-    py::array a = py::reinterpret_borrow<py::array>(obj);
-    same_dtype(like, "the inputs", a, name);
-    const std::vector<py::ssize_t> want(shape);
-    bool ok = a.ndim() == static_cast<py::ssize_t>(want.size());
-    for (std::size_t i = 0; ok && i < want.size(); ++i) ok = a.shape(i) == want[i];
-    if (!ok) throw py::value_error(std::string(name) + " has shape " + shape_of(a) + ", expected " + shape_str(want));
-    if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only");
-    if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
-    if (!is_aligned(a)) throw py::value_error(std::string(name) + " is not aligned to its item size");
-    if (!is_native_byte_order(a)) throw py::type_error(std::string(name) + " is not in native byte order");
+// A given output (dtype and shape of the result) or a new one on the call's device.
+ArrayArg output(Call& call, py::handle given, const char* name, const ArrayArg& like,
+                const std::vector<std::int64_t>& shape) {
+    if (given.is_none()) return call.new_array(shape, like.dtype, name);
+    ArrayArg a = call.array(given, name, Access::write, kLayerFloats);
+    same_dtype(like, "x", a, name);
+    require_shape(a, name, shape);
     return a;
 }
 
-// A new array of like's dtype, in native byte order (what the kernels write).
-py::array new_like(const py::array& like, std::initializer_list<py::ssize_t> shape) {
-    return py::array(native_dtype(like), std::vector<py::ssize_t>(shape));
+py::object matmul_binding(py::handle a_arg, py::handle b_arg, bool trans_a, bool trans_b, py::handle alpha_arg,
+                          py::handle beta_arg, py::handle out) {
+    const double alpha = real(alpha_arg, "alpha"), beta = real(beta_arg, "beta");
+    Call call("matmul", /*cpu_only=*/true);
+    const ArrayArg a = call.array(a_arg, "a", Access::read_strided, kLayerFloats);
+    const ArrayArg b = call.array(b_arg, "b", Access::read_strided, kLayerFloats);
+    same_dtype(a, "a", b, "b");
+    require_ndim(a, "a", 2);
+    require_ndim(b, "b", 2);
+    const std::int64_t M = trans_a ? a.shape[1] : a.shape[0], K = trans_a ? a.shape[0] : a.shape[1];
+    const std::int64_t Kb = trans_b ? b.shape[1] : b.shape[0], N = trans_b ? b.shape[0] : b.shape[1];
+    if (K != Kb) {
+        throw py::value_error("matmul: a has shape " + shape_str(a.shape) + (trans_a ? " (transposed)" : "") +
+                              " and b has shape " + shape_str(b.shape) + (trans_b ? " (transposed)" : "") +
+                              ": inner dimensions " + std::to_string(K) + " and " + std::to_string(Kb) + " differ");
+    }
+    if (out.is_none() && beta != 0.0) throw py::value_error("beta != 0 needs out= (the matrix to scale and add to)");
+    ArrayArg c = out.is_none() ? call.new_array({M, N}, a.dtype, "out") : call.array(out, "out", Access::write,
+                                                                                     kLayerFloats);
+    if (!out.is_none()) {
+        same_dtype(a, "a", c, "out");
+        require_shape(c, "out", {M, N});
+    }
+    // The GEMM reads a and b while it writes c: an out that overlaps them is computed in
+    // a copy (which beta reads) and copied back.
+    ArrayArg target = c;
+    if (c.overlaps(a) || c.overlaps(b)) {
+        target = call.new_array({M, N}, a.dtype, "out");
+        std::memcpy(target.data, c.data, static_cast<std::size_t>(c.numel * itemsize(c.dtype)));
+    }
+    with_float(a.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        const MatrixRef<const T> am = matrix<const T>(a, trans_a), bm = matrix<const T>(b, trans_b);
+        const MatrixRef<T> cm = matrix<T>(target);
+        Release release;
+        gemm(am, bm, cm, static_cast<T>(alpha), static_cast<T>(beta));
+    });
+    if (target.data != c.data) std::memcpy(c.data, target.data, static_cast<std::size_t>(c.numel * itemsize(c.dtype)));
+    return c.object;
 }
 
+py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::handle bias_arg, py::handle activation,
+                                 py::handle negative_slope, py::handle out) {
+    const Activation act = parse_activation(activation);
+    const double slope = real(negative_slope, "negative_slope");
+    Call call("dense_forward");
+    const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
+    const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
+    const std::optional<ArrayArg> bias = call.optional(bias_arg, "bias", Access::read, kLayerFloats);
+    same_dtype(x, "x", w, "weight");
+    require_ndim(x, "x", 2);
+    require_ndim(w, "weight", 2);
+    if (x.shape[1] != w.shape[1]) {
+        throw py::value_error("x has shape " + shape_str(x.shape) + " but weight has shape " + shape_str(w.shape) +
+                              " (expected (out_features, " + std::to_string(x.shape[1]) + "))");
+    }
+    const std::int64_t batch = x.shape[0], n_out = w.shape[0];
+    if (bias) {
+        same_dtype(x, "x", *bias, "bias");
+        require_shape(*bias, "bias", {n_out});
+    }
+    const ArrayArg y = output(call, out, "out", x, {batch, n_out});
+    refuse_overlaps({{&y, "out"}}, {{&x, "x"}, {&w, "weight"}, {bias ? &*bias : nullptr, "bias"}});
+    const bool cuda = call.on_cuda();
+    const std::optional<cuda::Stream> stream = cuda ? std::optional(call.stream()) : std::nullopt;
+    with_float(x.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        const DenseForward<T> f{matrix<const T>(x), matrix<const T>(w), data_or_null<const T>(bias), matrix<T>(y), act,
+                                slope};
+        Release release;
+        if (cuda) {
+            cuda::dense_forward(f, *stream);
+        } else {
+            dense_forward(f);
+        }
+    });
+    return y.object;
+}
+
+py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::handle weight_arg, py::handle y_arg,
+                                  py::handle activation, py::handle negative_slope, py::handle has_bias_arg,
+                                  py::handle need_grad_x_arg, py::handle accumulate_arg, py::handle grad_x_arg,
+                                  py::handle grad_weight_arg, py::handle grad_bias_arg) {
+    const Activation act = parse_activation(activation);
+    const double slope = real(negative_slope, "negative_slope");
+    const bool has_bias = truth(has_bias_arg), need_grad_x = truth(need_grad_x_arg);
+    const bool accumulate = truth(accumulate_arg);
+    Call call("dense_backward");
+    const ArrayArg gy = call.array(grad_y_arg, "grad_y", Access::read, kLayerFloats);
+    const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
+    const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
+    const ArrayArg y = call.array(y_arg, "y", Access::read, kLayerFloats);
+    same_dtype(x, "x", w, "weight");
+    same_dtype(x, "x", gy, "grad_y");
+    same_dtype(x, "x", y, "y");
+    for (auto [a, name] : {Named{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&y, "y"}}) require_ndim(*a, name, 2);
+    const std::int64_t batch = x.shape[0], n_in = x.shape[1], n_out = w.shape[0];
+    if (w.shape[1] != n_in) {
+        throw py::value_error("x has shape " + shape_str(x.shape) + " but weight has shape " + shape_str(w.shape) +
+                              " (expected (out_features, " + std::to_string(n_in) + "))");
+    }
+    require_shape(gy, "grad_y", {batch, n_out});
+    require_shape(y, "y", {batch, n_out});
+    const auto grad = [&](py::handle given, const char* name, const std::vector<std::int64_t>& shape) {
+        if (given.is_none() && accumulate) {
+            throw py::value_error(std::string("accumulate=True needs ") + name + "= to add into");
+        }
+        return output(call, given, name, x, shape);
+    };
+    std::optional<ArrayArg> gx, gb;
+    if (need_grad_x) gx = grad(grad_x_arg, "grad_x", {batch, n_in});
+    const ArrayArg gw = grad(grad_weight_arg, "grad_weight", {n_out, n_in});
+    if (has_bias) gb = grad(grad_bias_arg, "grad_bias", {n_out});
+    refuse_overlaps({{gx ? &*gx : nullptr, "grad_x"}, {&gw, "grad_weight"}, {gb ? &*gb : nullptr, "grad_bias"}},
+                    {{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&y, "y"}});
+    const bool cuda = call.on_cuda();
+    const std::optional<cuda::Stream> stream = cuda ? std::optional(call.stream()) : std::nullopt;
+    with_float(x.dtype, [&](auto tag) {
+        using T = decltype(tag);
+        DenseBackward<T> b{matrix<const T>(gy), matrix<const T>(x), matrix<const T>(w), matrix<const T>(y), act, slope,
+                           MatrixRef<T>{nullptr, batch, n_in, n_in, 1}, matrix<T>(gw), data_or_null<T>(gb),
+                           accumulate};
+        if (gx) b.grad_x = matrix<T>(*gx);
+        Release release;
+        if (cuda) {
+            cuda::dense_backward(b, *stream);
+        } else {
+            dense_backward(b);
+        }
+    });
+    const auto object = [](const std::optional<ArrayArg>& a) { return a ? a->object : py::none(); };
+    return py::make_tuple(object(gx), gw.object, object(gb));
+}
 
 }  // namespace
 
 void bind_dense(py::module_& m) {
-    // Testing hook: f(x) elementwise with the kernels' vector math, on a C-contiguous copy.
-    m.def("_vector_math", [](py::array x, const std::string& name) {
-        float_num(x, "x");
-        MathFunction fn;
-        if (name == "exp") {
-            fn = MathFunction::exp;
-        } else if (name == "tanh") {
-            fn = MathFunction::tanh;
-        } else if (name == "sigmoid") {
-            fn = MathFunction::sigmoid;
-        } else {
-            throw py::value_error("name must be 'exp', 'tanh' or 'sigmoid', got '" + name + "'");
-        }
-        py::array out = py::array::ensure(x, py::array::c_style | py::array::forcecast);
-        out = py::array(out.dtype(), std::vector<py::ssize_t>(out.shape(), out.shape() + out.ndim()),
-                        out.data());  // a fresh copy we may write
-        with_float(out, [&](auto tag) {
-            using T = decltype(tag);
-            T* p = static_cast<T*>(out.mutable_data());
-            const std::int64_t n = out.size();
-            py::gil_scoped_release release;
-            vector_math(p, n, fn);
-            return 0;
-        });
-        return out;
-    }, py::arg("x"), py::arg("name"));
-
-    m.def("matmul", [](py::array a, py::array b, bool trans_a, bool trans_b, double alpha, double beta,
-                       py::object out) {
-        same_dtype(a, "a", b, "b");
-        require_ndim(a, "a", 2);
-        require_ndim(b, "b", 2);
-        const py::ssize_t M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
-        const py::ssize_t Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
-        if (K != Kb) {
-            throw py::value_error("matmul: a has shape " + shape_of(a) + (trans_a ? " (transposed)" : "") +
-                                  " and b has shape " + shape_of(b) + (trans_b ? " (transposed)" : "") +
-                                  ": inner dimensions " + std::to_string(K) + " and " + std::to_string(Kb) +
-                                  " differ");
-        }
-        py::array c;
-        if (out.is_none()) {
-            if (beta != 0.0) throw py::value_error("beta != 0 needs out= (the matrix to scale and add to)");
-            c = new_like(a, {M, N});
-        } else {
-            c = checked_output(out, "out", a, {M, N});
-        }
-        with_float(a, [&](auto tag) {
-            using T = decltype(tag);
-            const MatrixRef<const T> am = input_matrix<T>(a, trans_a), bm = input_matrix<T>(b, trans_b);
-            const MatrixRef<T> cm = output_matrix<T>(c);
-            py::gil_scoped_release release;
-            gemm(am, bm, cm, static_cast<T>(alpha), static_cast<T>(beta));
-            return 0;
-        });
-        return c;
-    }, py::arg("a"), py::arg("b"), py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("beta"),
-       py::arg("out"));
-
-    m.def("dense_forward", [](py::array x, py::array weight, std::optional<py::array> bias,
-                              const std::string& activation, double negative_slope, py::object out) {
-        same_dtype(x, "x", weight, "weight");
-        require_ndim(x, "x", 2);
-        require_ndim(weight, "weight", 2);
-        if (x.shape(1) != weight.shape(1)) {
-            throw py::value_error("x has shape " + shape_of(x) + " but weight has shape " + shape_of(weight) +
-                                  " (expected (out_features, " + std::to_string(x.shape(1)) + "))");
-        }
-        const Activation act = parse_activation(activation);
-        const py::ssize_t batch = x.shape(0), n_out = weight.shape(0);
-        if (bias) {
-            same_dtype(x, "x", *bias, "bias");
-            if (bias->ndim() != 1 || bias->shape(0) != n_out) {
-                throw py::value_error("bias has shape " + shape_of(*bias) + ", expected (" + std::to_string(n_out) + ",)");
-            }
-            *bias = py::array::ensure(*bias, py::array::c_style);
-        }
-        py::array y = out.is_none() ? new_like(x, {batch, n_out}) : checked_output(out, "out", x, {batch, n_out});
-        with_float(x, [&](auto tag) {
-            using T = decltype(tag);
-            DenseForward<T> f{input_matrix<T>(x, false), input_matrix<T>(weight, false),
-                              bias ? static_cast<const T*>(bias->data()) : nullptr, output_matrix<T>(y), act,
-                              negative_slope};
-            py::gil_scoped_release release;
-            dense_forward(f);
-            return 0;
-        });
-        return y;
-    }, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("activation"), py::arg("negative_slope"),
-       py::arg("out"));
-
-    m.def("dense_backward", [](py::array grad_y, py::array x, py::array weight, py::array y,
-                               const std::string& activation, double negative_slope, bool has_bias,
-                               bool need_grad_x, bool accumulate, py::object grad_x_out,
-                               py::object grad_weight_out, py::object grad_bias_out) {
-        same_dtype(x, "x", weight, "weight");
-        same_dtype(x, "x", grad_y, "grad_y");
-        same_dtype(x, "x", y, "y");
-        for (auto [arr, name] : {std::pair<py::array*, const char*>{&grad_y, "grad_y"}, {&x, "x"},
-                                 {&weight, "weight"}, {&y, "y"}}) {
-            require_ndim(*arr, name, 2);
-        }
-        const Activation act = parse_activation(activation);
-        const py::ssize_t batch = x.shape(0), n_in = x.shape(1), n_out = weight.shape(0);
-        if (weight.shape(1) != n_in) {
-            throw py::value_error("x has shape " + shape_of(x) + " but weight has shape " + shape_of(weight) +
-                                  " (expected (out_features, " + std::to_string(n_in) + "))");
-        }
-        for (auto [arr, name] : {std::pair<py::array*, const char*>{&grad_y, "grad_y"}, {&y, "y"}}) {
-            if (arr->shape(0) != batch || arr->shape(1) != n_out) {
-                throw py::value_error(std::string(name) + " has shape " + shape_of(*arr) + ", expected (" +
-                                      std::to_string(batch) + ", " + std::to_string(n_out) + ")");
-            }
-            *arr = py::array::ensure(*arr, py::array::c_style);
-        }
-        auto output = [&](py::object given, const char* name, std::initializer_list<py::ssize_t> shape) {
-            if (!given.is_none()) return checked_output(given, name, x, shape);
-            if (accumulate) throw py::value_error(std::string("accumulate=True needs ") + name + "= to add into");
-            return new_like(x, shape);
-        };
-        py::object gx = py::none(), gb = py::none();
-        if (need_grad_x) gx = output(grad_x_out, "grad_x", {batch, n_in});
-        py::array gw = output(grad_weight_out, "grad_weight", {n_out, n_in});
-        if (has_bias) gb = output(grad_bias_out, "grad_bias", {n_out});
-        with_float(x, [&](auto tag) {
-            using T = decltype(tag);
-            DenseBackward<T> b{input_matrix<T>(grad_y, false), input_matrix<T>(x, false),
-                               input_matrix<T>(weight, false), input_matrix<T>(y, false), act, negative_slope,
-                               MatrixRef<T>{nullptr, batch, n_in, n_in, 1}, output_matrix<T>(gw), nullptr,
-                               accumulate};
-            if (need_grad_x) {
-                py::array gxa = py::reinterpret_borrow<py::array>(gx);
-                b.grad_x = output_matrix<T>(gxa);
-            }
-            if (has_bias) b.grad_bias = static_cast<T*>(py::reinterpret_borrow<py::array>(gb).mutable_data());
-            py::gil_scoped_release release;
-            dense_backward(b);
-            return 0;
-        });
-        return py::make_tuple(gx, gw, gb);
-    }, py::arg("grad_y"), py::arg("x"), py::arg("weight"), py::arg("y"), py::arg("activation"),
-       py::arg("negative_slope"), py::arg("has_bias"), py::arg("need_grad_x"), py::arg("accumulate"),
-       py::arg("grad_x"), py::arg("grad_weight"), py::arg("grad_bias"));
+    const auto none = py::none();
+    m.def("matmul", &matmul_binding, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
+          py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("out") = none);
+    m.def("dense_forward", &dense_forward_binding, py::arg("x"), py::arg("weight"), py::arg("bias") = none,
+          py::arg("activation") = "identity", py::arg("negative_slope") = 0.01, py::arg("out") = none);
+    m.def("dense_backward", &dense_backward_binding, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
+          py::arg("y"), py::arg("activation") = "identity", py::arg("negative_slope") = 0.01,
+          py::arg("has_bias") = true, py::arg("need_grad_x") = true, py::arg("accumulate") = false,
+          py::arg("grad_x") = none, py::arg("grad_weight") = none, py::arg("grad_bias") = none);
 }
 
 }  // namespace gradcore::python

@@ -4,7 +4,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "gradcore/cuda.hpp"
 #include "gradcore/runtime.hpp"
 
 namespace gradcore::python {
@@ -38,15 +37,6 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_num_threads", &get_num_threads);
     m.def("_version", &version);
     m.def("_compiler", &compiler);
-    m.def("_cuda_built", &cuda_built);
-    m.def("_cuda_device_count", [] {
-        py::gil_scoped_release release;
-        return cuda_device_count();
-    });
-    m.def("_cuda_self_test", [] {
-        py::gil_scoped_release release;
-        return cuda_self_test();
-    });
     m.def("_memory_probe", [](py::array_t<float, py::array::c_style> a, const std::string& mode) {
         if (mode == "read") {
             const float* p = a.data();

@@ -1,15 +1,18 @@
-// Bindings of the norm and clipping API: convert, validate, release the GIL, call.
+// Bindings of the norms and clipping, one per operation: each reads its arguments once
+// (array_arg.hpp for the arrays, parse_args.hpp for the scalars), routes on the device the
+// arrays live on to the CPU library or the CUDA backend, and releases the GIL around the
+// call. CUDA results stay on the device, as arrays of the caller's library; nothing here
+// waits for the GPU except nonfinite="error", which must read the total to raise.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
-#include <optional>
+#include <cmath>
 #include <string>
 #include <vector>
 
+#include "array_arg.hpp"
 #include "parse_args.hpp"
-#include "ndarray_util.hpp"
-#include "array_list.hpp"
+#include "gradcore/cuda.hpp"
 #include "gradcore/norms.hpp"
 
 namespace gradcore::python {
@@ -17,112 +20,280 @@ namespace {
 
 using Release = py::gil_scoped_release;
 
-py::array_t<double> new_vector(std::size_t n) { return py::array_t<double>(static_cast<py::ssize_t>(n)); }
+// gradcore._types.<name>: the result and exception classes of the Python API.
+py::object result_type(const char* name) {
+    // Leaked on purpose: a static py::object would be destroyed after the interpreter.
+    static py::object* module = new py::object(py::module_::import("gradcore._types"));
+    return module->attr(name);
+}
+
+[[noreturn]] void raise_nonfinite(py::object total) {
+    const py::object cls = result_type("NonFiniteGradientError");
+    const py::object exc = cls(total);
+    PyErr_SetObject(cls.ptr(), exc.ptr());
+    throw py::error_already_set();
+}
+
+py::array_t<double> host_doubles(std::size_t n) { return py::array_t<double>(static_cast<py::ssize_t>(n)); }
+
+template <class T>
+T* data_of(const ArrayArg& a) {
+    return static_cast<T*>(a.data);
+}
+
+// The unit layout of every (grads[i], params[i]) pair, which must have one shape.
+std::vector<UnitLayout> unit_layouts(const ArrayList& g, const ArrayList& p, int unit_axis) {
+    if (g.size() != p.size()) {
+        throw py::value_error("grads and params must have the same length, got " + std::to_string(g.size()) +
+                              " and " + std::to_string(p.size()));
+    }
+    std::vector<UnitLayout> layouts;
+    layouts.reserve(g.size());
+    for (std::size_t i = 0; i < g.size(); ++i) {
+        const std::vector<std::int64_t>& shape = g.arrays[i].shape;
+        if (shape != p.arrays[i].shape) {
+            throw py::value_error("grads[" + std::to_string(i) + "] has shape " + shape_str(shape) +
+                                  " but params[" + std::to_string(i) + "] has shape " +
+                                  shape_str(p.arrays[i].shape));
+        }
+        layouts.push_back(unit_layout(shape, unit_axis, i));
+    }
+    return layouts;
+}
+
+py::object global_norm_binding(py::handle arrays, py::handle ord_arg) {
+    const double ord = norm_order(ord_arg);
+    Call call("global_norm");
+    const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
+    if (call.on_cuda()) {
+        const ArrayArg total = call.device_array({}, DType::float64, "total");
+        const cuda::Stream stream = call.stream();
+        Release release;
+        cuda::global_norm(list.views.data(), list.size(), ord, data_of<double>(total), stream);
+        return total.object;
+    }
+    double total;
+    {
+        Release release;
+        total = global_norm(list.views.data(), list.size(), ord);
+    }
+    return py::float_(total);
+}
+
+py::object norms_binding(py::handle arrays, py::handle ord_arg) {
+    const double ord = norm_order(ord_arg);
+    Call call("norms");
+    const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
+    const auto n = static_cast<std::int64_t>(list.size());
+    if (call.on_cuda()) {
+        const ArrayArg out = call.device_array({n}, DType::float64, "out");
+        const cuda::Stream stream = call.stream();
+        Release release;
+        cuda::norms(list.views.data(), list.size(), ord, data_of<double>(out), stream);
+        return out.object;
+    }
+    py::array_t<double> out = host_doubles(list.size());
+    double* dst = out.mutable_data();
+    Release release;
+    norms(list.views.data(), list.size(), ord, dst);
+    return std::move(out);
+}
+
+py::object grad_stats_binding(py::handle arrays) {
+    Call call("grad_stats");
+    const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
+    const std::size_t n = list.size();
+    const py::object stats_type = result_type("GradStats");
+    if (call.on_cuda()) {
+        const auto count = static_cast<std::int64_t>(n);
+        const ArrayArg l2 = call.device_array({count}, DType::float64, "l2_norm");
+        const ArrayArg max_abs = call.device_array({count}, DType::float64, "max_abs");
+        const ArrayArg nonfinite = call.device_array({count}, DType::int64, "nonfinite");
+        const cuda::Stream stream = call.stream();
+        {
+            Release release;
+            cuda::grad_stats(list.views.data(), n, data_of<double>(l2), data_of<double>(max_abs),
+                             data_of<std::int64_t>(nonfinite), stream);
+        }
+        return stats_type(l2.object, max_abs.object, nonfinite.object);
+    }
+    std::vector<ArrayStats> stats(n);
+    {
+        Release release;
+        grad_stats(list.views.data(), n, stats.data());
+    }
+    py::array_t<double> l2 = host_doubles(n), max_abs = host_doubles(n);
+    py::array_t<std::int64_t> nonfinite(static_cast<py::ssize_t>(n));
+    for (std::size_t i = 0; i < n; ++i) {
+        l2.mutable_data()[i] = stats[i].l2_norm;
+        max_abs.mutable_data()[i] = stats[i].max_abs;
+        nonfinite.mutable_data()[i] = stats[i].nonfinite;
+    }
+    return stats_type(l2, max_abs, nonfinite);
+}
+
+py::object clip_by_value_binding(py::handle arrays, py::handle clip_value, py::handle min, py::handle max) {
+    double lo, hi;
+    if (!clip_value.is_none()) {
+        if (!min.is_none() || !max.is_none()) {
+            throw py::type_error("clip_by_value_: give either clip_value or min/max, not both");
+        }
+        const double bound = real(clip_value, "clip_value");
+        rules::nonnegative(bound, "clip_value");
+        lo = -bound;
+        hi = bound;
+    } else {
+        if (min.is_none() && max.is_none()) throw py::type_error("clip_by_value_: give clip_value, or min and/or max");
+        lo = min.is_none() ? -INFINITY : real(min, "min");
+        hi = max.is_none() ? INFINITY : real(max, "max");
+        rules::clip_bounds(lo, hi);
+    }
+    Call call("clip_by_value_");
+    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
+    if (call.on_cuda()) {
+        const cuda::Stream stream = call.stream();
+        Release release;
+        cuda::clip_by_value_(list.views.data(), list.size(), lo, hi, stream);
+    } else {
+        Release release;
+        clip_by_value_(list.views.data(), list.size(), lo, hi);
+    }
+    return list.sequence;
+}
+
+py::object zero_nonfinite_binding(py::handle arrays) {
+    Call call("zero_nonfinite_");
+    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
+    if (call.on_cuda()) {
+        const ArrayArg found = call.device_array({}, DType::int64, "count", /*zeroed=*/true);
+        const cuda::Stream stream = call.stream();
+        Release release;
+        cuda::zero_nonfinite_(list.views.data(), list.size(), data_of<std::int64_t>(found), stream);
+        return found.object;
+    }
+    std::int64_t found;
+    {
+        Release release;
+        found = zero_nonfinite_(list.views.data(), list.size());
+    }
+    return py::int_(found);
+}
+
+py::object clip_by_norm_binding(py::handle arrays, py::handle max_norm_arg, py::handle ord_arg, py::handle eps_arg) {
+    const double max_norm = real(max_norm_arg, "max_norm");
+    rules::nonnegative(max_norm, "max_norm");
+    const double ord = norm_order(ord_arg);
+    const double eps = real(eps_arg, "eps");
+    rules::finite_nonnegative(eps, "eps");
+    Call call("clip_by_norm_");
+    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
+    const auto n = static_cast<std::int64_t>(list.size());
+    if (call.on_cuda()) {
+        const ArrayArg out = call.device_array({n}, DType::float64, "norms");
+        const cuda::Stream stream = call.stream();
+        Release release;
+        cuda::clip_by_norm_(list.views.data(), list.size(), max_norm, ord, eps, data_of<double>(out), stream);
+        return out.object;
+    }
+    py::array_t<double> out = host_doubles(list.size());
+    double* dst = out.mutable_data();
+    Release release;
+    clip_by_norm_(list.views.data(), list.size(), max_norm, ord, eps, dst);
+    return std::move(out);
+}
+
+py::object clip_by_global_norm_binding(py::handle arrays, py::handle max_norm_arg, py::handle ord_arg,
+                                       py::handle eps_arg, py::handle nonfinite, py::handle total_norm) {
+    const NonFinitePolicy policy = parse_policy(nonfinite);
+    const double max_norm = real(max_norm_arg, "max_norm");
+    rules::nonnegative(max_norm, "max_norm");
+    const double ord = norm_order(ord_arg);
+    const double eps = real(eps_arg, "eps");
+    rules::finite_nonnegative(eps, "eps");
+    const bool given_on_host = !total_norm.is_none() && is_real_number(total_norm);
+    double given = 0.0;
+    if (given_on_host) {
+        given = real(total_norm, "total_norm");
+        rules::given_total(given);
+    }
+    Call call("clip_by_global_norm_");
+    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
+    if (call.on_cuda()) {
+        // A total given on the device is used there as it is: no host read.
+        std::optional<ArrayArg> given_total;
+        if (given_on_host) {
+            given_total = call.device_scalar(given, "total_norm");
+        } else if (!total_norm.is_none()) {
+            given_total = call.device_float64(total_norm, "total_norm");
+        }
+        const ArrayArg total = call.device_array({}, DType::float64, "total_norm");
+        const ArrayArg factor = call.device_array({}, DType::float64, "factor");
+        const cuda::Stream stream = call.stream();
+        {
+            Release release;
+            cuda::clip_by_global_norm_(list.views.data(), list.size(), max_norm, ord, eps, policy,
+                                       given_total ? data_of<const double>(*given_total) : nullptr,
+                                       data_of<double>(total), data_of<double>(factor), stream);
+        }
+        if (policy == NonFinitePolicy::error) {
+            const py::object value = result_type("host_float")(total.object);  // waits for the stream
+            if (!std::isfinite(value.cast<double>())) raise_nonfinite(value);
+        }
+        return result_type("DeviceClipResult")(total.object, factor.object);
+    }
+    if (!total_norm.is_none() && !given_on_host) {
+        throw py::type_error("total_norm must be a real number, got " + type_name_of(total_norm));
+    }
+    GlobalClipResult r;
+    {
+        Release release;
+        r = clip_by_global_norm_(list.views.data(), list.size(), max_norm, ord, eps, policy, given_on_host, given);
+    }
+    if (r.nonfinite && policy == NonFinitePolicy::error) raise_nonfinite(py::float_(r.total_norm));
+    return py::float_(r.total_norm);
+}
+
+py::object adaptive_clip_binding(py::handle grads, py::handle params, py::handle clipping_arg, py::handle eps_arg,
+                                 py::handle unit_axis_arg) {
+    const double clipping = real(clipping_arg, "clipping");
+    rules::finite_nonnegative(clipping, "clipping");
+    const double eps = real(eps_arg, "eps");
+    rules::finite_nonnegative(eps, "eps");
+    // NumPy arrays have at most 64 axes.
+    const int unit_axis = static_cast<int>(integer(unit_axis_arg, "unit_axis", -64, 63));
+    Call call("adaptive_clip_");
+    const ArrayList g = call.list(grads, "grads", Access::write, kInPlaceFloats);
+    const ArrayList p = call.list(params, "params", Access::read, kNormInputs);
+    const std::vector<UnitLayout> layouts = unit_layouts(g, p, unit_axis);
+    if (call.on_cuda()) {
+        const cuda::Stream stream = call.stream();
+        Release release;
+        cuda::adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps, stream);
+    } else {
+        Release release;
+        adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps);
+    }
+    return g.sequence;
+}
 
 }  // namespace
 
 void bind_norms(py::module_& m) {
-    m.def("global_norm", [](py::handle arrays, double ord) {
-        check_norm_order(ord);
-        ArrayList list = to_array_list(arrays, "arrays", Access::read);
-        Release release;
-        return global_norm(list.views.data(), list.views.size(), ord);
-    }, py::arg("arrays"), py::arg("ord"));
-
-    m.def("norms", [](py::handle arrays, double ord) {
-        check_norm_order(ord);
-        ArrayList list = to_array_list(arrays, "arrays", Access::read);
-        py::array_t<double> out = new_vector(list.views.size());
-        double* dst = out.mutable_data();
-        Release release;
-        norms(list.views.data(), list.views.size(), ord, dst);
-        return out;
-    }, py::arg("arrays"), py::arg("ord"));
-
-    m.def("grad_stats", [](py::handle arrays) {
-        ArrayList list = to_array_list(arrays, "arrays", Access::read);
-        const std::size_t n = list.views.size();
-        std::vector<ArrayStats> stats(n);
-        {
-            Release release;
-            grad_stats(list.views.data(), n, stats.data());
-        }
-        py::array_t<double> l2 = new_vector(n), amax = new_vector(n);
-        py::array_t<std::int64_t> nonfinite(static_cast<py::ssize_t>(n));
-        for (std::size_t i = 0; i < n; ++i) {
-            l2.mutable_data()[i] = stats[i].l2_norm;
-            amax.mutable_data()[i] = stats[i].max_abs;
-            nonfinite.mutable_data()[i] = stats[i].nonfinite;
-        }
-        return py::make_tuple(l2, amax, nonfinite);
-    }, py::arg("arrays"));
-
-    m.def("scale_", [](py::handle arrays, double factor) {
-        ArrayList list = to_array_list(arrays, "arrays", Access::write);
-        Release release;
-        scale_(list.views.data(), list.views.size(), factor);
-    }, py::arg("arrays"), py::arg("factor"));
-
-    m.def("clip_by_value_", [](py::handle arrays, double lo, double hi) {
-        ArrayList list = to_array_list(arrays, "arrays", Access::write);
-        Release release;
-        clip_by_value_(list.views.data(), list.views.size(), lo, hi);
-    }, py::arg("arrays"), py::arg("min"), py::arg("max"));
-
-    m.def("zero_nonfinite_", [](py::handle arrays) {
-        ArrayList list = to_array_list(arrays, "arrays", Access::write);
-        Release release;
-        return zero_nonfinite_(list.views.data(), list.views.size());
-    }, py::arg("arrays"));
-
-    m.def("clip_by_norm_", [](py::handle arrays, double max_norm, double ord, double eps) {
-        check_norm_order(ord);
-        ArrayList list = to_array_list(arrays, "arrays", Access::write);
-        py::array_t<double> out = new_vector(list.views.size());
-        double* dst = out.mutable_data();
-        Release release;
-        clip_by_norm_(list.views.data(), list.views.size(), max_norm, ord, eps, dst);
-        return out;
-    }, py::arg("arrays"), py::arg("max_norm"), py::arg("ord"), py::arg("eps"));
-
-    m.def("clip_by_global_norm_", [](py::handle arrays, double max_norm, double ord, double eps,
-                                     const std::string& nonfinite, std::optional<double> total_norm) {
-        check_norm_order(ord);
-        const NonFinitePolicy policy = parse_policy(nonfinite);
-        ArrayList list = to_array_list(arrays, "arrays", Access::write);
-        GlobalClipResult r;
-        {
-            Release release;
-            r = clip_by_global_norm_(list.views.data(), list.views.size(), max_norm, ord, eps,
-                                     policy, total_norm.has_value(), total_norm.value_or(0.0));
-        }
-        return py::make_tuple(r.total_norm, r.factor, r.clipped, r.nonfinite);
-    }, py::arg("arrays"), py::arg("max_norm"), py::arg("ord"), py::arg("eps"),
-       py::arg("nonfinite"), py::arg("total_norm"));
-
-    m.def("adaptive_clip_", [](py::handle grads, py::handle params, double clipping, double eps,
-                               int unit_axis) {
-        ArrayList g = to_array_list(grads, "grads", Access::write);
-        ArrayList p = to_array_list(params, "params", Access::read);
-        if (g.views.size() != p.views.size()) {
-            throw py::value_error("grads and params must have the same length, got " +
-                                  std::to_string(g.views.size()) + " and " + std::to_string(p.views.size()));
-        }
-        std::vector<UnitLayout> layouts;
-        for (std::size_t i = 0; i < g.views.size(); ++i) {
-            const py::array& ga = g.arrays[i];
-            const py::array& pa = p.arrays[i];
-            const bool same = ga.ndim() == pa.ndim() &&
-                              std::equal(ga.shape(), ga.shape() + ga.ndim(), pa.shape());
-            if (!same) {
-                throw py::value_error("grads[" + std::to_string(i) + "] has shape " + shape_of(ga) +
-                                      " but params[" + std::to_string(i) + "] has shape " + shape_of(pa));
-            }
-            layouts.push_back(unit_layout(std::vector<std::int64_t>(ga.shape(), ga.shape() + ga.ndim()), unit_axis, i));
-        }
-        Release release;
-        adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps);
-    }, py::arg("grads"), py::arg("params"), py::arg("clipping"), py::arg("eps"), py::arg("unit_axis"));
+    const auto none = py::none();
+    m.def("norm_order", &norm_order, py::arg("ord"), "ord as the norms take it: a float p > 0 or inf.");
+    m.def("global_norm", &global_norm_binding, py::arg("arrays"), py::arg("ord") = 2.0);
+    m.def("norms", &norms_binding, py::arg("arrays"), py::arg("ord") = 2.0);
+    m.def("grad_stats", &grad_stats_binding, py::arg("arrays"));
+    m.def("clip_by_value_", &clip_by_value_binding, py::arg("arrays"), py::arg("clip_value") = none,
+          py::arg("min") = none, py::arg("max") = none);
+    m.def("zero_nonfinite_", &zero_nonfinite_binding, py::arg("arrays"));
+    m.def("clip_by_norm_", &clip_by_norm_binding, py::arg("arrays"), py::arg("max_norm"), py::arg("ord") = 2.0,
+          py::arg("eps") = 1e-6);
+    m.def("clip_by_global_norm_", &clip_by_global_norm_binding, py::arg("arrays"), py::arg("max_norm"),
+          py::arg("ord") = 2.0, py::arg("eps") = 1e-6, py::arg("nonfinite") = "propagate",
+          py::arg("total_norm") = none);
+    m.def("adaptive_clip_", &adaptive_clip_binding, py::arg("grads"), py::arg("params"), py::arg("clipping") = 0.01,
+          py::arg("eps") = 1e-3, py::arg("unit_axis") = 0);
 }
 
 }  // namespace gradcore::python

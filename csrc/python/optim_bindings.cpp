@@ -1,11 +1,9 @@
-// Bindings of the fused optimiser steps: the lists are validated (sizes, dtypes,
-// writeability) before anything is written, then one C++ call with the GIL released.
+// Bindings of the fused optimiser steps (CPU only): the lists are validated (sizes,
+// dtypes, writeability) before anything is written, then one C++ call with the GIL
+// released.
 #include <pybind11/pybind11.h>
 
-#include <algorithm>
-
-#include "array_list.hpp"
-#include "ndarray_util.hpp"
+#include "array_arg.hpp"
 #include "gradcore/optim.hpp"
 
 namespace gradcore::python {
@@ -13,31 +11,49 @@ namespace {
 
 // Same number of arrays, and each of b has the shape of the matching param.
 void same_length(const ArrayList& a, const ArrayList& b, const char* name) {
-    if (a.views.size() != b.views.size()) {
-        throw py::value_error(std::string(name) + " has " + std::to_string(b.views.size()) + " arrays, params has " +
-                              std::to_string(a.views.size()));
+    if (a.size() != b.size()) {
+        throw py::value_error(std::string(name) + " has " + std::to_string(b.size()) + " arrays, params has " +
+                              std::to_string(a.size()));
     }
-    for (std::size_t i = 0; i < a.arrays.size(); ++i) {
-        const py::array& x = a.arrays[i];
-        const py::array& y = b.arrays[i];
-        if (x.ndim() != y.ndim() || !std::equal(x.shape(), x.shape() + x.ndim(), y.shape())) {
-            throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] has shape " + shape_of(y) +
-                                  " but params[" + std::to_string(i) + "] has shape " + shape_of(x));
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (a.arrays[i].shape != b.arrays[i].shape) {
+            throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] has shape " +
+                                  shape_str(b.arrays[i].shape) + " but params[" + std::to_string(i) +
+                                  "] has shape " + shape_str(a.arrays[i].shape));
         }
     }
 }
 
+constexpr DTypes kHostFloats{kFloat32or64, 0};
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
+    // Host arrays for the Python side to keep (the optimisers' parameters, the NumPy
+    // models' inputs): NumPy views of the caller's memory, or converted copies for reading.
+    m.def("host_arrays", [](py::handle arrays, const char* name, bool writeable) {
+        Call call("host_arrays", /*cpu_only=*/true);
+        const DTypes any{~0u, 0};
+        const ArrayList list = call.list(arrays, name, writeable ? Access::write : Access::read, any);
+        py::list out;
+        for (const ArrayArg& a : list.arrays) out.append(a.memory);
+        return out;
+    }, py::arg("arrays"), py::arg("name"), py::arg("writeable"));
+
+    m.def("host_array", [](py::handle array, const char* label, bool writeable) {
+        Call call("host_array", /*cpu_only=*/true);
+        return call.array(array, label, writeable ? Access::write : Access::read, {~0u, 0}).memory;
+    }, py::arg("array"), py::arg("label"), py::arg("writeable"));
+
     m.def("sgd_step", [](py::handle params, py::handle grads, py::handle buffers, double lr, double momentum,
                          double dampening, bool nesterov, double weight_decay, double grad_scale, bool first_step) {
-        ArrayList p = to_array_list(params, "params", Access::write);
-        ArrayList g = to_array_list(grads, "grads", Access::read);
+        Call call("sgd_step", /*cpu_only=*/true);
+        const ArrayList p = call.list(params, "params", Access::write, kHostFloats);
+        const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats);
         same_length(p, g, "grads");
         ArrayList b;
         if (momentum != 0.0) {
-            b = to_array_list(buffers, "buffers", Access::write);
+            b = call.list(buffers, "buffers", Access::write, kHostFloats);
             same_length(p, b, "buffers");
         }
         SgdOptions o;
@@ -52,10 +68,11 @@ void bind_optim(py::module_& m) {
     m.def("adam_step", [](py::handle params, py::handle grads, py::handle exp_avg, py::handle exp_avg_sq,
                           double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
                           double grad_scale, long long step) {
-        ArrayList p = to_array_list(params, "params", Access::write);
-        ArrayList g = to_array_list(grads, "grads", Access::read);
-        ArrayList m1 = to_array_list(exp_avg, "exp_avg", Access::write);
-        ArrayList m2 = to_array_list(exp_avg_sq, "exp_avg_sq", Access::write);
+        Call call("adam_step", /*cpu_only=*/true);
+        const ArrayList p = call.list(params, "params", Access::write, kHostFloats);
+        const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats);
+        const ArrayList m1 = call.list(exp_avg, "exp_avg", Access::write, kHostFloats);
+        const ArrayList m2 = call.list(exp_avg_sq, "exp_avg_sq", Access::write, kHostFloats);
         same_length(p, g, "grads");
         same_length(p, m1, "exp_avg");
         same_length(p, m2, "exp_avg_sq");

@@ -1,9 +1,13 @@
-// Argument decoding shared by the CPU and CUDA bindings: the string names of the enums
-// and the unit layout of adaptive clipping, with the messages the Python API documents.
+// Decoding of the bindings' scalar arguments, with the messages the Python API documents:
+// Python numbers to doubles and ints (TypeError for what is not one), the string names of
+// the enums, and the unit layout of adaptive clipping. The rules the values obey are the
+// C++ API's (runtime/argument_rules.hpp); where a binding must know before it allocates,
+// it calls them here.
 #pragma once
 
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,33 +15,123 @@
 #include "gradcore/dense.hpp"
 #include "gradcore/norms.hpp"
 #include "gradcore/rnn.hpp"
+#include "runtime/argument_rules.hpp"
 
 namespace gradcore::python {
 
-inline NonFinitePolicy parse_policy(const std::string& s) {
-    if (s == "propagate") return NonFinitePolicy::propagate;
-    if (s == "error") return NonFinitePolicy::error;
-    if (s == "skip") return NonFinitePolicy::skip;
-    if (s == "zero") return NonFinitePolicy::zero;
-    throw pybind11::value_error("nonfinite must be one of 'propagate', 'error', 'skip', 'zero'; got '" + s + "'");
+inline std::string type_name_of(pybind11::handle v) {
+    return pybind11::str(pybind11::type::handle_of(v).attr("__name__")).cast<std::string>();
 }
 
-inline Activation parse_activation(const std::string& s) {
+inline bool is_real_number(pybind11::handle v) {
+    if (PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr())) return !PyBool_Check(v.ptr());
+    // numbers.Real covers NumPy's floating and integer scalars. Leaked on purpose: a
+    // static py::object would be destroyed after the interpreter.
+    static pybind11::object* real = new pybind11::object(pybind11::module_::import("numbers").attr("Real"));
+    return PyObject_IsInstance(v.ptr(), real->ptr()) == 1;
+}
+
+// A real number (not bool) as double, else TypeError naming the argument.
+inline double real(pybind11::handle v, const char* name) {
+    if (PyFloat_CheckExact(v.ptr())) return PyFloat_AS_DOUBLE(v.ptr());
+    if (!is_real_number(v)) {
+        throw pybind11::type_error(std::string(name) + " must be a real number, got " + type_name_of(v));
+    }
+    const double d = PyFloat_AsDouble(v.ptr());
+    if (d == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) throw pybind11::error_already_set();
+        PyErr_Clear();
+        throw pybind11::value_error(std::string(name) + " is out of the float64 range: " +
+                                    pybind11::str(v).cast<std::string>());
+    }
+    return d;
+}
+
+// The order of a norm: any real p > 0 or inf (also the string 'inf', as torch accepts).
+inline double norm_order(pybind11::handle ord) {
+    if (PyUnicode_Check(ord.ptr())) {
+        std::string s = pybind11::str(ord).cast<std::string>();
+        const auto b = s.find_first_not_of(" \t\n\r"), e = s.find_last_not_of(" \t\n\r");
+        s = b == std::string::npos ? "" : s.substr(b, e - b + 1);
+        for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (s == "inf" || s == "+inf") return INFINITY;
+    }
+    if (!is_real_number(ord)) throw rules::bad_norm_order(pybind11::repr(ord).cast<std::string>());
+    const double p = real(ord, "ord");
+    rules::norm_order(p);
+    return p;
+}
+
+// An int (not bool) in [lo, hi], else TypeError / ValueError naming the argument.
+inline long long integer(pybind11::handle v, const char* name, long long lo, long long hi) {
+    const bool is_int = (PyLong_Check(v.ptr()) && !PyBool_Check(v.ptr())) ||
+                        (!PyBool_Check(v.ptr()) && PyIndex_Check(v.ptr()) && !PyFloat_Check(v.ptr()));
+    if (!is_int) throw pybind11::type_error(std::string(name) + " must be an int, got " + type_name_of(v));
+    const pybind11::int_ i = pybind11::reinterpret_steal<pybind11::int_>(PyNumber_Index(v.ptr()));
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+    if (overflow != 0 || x < lo || x > hi) {
+        throw pybind11::value_error(std::string(name) + " must be in [" + std::to_string(lo) + ", " +
+                                    std::to_string(hi) + "], got " + pybind11::str(v).cast<std::string>());
+    }
+    return x;
+}
+
+inline NonFinitePolicy parse_policy(pybind11::handle v) {
+    if (PyUnicode_Check(v.ptr())) {
+        const std::string s = pybind11::str(v).cast<std::string>();
+        if (s == "propagate") return NonFinitePolicy::propagate;
+        if (s == "error") return NonFinitePolicy::error;
+        if (s == "skip") return NonFinitePolicy::skip;
+        if (s == "zero") return NonFinitePolicy::zero;
+    }
+    throw pybind11::value_error("nonfinite must be one of 'propagate', 'error', 'skip', 'zero'; got " +
+                                pybind11::repr(v).cast<std::string>());
+}
+
+inline Activation parse_activation(pybind11::handle v) {
+    const char* options = "'identity', 'relu', 'leaky_relu', 'tanh', 'sigmoid'";
+    if (!PyUnicode_Check(v.ptr())) {
+        throw pybind11::type_error(std::string("activation must be a string, one of ") + options + "; got " +
+                                   type_name_of(v));
+    }
+    const std::string s = pybind11::str(v).cast<std::string>();
     if (s == "identity") return Activation::identity;
     if (s == "relu") return Activation::relu;
     if (s == "leaky_relu") return Activation::leaky_relu;
     if (s == "tanh") return Activation::tanh;
     if (s == "sigmoid") return Activation::sigmoid;
-    throw pybind11::value_error(
-        "activation must be one of 'identity', 'relu', 'leaky_relu', 'tanh', 'sigmoid'; got '" + s + "'");
+    throw pybind11::value_error(std::string("activation must be one of ") + options + "; got " +
+                                pybind11::repr(v).cast<std::string>());
 }
 
-inline Cell parse_cell(const std::string& s) {
-    if (s == "rnn_tanh") return Cell::rnn_tanh;
-    if (s == "rnn_relu") return Cell::rnn_relu;
-    if (s == "lstm") return Cell::lstm;
-    if (s == "gru") return Cell::gru;
-    throw pybind11::value_error("cell must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru'; got '" + s + "'");
+inline Cell parse_cell(pybind11::handle v) {
+    if (PyUnicode_Check(v.ptr())) {
+        const std::string s = pybind11::str(v).cast<std::string>();
+        if (s == "rnn_tanh") return Cell::rnn_tanh;
+        if (s == "rnn_relu") return Cell::rnn_relu;
+        if (s == "lstm") return Cell::lstm;
+        if (s == "gru") return Cell::gru;
+    }
+    throw pybind11::value_error("cell must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru'; got " +
+                                pybind11::repr(v).cast<std::string>());
+}
+
+inline const char* cell_name(Cell c) {
+    switch (c) {
+        case Cell::rnn_tanh: return "rnn_tanh";
+        case Cell::rnn_relu: return "rnn_relu";
+        case Cell::lstm: return "lstm";
+        case Cell::gru: return "gru";
+    }
+    return "?";
+}
+
+// Python's truth of an object (flags such as has_bias= accept what `if` accepts).
+inline bool truth(pybind11::handle v) {
+    const int r = PyObject_IsTrue(v.ptr());
+    if (r < 0) throw pybind11::error_already_set();
+    return r != 0;
 }
 
 // Unit layout of adaptive clipping for grads[i] of this shape: units along `axis` when

@@ -1,167 +1,252 @@
-// Bindings of the recurrent layer: dtype and shape checks, allocation of the outputs
-// and of the cache the backward reads, then the C++ API with the GIL released.
+// Bindings of the recurrent layer: the forward pass and backpropagation through time, on
+// the CPU or on a CUDA device (where the arrays are). The shape and dtype rules are written
+// here once for both; the cache the forward leaves for the backward is one typed object,
+// RNNCache, holding the arrays it refers to.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
 #include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "array_arg.hpp"
 #include "parse_args.hpp"
+#include "gradcore/cuda.hpp"
 #include "gradcore/rnn.hpp"
-#include "ndarray_util.hpp"
 
 namespace gradcore::python {
-namespace py = pybind11;
 namespace {
 
+using Release = py::gil_scoped_release;
 
-// Checks dtype (same as `like`) and shape, returns a C-contiguous aligned array (a copy if needed).
-py::array checked(py::array a, const char* name, const py::array& like, std::vector<py::ssize_t> shape) {
-    const int num = a.dtype().num();
-    if (num != kNpyFloat && num != kNpyDouble) {
-        throw py::type_error(std::string(name) + ": dtype " + std::string(py::str(a.dtype())) +
-                             " is not supported (expected float32 or float64)");
-    }
-    if (num != like.dtype().num()) {
-        throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) + " but x has " +
-                             std::string(py::str(like.dtype())));
-    }
-    bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-    for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
-    if (!ok) throw py::value_error(std::string(name) + " has shape " + shape_of(a) + ", expected " + shape_str(shape));
-    return contiguous_input(a);
+// gradcore._device_memory.<name> (device copies the CUDA path needs).
+py::object device_memory(const char* name) {
+    // Leaked on purpose: a static py::object would be destroyed after the interpreter.
+    static py::object* module = new py::object(py::module_::import("gradcore._device_memory"));
+    return module->attr(name);
 }
 
-py::array empty_like(const py::array& like, std::vector<py::ssize_t> shape) {
-    return py::array(native_dtype(like), shape);
+py::object result_type(const char* name) {
+    static py::object* module = new py::object(py::module_::import("gradcore._types"));
+    return module->attr(name);
+}
+
+// An array of x's dtype and the given shape.
+void check_like(const ArrayArg& a, const char* name, const ArrayArg& x, const std::vector<std::int64_t>& shape) {
+    if (a.dtype != x.dtype) {
+        throw py::type_error(std::string(name) + " has dtype " + dtype_name(a.dtype) + " but x has " +
+                             dtype_name(x.dtype));
+    }
+    if (a.shape != shape) {
+        throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + ", expected " +
+                              shape_str(shape));
+    }
 }
 
 template <class T>
-const T* ptr(const std::optional<py::array>& a) {
-    return a ? static_cast<const T*>(a->data()) : nullptr;
+T* data_or_null(const std::optional<ArrayArg>& a) {
+    return a ? static_cast<T*>(a->data) : nullptr;
 }
-template <class T>
-T* mut(const std::optional<py::array>& a) {
-    return a ? static_cast<T*>(const_cast<void*>(a->data())) : nullptr;
+
+py::object object_or_none(const std::optional<ArrayArg>& a) { return a ? a->object : py::none(); }
+
+}  // namespace
+
+// What rnn_backward needs from the forward pass: the inputs it read and the states it
+// wrote (see gradcore/rnn.hpp for the layout), on the device the forward ran on.
+struct RnnCache {
+    Cell cell;
+    std::int64_t steps, batch, input, hidden;
+    DType dtype;
+    bool on_cuda;
+    ArrayArg x, weight_ih, weight_hh;
+    std::optional<ArrayArg> bias_ih, bias_hh;
+    ArrayArg hs;
+    std::optional<ArrayArg> cs, gates, gh_n;
+
+    // The forward's view: it writes the states.
+    template <class T>
+    RnnForward<T> forward() const {
+        return {cell, steps, batch, input, hidden, static_cast<const T*>(x.data), static_cast<const T*>(weight_ih.data),
+                static_cast<const T*>(weight_hh.data), data_or_null<const T>(bias_ih),
+                data_or_null<const T>(bias_hh), static_cast<T*>(hs.data), data_or_null<T>(cs),
+                data_or_null<T>(gates), data_or_null<T>(gh_n)};
+    }
+
+    // The memory the cache owns (the states; x and the weights are the caller's).
+    std::int64_t nbytes() const {
+        std::int64_t n = hs.numel;
+        for (const auto* a : {&cs, &gates, &gh_n}) n += *a ? (*a)->numel : 0;
+        return n * itemsize(dtype);
+    }
+};
+
+namespace {
+
+// The memory an argument's data lives in, kept by the cache: the caller's array, or the
+// contiguous copy the call made of it.
+ArrayArg kept(const ArrayArg& a) {
+    ArrayArg k = a;
+    k.object = a.memory;
+    return k;
+}
+
+py::object rnn_forward_binding(py::handle x_arg, py::handle h0_arg, py::handle wih_arg, py::handle whh_arg,
+                               py::handle bih_arg, py::handle bhh_arg, py::handle cell_arg, py::handle c0_arg) {
+    const Cell cell = parse_cell(cell_arg);
+    const std::int64_t G = gate_count(cell);
+    Call call("rnn_forward");
+    const ArrayArg x = call.array(x_arg, "x", Access::read, kLayerFloats);
+    const std::optional<ArrayArg> h0 = call.optional(h0_arg, "h0", Access::read, kLayerFloats);
+    const ArrayArg wih = call.array(wih_arg, "weight_ih", Access::read, kLayerFloats);
+    const ArrayArg whh = call.array(whh_arg, "weight_hh", Access::read, kLayerFloats);
+    const std::optional<ArrayArg> bih = call.optional(bih_arg, "bias_ih", Access::read, kLayerFloats);
+    const std::optional<ArrayArg> bhh = call.optional(bhh_arg, "bias_hh", Access::read, kLayerFloats);
+    const std::optional<ArrayArg> c0 = call.optional(c0_arg, "c0", Access::read, kLayerFloats);
+    if (x.shape.size() != 3) throw py::value_error("x must be 3-D (T, B, input_size), got shape " + shape_str(x.shape));
+    if (whh.shape.size() != 2) throw py::value_error("weight_hh must be 2-D, got shape " + shape_str(whh.shape));
+    const std::int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = whh.shape[1];
+    if (whh.shape[0] != G * H) {
+        throw py::value_error("weight_hh has shape " + shape_str(whh.shape) + ", expected " + shape_str({G * H, H}) +
+                              " for cell '" + cell_name(cell) + "' (" + std::to_string(G) + " gates)");
+    }
+    check_like(wih, "weight_ih", x, {G * H, I});
+    check_like(whh, "weight_hh", x, {G * H, H});
+    if (bih) check_like(*bih, "bias_ih", x, {G * H});
+    if (bhh) check_like(*bhh, "bias_hh", x, {G * H});
+    if (c0 && cell != Cell::lstm) throw py::value_error("c0 is only for cell='lstm'");
+    if (h0) check_like(*h0, "h0", x, {B, H});
+    if (c0) check_like(*c0, "c0", x, {B, H});
+
+    RnnCache cache{cell, T, B, I, H, x.dtype, call.on_cuda(), kept(x), kept(wih), kept(whh)};
+    if (bih) cache.bias_ih = kept(*bih);
+    if (bhh) cache.bias_hh = kept(*bhh);
+    // The forward writes every step of the cache; only the initial states are set here.
+    cache.hs = call.new_array({T + 1, B, H}, x.dtype, "hs");
+    if (cell == Cell::lstm) cache.cs = call.new_array({T + 1, B, H}, x.dtype, "cs");
+    if (cell == Cell::lstm || cell == Cell::gru) cache.gates = call.new_array({T, B, G * H}, x.dtype, "gates");
+    if (cell == Cell::gru) cache.gh_n = call.new_array({T, B, H}, x.dtype, "gh_n");
+    const auto set_initial = [&](const ArrayArg& states, const std::optional<ArrayArg>& init) {
+        if (cache.on_cuda) {
+            device_memory("set_first")(states.object, init ? init->object : py::none());
+            return;
+        }
+        const auto bytes = static_cast<std::size_t>(B * H * itemsize(x.dtype));
+        if (init) {
+            std::memcpy(states.data, init->data, bytes);
+        } else {
+            std::memset(states.data, 0, bytes);
+        }
+    };
+    set_initial(cache.hs, h0);
+    if (cache.cs) set_initial(*cache.cs, c0);
+    const std::optional<cuda::Stream> stream = cache.on_cuda ? std::optional(call.stream()) : std::nullopt;
+    with_float(x.dtype, [&](auto tag) {
+        using TT = decltype(tag);
+        const RnnForward<TT> f = cache.forward<TT>();
+        Release release;
+        if (stream) {
+            cuda::rnn_forward(f, *stream);
+        } else {
+            rnn_forward(f);
+        }
+    });
+    // y, h_n and c_n are copies: a caller writing into them must not change the cache.
+    py::object y, h_n, c_n = py::none();
+    if (cache.on_cuda) {
+        const py::tuple out = device_memory("rnn_outputs")(cache.hs.object, object_or_none(cache.cs), T);
+        y = out[0], h_n = out[1], c_n = out[2];
+    } else {
+        const py::object from_1 = py::reinterpret_steal<py::object>(PySlice_New(py::int_(1).ptr(), nullptr, nullptr));
+        y = cache.hs.object[from_1].attr("copy")();
+        h_n = cache.hs.object[py::int_(T)].attr("copy")();
+        if (cache.cs) c_n = cache.cs->object[py::int_(T)].attr("copy")();
+    }
+    return result_type("RNNForward")(y, h_n, c_n, py::cast(std::move(cache)));
+}
+
+py::object rnn_backward_binding(py::handle cache_arg, py::handle grad_y_arg, py::handle grad_h_n_arg,
+                                py::handle grad_c_n_arg, py::handle clip_hidden) {
+    if (!py::isinstance<RnnCache>(cache_arg)) {
+        throw py::type_error("cache must be the RNNCache returned by rnn_forward, got " + type_name_of(cache_arg));
+    }
+    const RnnCache& c = cache_arg.cast<const RnnCache&>();
+    double clip = 0.0;
+    if (!clip_hidden.is_none()) {
+        clip = real(clip_hidden, "clip_hidden");
+        if (!(clip > 0.0)) {
+            throw py::value_error("clip_hidden must be > 0 (or None for no clipping), got " + rules::number(clip));
+        }
+    }
+    const std::int64_t T = c.steps, B = c.batch, I = c.input, H = c.hidden, G = gate_count(c.cell);
+    const bool lstm = c.cell == Cell::lstm;
+    Call call("rnn_backward");
+    // The cache's arrays lead: the gradients must be on the device the forward ran on.
+    call.array(c.x.object, "cache", Access::read, kLayerFloats);
+    const ArrayArg gy = call.array(grad_y_arg, "grad_y", Access::read, kLayerFloats);
+    check_like(gy, "grad_y", c.x, {T, B, H});
+    const std::optional<ArrayArg> ghn = call.optional(grad_h_n_arg, "grad_h_n", Access::read, kLayerFloats);
+    if (ghn) check_like(*ghn, "grad_h_n", c.x, {B, H});
+    if (!grad_c_n_arg.is_none() && !lstm) throw py::value_error("grad_c_n is only for cell='lstm'");
+    const std::optional<ArrayArg> gcn = call.optional(grad_c_n_arg, "grad_c_n", Access::read, kLayerFloats);
+    if (gcn) check_like(*gcn, "grad_c_n", c.x, {B, H});
+
+    const ArrayArg gx = call.new_array({T, B, I}, c.dtype, "grad_x");
+    const ArrayArg gh0 = call.new_array({B, H}, c.dtype, "grad_h0");
+    std::optional<ArrayArg> gc0, gbih, gbhh;
+    if (lstm) gc0 = call.new_array({B, H}, c.dtype, "grad_c0");
+    const ArrayArg gwih = call.new_array({G * H, I}, c.dtype, "grad_weight_ih");
+    const ArrayArg gwhh = call.new_array({G * H, H}, c.dtype, "grad_weight_hh");
+    if (c.bias_ih) gbih = call.new_array({G * H}, c.dtype, "grad_bias_ih");
+    if (c.bias_hh) gbhh = call.new_array({G * H}, c.dtype, "grad_bias_hh");
+    const ArrayArg norms = call.new_array({T}, DType::float64, "hidden_grad_norms");
+    const std::optional<cuda::Stream> stream = call.on_cuda() ? std::optional(call.stream()) : std::nullopt;
+    with_float(c.dtype, [&](auto tag) {
+        using TT = decltype(tag);
+        const RnnBackward<TT> b{states_of(c.forward<TT>()), static_cast<const TT*>(gy.data), data_or_null<const TT>(ghn),
+                                data_or_null<const TT>(gcn), clip, static_cast<TT*>(gx.data),
+                                static_cast<TT*>(gh0.data), data_or_null<TT>(gc0), static_cast<TT*>(gwih.data),
+                                static_cast<TT*>(gwhh.data), data_or_null<TT>(gbih), data_or_null<TT>(gbhh),
+                                static_cast<double*>(norms.data)};
+        Release release;
+        if (stream) {
+            cuda::rnn_backward(b, *stream);
+        } else {
+            rnn_backward(b);
+        }
+    });
+    return result_type("RNNGrads")(gx.object, gh0.object, object_or_none(gc0), gwih.object, gwhh.object,
+                                   object_or_none(gbih), object_or_none(gbhh), norms.object);
 }
 
 }  // namespace
 
 void bind_rnn(py::module_& m) {
-    // Returns dict(y, h_n, c_n, and the cache: x, weight_ih, weight_hh, bias_ih, bias_hh, hs, cs, gates, gh_n).
-    m.def("rnn_forward", [](py::array x, std::optional<py::array> h0, py::array weight_ih, py::array weight_hh,
-                            std::optional<py::array> bias_ih, std::optional<py::array> bias_hh,
-                            const std::string& cell_name, std::optional<py::array> c0) {
-        const Cell cell = parse_cell(cell_name);
-        const py::ssize_t G = gate_count(cell);
-        if (x.dtype().num() != kNpyFloat && x.dtype().num() != kNpyDouble) {
-            throw py::type_error("x: dtype " + std::string(py::str(x.dtype())) +
-                                 " is not supported (expected float32 or float64)");
-        }
-        if (x.ndim() != 3) throw py::value_error("x must be 3-D (T, B, input_size), got shape " + shape_of(x));
-        if (weight_hh.ndim() != 2) throw py::value_error("weight_hh must be 2-D, got shape " + shape_of(weight_hh));
-        const py::ssize_t Tn = x.shape(0), B = x.shape(1), I = x.shape(2), H = weight_hh.shape(1);
-        if (weight_hh.shape(0) != G * H) {
-            throw py::value_error("weight_hh has shape " + shape_of(weight_hh) + ", expected " +
-                                  shape_str({G * H, H}) + " for cell '" + cell_name + "' (" + std::to_string(G) +
-                                  " gates)");
-        }
-        x = checked(x, "x", x, {Tn, B, I});
-        weight_ih = checked(weight_ih, "weight_ih", x, {G * H, I});
-        weight_hh = checked(weight_hh, "weight_hh", x, {G * H, H});
-        if (bias_ih) bias_ih = checked(*bias_ih, "bias_ih", x, {G * H});
-        if (bias_hh) bias_hh = checked(*bias_hh, "bias_hh", x, {G * H});
-        if (c0 && cell != Cell::lstm) throw py::value_error("c0 is only for cell='lstm'");
-        // The forward writes every step of the cache; only the initial state is set here.
-        py::array hs = empty_like(x, {Tn + 1, B, H});
-        std::optional<py::array> cs, gates, gh_n;
-        if (cell == Cell::lstm) cs = empty_like(x, {Tn + 1, B, H});
-        if (cell == Cell::lstm || cell == Cell::gru) gates = empty_like(x, {Tn, B, G * H});
-        if (cell == Cell::gru) gh_n = empty_like(x, {Tn, B, H});
-        const std::size_t state_bytes = static_cast<std::size_t>(B * H) * x.itemsize();
-        auto set_initial = [&](py::array& states, const std::optional<py::array>& init, const char* name) {
-            char* first = static_cast<char*>(states.mutable_data());
-            if (init) {
-                std::memcpy(first, checked(*init, name, x, {B, H}).data(), state_bytes);
-            } else {
-                std::fill_n(first, state_bytes, 0);
-            }
-        };
-        set_initial(hs, h0, "h0");
-        if (cs) set_initial(*cs, c0, "c0");
-        with_float(x, [&](auto tag) {
-            using T = decltype(tag);
-            RnnForward<T> f{cell, Tn, B, I, H, static_cast<const T*>(x.data()),
-                            static_cast<const T*>(weight_ih.data()), static_cast<const T*>(weight_hh.data()),
-                            ptr<T>(bias_ih), ptr<T>(bias_hh), static_cast<T*>(hs.mutable_data()), mut<T>(cs),
-                            mut<T>(gates), mut<T>(gh_n)};
-            py::gil_scoped_release release;
-            rnn_forward(f);
-            return 0;
-        });
-        py::dict out;
-        py::object slice_from_1 = py::reinterpret_steal<py::object>(PySlice_New(py::int_(1).ptr(), nullptr, nullptr));
-        out["y"] = py::array::ensure(hs[slice_from_1].attr("copy")());
-        out["h_n"] = hs[py::int_(Tn)].attr("copy")();
-        out["c_n"] = cs ? py::object(cs.value()[py::int_(Tn)].attr("copy")()) : py::none();
-        out["cell"] = cell_name;
-        out["x"] = x, out["weight_ih"] = weight_ih, out["weight_hh"] = weight_hh;
-        out["bias_ih"] = bias_ih ? py::object(*bias_ih) : py::none();
-        out["bias_hh"] = bias_hh ? py::object(*bias_hh) : py::none();
-        out["hs"] = hs;
-        out["cs"] = cs ? py::object(*cs) : py::none();
-        out["gates"] = gates ? py::object(*gates) : py::none();
-        out["gh_n"] = gh_n ? py::object(*gh_n) : py::none();
-        return out;
-    }, py::arg("x"), py::arg("h0"), py::arg("weight_ih"), py::arg("weight_hh"), py::arg("bias_ih"),
-       py::arg("bias_hh"), py::arg("cell"), py::arg("c0"));
+    py::class_<RnnCache>(m, "RNNCache", R"(What ``rnn_backward`` needs from the forward pass (opaque to callers).
 
-    // cache: the dict from rnn_forward. Returns (grad_x, grad_h0, grad_c0, grad_weight_ih,
-    // grad_weight_hh, grad_bias_ih, grad_bias_hh, hidden_grad_norms).
-    m.def("rnn_backward", [](py::dict cache, py::array grad_y, std::optional<py::array> grad_h_n,
-                             std::optional<py::array> grad_c_n, double clip_hidden) {
-        const std::string cell_name = cache["cell"].cast<std::string>();
-        const Cell cell = parse_cell(cell_name);
-        const py::array x = cache["x"].cast<py::array>(), wih = cache["weight_ih"].cast<py::array>();
-        const py::array whh = cache["weight_hh"].cast<py::array>(), hs = cache["hs"].cast<py::array>();
-        auto opt = [&](const char* key) {
-            return cache[key].is_none() ? std::optional<py::array>() : std::optional<py::array>(cache[key].cast<py::array>());
-        };
-        const std::optional<py::array> bih = opt("bias_ih"), bhh = opt("bias_hh"), cs = opt("cs"),
-                                        gates = opt("gates"), gh_n = opt("gh_n");
-        const py::ssize_t Tn = x.shape(0), B = x.shape(1), I = x.shape(2), H = whh.shape(1);
-        const py::ssize_t G = gate_count(cell);
-        grad_y = checked(grad_y, "grad_y", x, {Tn, B, H});
-        if (grad_h_n) grad_h_n = checked(*grad_h_n, "grad_h_n", x, {B, H});
-        if (grad_c_n && cell != Cell::lstm) throw py::value_error("grad_c_n is only for cell='lstm'");
-        if (grad_c_n) grad_c_n = checked(*grad_c_n, "grad_c_n", x, {B, H});
-        if (!(clip_hidden >= 0.0)) throw py::value_error("clip_hidden must be >= 0");
-        py::array gx(x.dtype(), std::vector<py::ssize_t>{Tn, B, I}), gh0(x.dtype(), std::vector<py::ssize_t>{B, H});
-        py::array gwih(x.dtype(), std::vector<py::ssize_t>{G * H, I}), gwhh(x.dtype(), std::vector<py::ssize_t>{G * H, H});
-        std::optional<py::array> gc0, gbih, gbhh;
-        if (cell == Cell::lstm) gc0 = py::array(x.dtype(), std::vector<py::ssize_t>{B, H});
-        if (bih) gbih = py::array(x.dtype(), std::vector<py::ssize_t>{G * H});
-        if (bhh) gbhh = py::array(x.dtype(), std::vector<py::ssize_t>{G * H});
-        py::array_t<double> norms(Tn);
-        with_float(x, [&](auto tag) {
-            using T = decltype(tag);
-            RnnForward<T> f{cell, Tn, B, I, H, static_cast<const T*>(x.data()), static_cast<const T*>(wih.data()),
-                            static_cast<const T*>(whh.data()), ptr<T>(bih), ptr<T>(bhh),
-                            static_cast<T*>(const_cast<void*>(hs.data())), mut<T>(cs), mut<T>(gates), mut<T>(gh_n)};
-            RnnBackward<T> b{f, static_cast<const T*>(grad_y.data()), ptr<T>(grad_h_n), ptr<T>(grad_c_n),
-                             clip_hidden, static_cast<T*>(gx.mutable_data()), static_cast<T*>(gh0.mutable_data()),
-                             mut<T>(gc0), static_cast<T*>(gwih.mutable_data()), static_cast<T*>(gwhh.mutable_data()),
-                             mut<T>(gbih), mut<T>(gbhh), norms.mutable_data()};
-            py::gil_scoped_release release;
-            rnn_backward(b);
-            return 0;
+Memory, per time step, in elements of the dtype (B batch, H hidden): ``B*H`` for the
+hidden states (all cells), plus ``B*H`` cell states and ``4*B*H`` activated gates for
+LSTM (6 B H in all), or ``3*B*H`` gates and ``B*H`` of ``W_hn h + b_hn`` for GRU (5 B H).
+The cache also refers to (does not copy) the contiguous inputs x and the weights:
+modifying them before the backward changes it. ``nbytes`` is the memory the cache itself
+owns. A cache of a forward pass on a GPU holds device arrays.)")
+        .def_property_readonly("cell", [](const RnnCache& c) { return cell_name(c.cell); })
+        .def_property_readonly("steps", [](const RnnCache& c) { return c.steps; })
+        .def_property_readonly("batch", [](const RnnCache& c) { return c.batch; })
+        .def_property_readonly("dtype", [](const RnnCache& c) { return dtype_name(c.dtype); })
+        .def_property_readonly("nbytes", &RnnCache::nbytes)
+        .def("__repr__", [](const RnnCache& c) {
+            return std::string("RNNCache(cell='") + cell_name(c.cell) + "', steps=" + std::to_string(c.steps) +
+                   ", batch=" + std::to_string(c.batch) + ", dtype=" + dtype_name(c.dtype) +
+                   ", nbytes=" + std::to_string(c.nbytes()) + ")";
         });
-        auto obj = [](const std::optional<py::array>& a) { return a ? py::object(*a) : py::none(); };
-        return py::make_tuple(gx, gh0, obj(gc0), gwih, gwhh, obj(gbih), obj(gbhh), norms);
-    }, py::arg("cache"), py::arg("grad_y"), py::arg("grad_h_n"), py::arg("grad_c_n"), py::arg("clip_hidden"));
+    const auto none = py::none();
+    m.def("rnn_forward", &rnn_forward_binding, py::arg("x"), py::arg("h0"), py::arg("weight_ih"),
+          py::arg("weight_hh"), py::arg("bias_ih") = none, py::arg("bias_hh") = none, py::arg("cell") = "lstm",
+          py::arg("c0") = none);
+    m.def("rnn_backward", &rnn_backward_binding, py::arg("cache"), py::arg("grad_y"), py::arg("grad_h_n") = none,
+          py::arg("grad_c_n") = none, py::arg("clip_hidden") = none);
 }
 
 }  // namespace gradcore::python

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gradcore/norms.hpp"
+#include "runtime/argument_rules.hpp"
 #include "runtime/dispatch.hpp"
 #include "runtime/norm_combiner.hpp"
 #include "runtime/thread_pool.hpp"
@@ -44,12 +45,8 @@ void scale_unit(const kernels::KernelTable& k, const TensorView& t, const UnitLa
 
 void adaptive_clip_(const TensorView* grads, const TensorView* params, const UnitLayout* layouts,
                     std::size_t count, double clipping, double eps) {
-    if (!(clipping >= 0.0) || clipping == INFINITY) {
-        throw std::invalid_argument("clipping must be a finite number >= 0, got " + std::to_string(clipping));
-    }
-    if (!(eps >= 0.0) || eps == INFINITY) {
-        throw std::invalid_argument("eps must be a finite number >= 0, got " + std::to_string(eps));
-    }
+    rules::finite_nonnegative(clipping, "clipping");
+    rules::finite_nonnegative(eps, "eps");
     runtime::require_writable_dtypes(grads, count, "grads");
     runtime::check_views(params, count, "params");
     if (count && !layouts) throw std::invalid_argument("layouts is null");

@@ -15,13 +15,19 @@
 
 namespace {
 
+// gc_dtype and gradcore::DType are one vocabulary: the C ABI casts one to the other.
+static_assert(GC_FLOAT16 == static_cast<int>(gradcore::DType::float16));
+static_assert(GC_FLOAT32 == static_cast<int>(gradcore::DType::float32));
+static_assert(GC_FLOAT64 == static_cast<int>(gradcore::DType::float64));
+static_assert(GC_BFLOAT16 == static_cast<int>(gradcore::DType::bfloat16));
+
 thread_local std::string t_last_error;
 
 std::vector<gradcore::TensorView> views(const gc_tensor* arrays, size_t count) {
     if (count && !arrays) throw std::invalid_argument("arrays is NULL");
     std::vector<gradcore::TensorView> v(count);
     for (size_t i = 0; i < count; ++i) {
-        if (arrays[i].dtype < GC_FLOAT16 || arrays[i].dtype > GC_FLOAT64) {
+        if (arrays[i].dtype < GC_FLOAT16 || arrays[i].dtype > GC_BFLOAT16) {
             throw std::invalid_argument("arrays[" + std::to_string(i) + "]: unknown dtype " +
                                         std::to_string(arrays[i].dtype));
         }

@@ -24,7 +24,8 @@ inline void check_views(const TensorView* arrays, std::size_t count, const char*
         if (v.numel < 0) throw std::invalid_argument(label + ": numel must be >= 0, got " + std::to_string(v.numel));
         if (v.numel > 0 && !v.data) throw std::invalid_argument(label + ": data is null");
         if (v.dtype != DType::float16 && v.dtype != DType::float32 && v.dtype != DType::float64) {
-            throw std::invalid_argument(label + ": unknown dtype");
+            throw std::invalid_argument(label + ": dtype " + dtype_name(v.dtype) +
+                                        " is not supported on the CPU");
         }
     }
 }

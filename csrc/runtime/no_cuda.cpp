@@ -23,22 +23,22 @@ namespace {
 std::string device_name(int) { not_built(); }
 void stream_wait(Stream, void*) { not_built(); }
 void synchronize(Stream) { not_built(); }
-void global_norm(const DeviceTensor*, std::size_t, double, double*, Stream) { not_built(); }
-void norms(const DeviceTensor*, std::size_t, double, double*, Stream) { not_built(); }
-void grad_stats(const DeviceTensor*, std::size_t, double*, double*, std::int64_t*, Stream) {
+void global_norm(const TensorView*, std::size_t, double, double*, Stream) { not_built(); }
+void norms(const TensorView*, std::size_t, double, double*, Stream) { not_built(); }
+void grad_stats(const TensorView*, std::size_t, double*, double*, std::int64_t*, Stream) {
     not_built();
 }
-void scale_(const DeviceTensor*, std::size_t, double, Stream) { not_built(); }
-void clip_by_value_(const DeviceTensor*, std::size_t, double, double, Stream) { not_built(); }
-void zero_nonfinite_(const DeviceTensor*, std::size_t, std::int64_t*, Stream) { not_built(); }
-void clip_by_norm_(const DeviceTensor*, std::size_t, double, double, double, double*, Stream) {
+void scale_(const TensorView*, std::size_t, double, Stream) { not_built(); }
+void clip_by_value_(const TensorView*, std::size_t, double, double, Stream) { not_built(); }
+void zero_nonfinite_(const TensorView*, std::size_t, std::int64_t*, Stream) { not_built(); }
+void clip_by_norm_(const TensorView*, std::size_t, double, double, double, double*, Stream) {
     not_built();
 }
-void clip_by_global_norm_(const DeviceTensor*, std::size_t, double, double, double,
+void clip_by_global_norm_(const TensorView*, std::size_t, double, double, double,
                           NonFinitePolicy, const double*, double*, double*, Stream) {
     not_built();
 }
-void adaptive_clip_(const DeviceTensor*, const DeviceTensor*, const UnitLayout*, std::size_t,
+void adaptive_clip_(const TensorView*, const TensorView*, const UnitLayout*, std::size_t,
                     double, double, Stream) {
     not_built();
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/argument_rules.hpp"
 #include "runtime/chunks.hpp"
 #include "runtime/dispatch.hpp"
 #include "runtime/norm_combiner.hpp"
@@ -139,26 +140,9 @@ void scale_arrays(const TensorView* arrays, std::size_t count, const double* fac
     });
 }
 
-void check_finite_nonnegative(double v, const char* name) {
-    if (!(v >= 0.0) || v == kInf) {
-        throw std::invalid_argument(std::string(name) + " must be a finite number >= 0, got " +
-                                    std::to_string(v));
-    }
-}
-
-void check_max_norm(double max_norm) {
-    if (!(max_norm >= 0.0)) {
-        throw std::invalid_argument("max_norm must be >= 0 (and not NaN), got " + std::to_string(max_norm));
-    }
-}
-
 }  // namespace
 
-void check_norm_order(double ord) {
-    if (!(ord > 0.0)) {
-        throw std::invalid_argument("ord must be a real p > 0 or inf, got " + std::to_string(ord));
-    }
-}
+void check_norm_order(double ord) { rules::norm_order(ord); }
 
 double global_norm(const TensorView* arrays, std::size_t count, double ord) {
     return list_norms(arrays, count, parse_order(ord), nullptr);
@@ -199,10 +183,7 @@ void scale_(const TensorView* arrays, std::size_t count, double factor) {
 }
 
 void clip_by_value_(const TensorView* arrays, std::size_t count, double lo, double hi) {
-    if (lo != lo || hi != hi || lo > hi) {
-        throw std::invalid_argument("clip bounds must satisfy min <= max (and not be NaN), got min=" +
-                                    std::to_string(lo) + ", max=" + std::to_string(hi));
-    }
+    rules::clip_bounds(lo, hi);
     require_writable_dtypes(arrays, count);
     const KernelTable& k = runtime::active_table();
     const ChunkList list = make_chunks(arrays, count);
@@ -235,8 +216,8 @@ std::int64_t zero_nonfinite_(const TensorView* arrays, std::size_t count) {
 
 void clip_by_norm_(const TensorView* arrays, std::size_t count, double max_norm, double ord,
                    double eps, double* norms_out) {
-    check_max_norm(max_norm);
-    check_finite_nonnegative(eps, "eps");
+    rules::nonnegative(max_norm, "max_norm");
+    rules::finite_nonnegative(eps, "eps");
     const NormOrder order = parse_order(ord);
     require_writable_dtypes(arrays, count);
     list_norms(arrays, count, order, norms_out);
@@ -248,13 +229,11 @@ void clip_by_norm_(const TensorView* arrays, std::size_t count, double max_norm,
 GlobalClipResult clip_by_global_norm_(const TensorView* arrays, std::size_t count, double max_norm,
                                       double ord, double eps, NonFinitePolicy policy,
                                       bool has_given_total, double given_total) {
-    check_max_norm(max_norm);
-    check_finite_nonnegative(eps, "eps");
+    rules::nonnegative(max_norm, "max_norm");
+    rules::finite_nonnegative(eps, "eps");
     const NormOrder order = parse_order(ord);
     require_writable_dtypes(arrays, count);
-    if (has_given_total && given_total < 0.0) {
-        throw std::invalid_argument("total_norm must be >= 0, got " + std::to_string(given_total));
-    }
+    if (has_given_total) rules::given_total(given_total);
     GlobalClipResult r{};
     r.total_norm = has_given_total ? given_total : list_norms(arrays, count, order, nullptr);
     r.nonfinite = !(r.total_norm <= kInf) || r.total_norm == kInf;

@@ -50,8 +50,8 @@ void for_batch_rows(std::int64_t batch, std::int64_t hidden, F&& fn) {
     runtime::parallel_for(static_cast<std::size_t>(slices), batch * hidden * 16, runtime::TaskFn(task));
 }
 
-template <class T>
-void check_sizes(const RnnForward<T>& f) {
+template <class View>  // RnnForward or RnnStates
+void check_sizes(const View& f) {
     runtime::require_size(f.steps, "steps");
     runtime::require_size(f.batch, "batch");
     runtime::require_size(f.input, "input");
@@ -112,7 +112,7 @@ void forward(const RnnForward<T>& f) {
 
 template <class T>
 void backward(const RnnBackward<T>& bw) {
-    const RnnForward<T>& f = bw.forward;
+    const RnnStates<T>& f = bw.states;
     check_sizes(f);
     const std::int64_t Tn = f.steps, B = f.batch, I = f.input, H = f.hidden, G = gate_count(f.cell);
     const std::int64_t GH = G * H, BH = B * H;

@@ -35,7 +35,7 @@ decltype(auto) with_norm_kernels(const kernels::KernelTable& k, const TensorView
     switch (t.dtype) {
         case DType::float16: return f(k.norm_f16, static_cast<const std::uint16_t*>(t.data));
         case DType::float32: return f(k.norm_f32, static_cast<const float*>(t.data));
-        case DType::float64: break;
+        default: break;  // float64 (check_views refused the rest)
     }
     return f(k.norm_f64, static_cast<const double*>(t.data));
 }

@@ -1984,7 +1984,7 @@ RnnGrads<T> run_backward(const RnnModel<T>& m, RnnState<T>& s, const std::vector
         return v.data();
     };
     gc::RnnBackward<T> b{};
-    b.forward = forward_view(m, s);
+    b.states = gc::states_of(forward_view(m, s));
     b.grad_y = gy.data();
     b.grad_h_n = ghn ? ghn->data() : nullptr;
     b.grad_c_n = gcn ? gcn->data() : nullptr;
@@ -3091,8 +3091,8 @@ void test_invalid_args() {
             RnnState<float> s = run_forward(m);
             std::vector<float> gy(64, 0.1f), g1(256, 0.0f);
             gc::RnnBackward<float> b{};
-            b.forward = forward_view(m, s);
-            b.forward.steps = -1;
+            b.states = gc::states_of(forward_view(m, s));
+            b.states.steps = -1;
             b.grad_y = gy.data();
             b.grad_x = g1.data();
             b.grad_weight_hh = g1.data();

@@ -20,7 +20,8 @@ typedef enum gc_status {
     GC_INTERNAL_ERROR = 3
 } gc_status;
 
-typedef enum gc_dtype { GC_FLOAT16 = 0, GC_FLOAT32 = 1, GC_FLOAT64 = 2 } gc_dtype;
+/* The values of gradcore::DType. The CPU takes float16 (read only), float32, float64. */
+typedef enum gc_dtype { GC_FLOAT16 = 0, GC_FLOAT32 = 1, GC_FLOAT64 = 2, GC_BFLOAT16 = 3 } gc_dtype;
 
 /* A C-contiguous run of `numel` numbers of one dtype. */
 typedef struct gc_tensor {

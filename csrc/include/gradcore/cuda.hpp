@@ -2,9 +2,9 @@
 // below the probes throws std::runtime_error("gradcore was built without CUDA").
 //
 // Conventions of every device entry point:
-// - Pointers are device pointers (or managed memory) on `stream.device`; arrays are
-//   C-contiguous runs of `numel` elements. Nothing is copied to or from the host except
-//   the small launch tables the kernels read, and nothing waits for the device: work
+// - Pointers are device pointers (or managed memory) on `stream.device`; arrays are the
+//   CPU API's TensorViews (C-contiguous runs of `numel` elements) over device memory.
+//   Nothing is copied to or from the host except the small launch tables the kernels read, and nothing waits for the device: work
 //   is enqueued on `stream.stream` (a cudaStream_t; null is the legacy default stream)
 //   and the call returns. Results that are scalars (norms, factors, counts) are written
 //   to device memory the caller passes, so a training loop never stalls on them.
@@ -40,15 +40,6 @@ GRADCORE_API std::string cuda_self_test();
 
 namespace cuda {
 
-enum class DType : std::uint8_t { float16 = 0, float32 = 1, float64 = 2, bfloat16 = 3 };
-
-// A C-contiguous device array seen as a flat run of numel elements.
-struct DeviceTensor {
-    void* data;
-    std::int64_t numel;
-    DType dtype;
-};
-
 // Where work runs: device ordinal and cudaStream_t (as void* so that this header needs
 // no CUDA headers). The device is made current for the call and restored after it.
 struct Stream {
@@ -70,31 +61,31 @@ GRADCORE_API void synchronize(Stream stream);
 
 // *total_out (device, one double) = norm of all arrays together. ord as on the CPU
 // (check_norm_order): p > 0 or +inf.
-GRADCORE_API void global_norm(const DeviceTensor* arrays, std::size_t count, double ord,
+GRADCORE_API void global_norm(const TensorView* arrays, std::size_t count, double ord,
                               double* total_out, Stream stream);
 
 // out[0..count) (device doubles) = one norm per array.
-GRADCORE_API void norms(const DeviceTensor* arrays, std::size_t count, double ord, double* out,
+GRADCORE_API void norms(const TensorView* arrays, std::size_t count, double ord, double* out,
                         Stream stream);
 
 // Per array: l2_out[i], max_abs_out[i] (NaN when the array holds a NaN) and
 // nonfinite_out[i] (device arrays of count elements).
-GRADCORE_API void grad_stats(const DeviceTensor* arrays, std::size_t count, double* l2_out,
+GRADCORE_API void grad_stats(const TensorView* arrays, std::size_t count, double* l2_out,
                              double* max_abs_out, std::int64_t* nonfinite_out, Stream stream);
 
 // In place, float16/bfloat16/float32/float64: x *= factor; x = clamp(x, lo, hi) (NaN
 // stays NaN); non-finite elements set to 0 with their number added to *count_out (a
 // device int64 the caller zeroes, may be null).
-GRADCORE_API void scale_(const DeviceTensor* arrays, std::size_t count, double factor,
+GRADCORE_API void scale_(const TensorView* arrays, std::size_t count, double factor,
                          Stream stream);
-GRADCORE_API void clip_by_value_(const DeviceTensor* arrays, std::size_t count, double lo,
+GRADCORE_API void clip_by_value_(const TensorView* arrays, std::size_t count, double lo,
                                  double hi, Stream stream);
-GRADCORE_API void zero_nonfinite_(const DeviceTensor* arrays, std::size_t count,
+GRADCORE_API void zero_nonfinite_(const TensorView* arrays, std::size_t count,
                                   std::int64_t* count_out, Stream stream);
 
 // Each array on its own: factor = min(1, max_norm / (norm + eps)); norms_out (device,
 // count doubles) gets the norms before clipping.
-GRADCORE_API void clip_by_norm_(const DeviceTensor* arrays, std::size_t count, double max_norm,
+GRADCORE_API void clip_by_norm_(const TensorView* arrays, std::size_t count, double max_norm,
                                 double ord, double eps, double* norms_out, Stream stream);
 
 // The whole of clip_by_global_norm_ on the device: the total (or *given_total, a device
@@ -104,13 +95,13 @@ GRADCORE_API void clip_by_norm_(const DeviceTensor* arrays, std::size_t count, d
 // elements, then clip by the norm of what remains). Writes the total before all this to
 // *total_out and the factor applied (1 when nothing was written) to *factor_out (may be
 // null). No host synchronisation.
-GRADCORE_API void clip_by_global_norm_(const DeviceTensor* arrays, std::size_t count,
+GRADCORE_API void clip_by_global_norm_(const TensorView* arrays, std::size_t count,
                                        double max_norm, double ord, double eps,
                                        NonFinitePolicy policy, const double* given_total,
                                        double* total_out, double* factor_out, Stream stream);
 
 // Adaptive gradient clipping with the CPU's UnitLayout per pair (grads[i], params[i]).
-GRADCORE_API void adaptive_clip_(const DeviceTensor* grads, const DeviceTensor* params,
+GRADCORE_API void adaptive_clip_(const TensorView* grads, const TensorView* params,
                                  const UnitLayout* layouts, std::size_t count, double clipping,
                                  double eps, Stream stream);
 

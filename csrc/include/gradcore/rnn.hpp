@@ -36,12 +36,35 @@ struct RnnForward {
 GRADCORE_API void rnn_forward(const RnnForward<float>& f);
 GRADCORE_API void rnn_forward(const RnnForward<double>& f);
 
+// The cache as the backward reads it: the forward's arguments and the states it wrote,
+// all read-only.
+template <class T>
+struct RnnStates {
+    Cell cell;
+    std::int64_t steps, batch, input, hidden;
+    const T* x;
+    const T* weight_ih;
+    const T* weight_hh;
+    const T* bias_ih;  // may be null
+    const T* bias_hh;  // may be null
+    const T* hs;
+    const T* cs;
+    const T* gates;
+    const T* gh_n;
+};
+
+template <class T>
+constexpr RnnStates<T> states_of(const RnnForward<T>& f) {
+    return {f.cell, f.steps, f.batch, f.input, f.hidden, f.x, f.weight_ih, f.weight_hh, f.bias_ih, f.bias_hh,
+            f.hs, f.cs, f.gates, f.gh_n};
+}
+
 // Gradients; grad_h_n / grad_c_n may be null (zeros); outputs with null data are not
 // computed. hidden_grad_norms[t] = ||dL/dh_t|| over the batch, before clipping;
 // clip_hidden > 0 clamps dL/dh_t to [-clip, clip] at every step (<= 0: no clipping).
 template <class T>
 struct RnnBackward {
-    RnnForward<T> forward;  // as after rnn_forward (the cache)
+    RnnStates<T> states;    // as rnn_forward left them (the cache)
     const T* grad_y;        // (T, B, H)
     const T* grad_h_n;
     const T* grad_c_n;
