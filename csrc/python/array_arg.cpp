@@ -14,13 +14,8 @@ namespace {
 
 namespace dl = dlpack;
 
-// gradcore._device_memory.<name>: allocation and streams in the caller's array library
-// (torch or CuPy), the one thing the bindings cannot do without it.
-py::object device_memory(const char* name) {
-    // Leaked on purpose: a static py::object would be destroyed after the interpreter.
-    static py::object* module = new py::object(py::module_::import("gradcore._device_memory"));
-    return module->attr(name);
-}
+// Allocation and streams in the caller's array library (torch or CuPy).
+py::object device_memory(const char* name) { return gradcore_attr("gradcore._device_memory", name); }
 
 std::string type_name(py::handle obj) {
     return py::str(py::type::handle_of(obj).attr("__name__")).cast<std::string>();
@@ -154,52 +149,53 @@ std::string device_text(Device d) {
 
 // ---- DLPack tensors taken over --------------------------------------------------------
 
+// The capsules a call took (renamed "used_..."); their deleters run when it goes away.
 class Owned {
 public:
     Owned() = default;
     Owned(const Owned&) = delete;
     Owned& operator=(const Owned&) = delete;
-    ~Owned() { release(); }
-
-    void take(PyObject* capsule) {
-        const char* name = PyCapsule_GetName(capsule);
-        if (name == nullptr) {
-            PyErr_Clear();
-            return;
-        }
-        if (std::strcmp(name, dl::kCapsuleName) == 0) {
-            auto* m = static_cast<dl::DLManagedTensor*>(PyCapsule_GetPointer(capsule, name));
-            if (m == nullptr || PyCapsule_SetName(capsule, dl::kUsedCapsuleName) != 0) {
-                PyErr_Clear();
-                return;
+    ~Owned() {
+        for (const py::object& cap : taken_) {
+            const char* name = PyCapsule_GetName(cap.ptr());
+            void* p = PyCapsule_GetPointer(cap.ptr(), name);
+            if (std::strcmp(name, dl::kUsedCapsuleName) == 0) {
+                auto* m = static_cast<dl::DLManagedTensor*>(p);
+                if (m->deleter) m->deleter(m);
+            } else {
+                auto* v = static_cast<dl::DLManagedTensorVersioned*>(p);
+                if (v->deleter) v->deleter(v);
             }
-            plain_.push_back(m);
-        } else if (std::strcmp(name, dl::kVersionedCapsuleName) == 0) {
-            auto* v = static_cast<dl::DLManagedTensorVersioned*>(PyCapsule_GetPointer(capsule, name));
-            if (v == nullptr || PyCapsule_SetName(capsule, dl::kUsedVersionedCapsuleName) != 0) {
-                PyErr_Clear();
-                return;
-            }
-            versioned_.push_back(v);
         }
-        // Otherwise already renamed: the same capsule twice in one call, taken once.
     }
 
-    void release() noexcept {
-        for (auto* m : plain_) {
-            if (m->deleter) m->deleter(m);
+    // The same capsule twice in one call is taken once (the second is renamed already).
+    void take(const py::object& cap) {
+        const char* name = PyCapsule_GetName(cap.ptr());
+        const bool plain = name && std::strcmp(name, dl::kCapsuleName) == 0;
+        if (plain || (name && std::strcmp(name, dl::kVersionedCapsuleName) == 0)) {
+            if (PyCapsule_SetName(cap.ptr(), plain ? dl::kUsedCapsuleName : dl::kUsedVersionedCapsuleName) == 0) {
+                taken_.push_back(cap);
+            }
         }
-        for (auto* v : versioned_) {
-            if (v->deleter) v->deleter(v);
-        }
-        plain_.clear();
-        versioned_.clear();
+        PyErr_Clear();
     }
 
 private:
-    std::vector<dl::DLManagedTensor*> plain_;
-    std::vector<dl::DLManagedTensorVersioned*> versioned_;
+    std::vector<py::object> taken_;
 };
+
+// Where __dlpack_device__ says an object lives (the host when it cannot say).
+Device dlpack_device(py::handle obj) {
+    try {
+        const py::tuple d = obj.attr("__dlpack_device__")();
+        const int type = d[0].cast<int>();
+        if (type == dl::kDLCUDA || type == dl::kDLCUDAManaged) return {Device::cuda, d[1].cast<int>()};
+    } catch (const py::error_already_set&) {
+    } catch (const py::cast_error&) {
+    }
+    return {};
+}
 
 // What an object is, found without converting it.
 struct Found {
@@ -210,31 +206,11 @@ struct Found {
 Found find(py::handle obj) {
     if (py::isinstance<py::array>(obj)) return {Found::numpy, {}};
     if (PyCapsule_CheckExact(obj.ptr())) return {Found::capsule, {}};
-    if (has_attr(obj, "__dlpack__") && has_attr(obj, "__dlpack_device__")) {
-        Found f{Found::dlpack, {}};
-        try {
-            const py::tuple d = obj.attr("__dlpack_device__")();
-            const int type = d[0].cast<int>();
-            if (type == dl::kDLCUDA || type == dl::kDLCUDAManaged) f.device = {Device::cuda, d[1].cast<int>()};
-        } catch (const py::error_already_set&) {
-            // A producer that cannot say where it lives is read as host memory.
-        } catch (const py::cast_error&) {
-        }
-        return f;
-    }
+    const bool says_device = has_attr(obj, "__dlpack_device__");
+    if (says_device && has_attr(obj, "__dlpack__")) return {Found::dlpack, dlpack_device(obj)};
     if (has_attr(obj, "__cuda_array_interface__")) {
-        Found f{Found::cuda_array_interface, {Device::cuda, -1}};
-        if (has_attr(obj, "__dlpack_device__")) {
-            try {
-                const py::tuple d = obj.attr("__dlpack_device__")();
-                if (d[0].cast<int>() == dl::kDLCUDA || d[0].cast<int>() == dl::kDLCUDAManaged) {
-                    f.device.index = d[1].cast<int>();
-                }
-            } catch (const py::error_already_set&) {
-            } catch (const py::cast_error&) {
-            }
-        }
-        return f;
+        const Device d = says_device ? dlpack_device(obj) : Device{};
+        return {Found::cuda_array_interface, {Device::cuda, d.index}};
     }
     return {Found::other, {}};
 }
@@ -268,6 +244,10 @@ bool ArrayArg::overlaps(const ArrayArg& other) const {
     const auto [a0, a1] = range(*this);
     const auto [b0, b1] = range(other);
     return a0 < b1 && b0 < a1;
+}
+
+py::object gradcore_attr(const char* module, const char* name) {
+    return py::module_::import(module).attr(name);
 }
 
 std::string Label::str() const {
@@ -859,7 +839,7 @@ ArrayArg Call::device_float64(py::handle obj, const char* name) {
 cuda::Stream Call::stream() {
     Impl& c = *impl_;
     const cuda::Stream s{cuda_device(), c.cuda_stream(c.lead, cuda_device())};
-    for (const py::object& cap : c.pending) c.owned.take(cap.ptr());
+    for (const py::object& cap : c.pending) c.owned.take(cap);
     c.pending.clear();
     for (std::uintptr_t producer : c.waits) cuda::stream_wait(s, reinterpret_cast<void*>(producer));
     c.waits.clear();

@@ -127,12 +127,30 @@ private:
     Device device_;
 };
 
+// cpu() or, for arrays on a CUDA device, cuda(stream) once every argument has been taken,
+// with the GIL released.
+template <class Cpu, class Cuda>
+void run(Call& call, Cpu&& cpu, Cuda&& cuda) {
+    if (call.on_cuda()) {
+        const cuda::Stream stream = call.stream();
+        py::gil_scoped_release release;
+        cuda(stream);
+    } else {
+        py::gil_scoped_release release;
+        cpu();
+    }
+}
+
 // f(float{}) or f(double{}) by a float32/float64 dtype.
 template <class F>
 decltype(auto) with_float(DType t, F&& f) {
     if (t == DType::float32) return f(float{});
     return f(double{});
 }
+
+// gradcore.<module>.<name>: the result types (gradcore._types) and the device memory
+// helpers (gradcore._device_memory) the bindings hand their work to.
+py::object gradcore_attr(const char* module, const char* name);
 
 // "(2, 3)", "(4,)" as NumPy prints shapes.
 std::string shape_str(const std::vector<std::int64_t>& shape);

@@ -157,18 +157,11 @@ py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::ha
     }
     const ArrayArg y = output(call, out, "out", x, {batch, n_out});
     refuse_overlaps({{&y, "out"}}, {{&x, "x"}, {&w, "weight"}, {bias ? &*bias : nullptr, "bias"}});
-    const bool cuda = call.on_cuda();
-    const std::optional<cuda::Stream> stream = cuda ? std::optional(call.stream()) : std::nullopt;
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
         const DenseForward<T> f{matrix<const T>(x), matrix<const T>(w), data_or_null<const T>(bias), matrix<T>(y), act,
                                 slope};
-        Release release;
-        if (cuda) {
-            cuda::dense_forward(f, *stream);
-        } else {
-            dense_forward(f);
-        }
+        run(call, [&] { dense_forward(f); }, [&](cuda::Stream s) { cuda::dense_forward(f, s); });
     });
     return y.object;
 }
@@ -209,20 +202,13 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
     if (has_bias) gb = grad(grad_bias_arg, "grad_bias", {n_out});
     refuse_overlaps({{gx ? &*gx : nullptr, "grad_x"}, {&gw, "grad_weight"}, {gb ? &*gb : nullptr, "grad_bias"}},
                     {{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&y, "y"}});
-    const bool cuda = call.on_cuda();
-    const std::optional<cuda::Stream> stream = cuda ? std::optional(call.stream()) : std::nullopt;
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
         DenseBackward<T> b{matrix<const T>(gy), matrix<const T>(x), matrix<const T>(w), matrix<const T>(y), act, slope,
                            MatrixRef<T>{nullptr, batch, n_in, n_in, 1}, matrix<T>(gw), data_or_null<T>(gb),
                            accumulate};
         if (gx) b.grad_x = matrix<T>(*gx);
-        Release release;
-        if (cuda) {
-            cuda::dense_backward(b, *stream);
-        } else {
-            dense_backward(b);
-        }
+        run(call, [&] { dense_backward(b); }, [&](cuda::Stream s) { cuda::dense_backward(b, s); });
     });
     const auto object = [](const std::optional<ArrayArg>& a) { return a ? a->object : py::none(); };
     return py::make_tuple(object(gx), gw.object, object(gb));

@@ -20,12 +20,7 @@ namespace {
 
 using Release = py::gil_scoped_release;
 
-// gradcore._types.<name>: the result and exception classes of the Python API.
-py::object result_type(const char* name) {
-    // Leaked on purpose: a static py::object would be destroyed after the interpreter.
-    static py::object* module = new py::object(py::module_::import("gradcore._types"));
-    return module->attr(name);
-}
+py::object result_type(const char* name) { return gradcore_attr("gradcore._types", name); }
 
 [[noreturn]] void raise_nonfinite(py::object total) {
     const py::object cls = result_type("NonFiniteGradientError");
@@ -150,14 +145,8 @@ py::object clip_by_value_binding(py::handle arrays, py::handle clip_value, py::h
     }
     Call call("clip_by_value_");
     const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
-    if (call.on_cuda()) {
-        const cuda::Stream stream = call.stream();
-        Release release;
-        cuda::clip_by_value_(list.views.data(), list.size(), lo, hi, stream);
-    } else {
-        Release release;
-        clip_by_value_(list.views.data(), list.size(), lo, hi);
-    }
+    run(call, [&] { clip_by_value_(list.views.data(), list.size(), lo, hi); },
+        [&](cuda::Stream s) { cuda::clip_by_value_(list.views.data(), list.size(), lo, hi, s); });
     return list.sequence;
 }
 
@@ -265,14 +254,10 @@ py::object adaptive_clip_binding(py::handle grads, py::handle params, py::handle
     const ArrayList g = call.list(grads, "grads", Access::write, kInPlaceFloats);
     const ArrayList p = call.list(params, "params", Access::read, kNormInputs);
     const std::vector<UnitLayout> layouts = unit_layouts(g, p, unit_axis);
-    if (call.on_cuda()) {
-        const cuda::Stream stream = call.stream();
-        Release release;
-        cuda::adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps, stream);
-    } else {
-        Release release;
-        adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps);
-    }
+    run(call, [&] { adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps); },
+        [&](cuda::Stream s) {
+            cuda::adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps, s);
+        });
     return g.sequence;
 }
 

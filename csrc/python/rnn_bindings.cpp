@@ -18,19 +18,9 @@
 namespace gradcore::python {
 namespace {
 
-using Release = py::gil_scoped_release;
+py::object device_memory(const char* name) { return gradcore_attr("gradcore._device_memory", name); }
 
-// gradcore._device_memory.<name> (device copies the CUDA path needs).
-py::object device_memory(const char* name) {
-    // Leaked on purpose: a static py::object would be destroyed after the interpreter.
-    static py::object* module = new py::object(py::module_::import("gradcore._device_memory"));
-    return module->attr(name);
-}
-
-py::object result_type(const char* name) {
-    static py::object* module = new py::object(py::module_::import("gradcore._types"));
-    return module->attr(name);
-}
+py::object result_type(const char* name) { return gradcore_attr("gradcore._types", name); }
 
 // An array of x's dtype and the given shape.
 void check_like(const ArrayArg& a, const char* name, const ArrayArg& x, const std::vector<std::int64_t>& shape) {
@@ -141,16 +131,10 @@ py::object rnn_forward_binding(py::handle x_arg, py::handle h0_arg, py::handle w
     };
     set_initial(cache.hs, h0);
     if (cache.cs) set_initial(*cache.cs, c0);
-    const std::optional<cuda::Stream> stream = cache.on_cuda ? std::optional(call.stream()) : std::nullopt;
     with_float(x.dtype, [&](auto tag) {
         using TT = decltype(tag);
         const RnnForward<TT> f = cache.forward<TT>();
-        Release release;
-        if (stream) {
-            cuda::rnn_forward(f, *stream);
-        } else {
-            rnn_forward(f);
-        }
+        run(call, [&] { rnn_forward(f); }, [&](cuda::Stream s) { cuda::rnn_forward(f, s); });
     });
     // y, h_n and c_n are copies: a caller writing into them must not change the cache.
     py::object y, h_n, c_n = py::none();
@@ -201,7 +185,6 @@ py::object rnn_backward_binding(py::handle cache_arg, py::handle grad_y_arg, py:
     if (c.bias_ih) gbih = call.new_array({G * H}, c.dtype, "grad_bias_ih");
     if (c.bias_hh) gbhh = call.new_array({G * H}, c.dtype, "grad_bias_hh");
     const ArrayArg norms = call.new_array({T}, DType::float64, "hidden_grad_norms");
-    const std::optional<cuda::Stream> stream = call.on_cuda() ? std::optional(call.stream()) : std::nullopt;
     with_float(c.dtype, [&](auto tag) {
         using TT = decltype(tag);
         const RnnBackward<TT> b{states_of(c.forward<TT>()), static_cast<const TT*>(gy.data), data_or_null<const TT>(ghn),
@@ -209,12 +192,7 @@ py::object rnn_backward_binding(py::handle cache_arg, py::handle grad_y_arg, py:
                                 static_cast<TT*>(gh0.data), data_or_null<TT>(gc0), static_cast<TT*>(gwih.data),
                                 static_cast<TT*>(gwhh.data), data_or_null<TT>(gbih), data_or_null<TT>(gbhh),
                                 static_cast<double*>(norms.data)};
-        Release release;
-        if (stream) {
-            cuda::rnn_backward(b, *stream);
-        } else {
-            rnn_backward(b);
-        }
+        run(call, [&] { rnn_backward(b); }, [&](cuda::Stream s) { cuda::rnn_backward(b, s); });
     });
     return result_type("RNNGrads")(gx.object, gh0.object, object_or_none(gc0), gwih.object, gwhh.object,
                                    object_or_none(gbih), object_or_none(gbhh), norms.object);
