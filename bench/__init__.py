@@ -7,7 +7,9 @@ when importable) side by side in this process and prints best-of-N times, the
 ratio peer/gradcore against the project's goals (PASS/MISS) and the
 fraction of the machine limit (memory bandwidth for norms, FMA peak for dense and
 recurrent layers), both measured on this machine (see ``machine.py``).  ``--json``
-writes every result (schema :data:`SCHEMA`, described in the README).
+writes every result (schema :data:`SCHEMA`, described in the README), and
+``gradcore bench compare OLD.json NEW.json`` compares two such runs case by case
+(``compare.py``).
 
 Suites are the modules ``suite_<name>.py`` of this package, found at run time
 (so ``suite_dense.py`` / ``suite_rnn.py`` only need to be dropped in).  A suite
@@ -92,13 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gradcore bench",
         description="Benchmark gradcore against NumPy and PyTorch (side by side, best-of-N), "
                     "with the project's goals and the fraction of the machine limits "
-                    "(memory bandwidth and FMA peak, measured on this machine).")
+                    "(memory bandwidth and FMA peak, measured on this machine).",
+        epilog="gradcore bench compare OLD.json NEW.json: the ratio NEW/OLD of every case "
+               "of two --json runs (gradcore bench compare --help).")
     p.add_argument("--suite", default="all", metavar="NAMES",
                    help=f"suite(s) to run, comma-separated: {suites} (default: all)")
     p.add_argument("--quick", action="store_true",
                    help="smaller sizes and fewer repeats (a smoke run, < 1 min on 2 cores)")
     p.add_argument("--json", metavar="PATH",
-                   help="also write every result machine-readably to PATH ('-': stdout)")
+                   help="also write every result machine-readably to PATH ('-': stdout); "
+                        "the input of 'gradcore bench compare'")
     p.add_argument("--repeat", type=_positive_int, metavar="N",
                    help=f"best-of-N timed batches (default {DEFAULT_REPEAT}, --quick {QUICK_REPEAT})")
     p.add_argument("--rounds", type=_positive_int, metavar="N",
@@ -238,6 +243,9 @@ def _fma_rows(fma) -> list:
 
 def main(argv: Optional[list] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        from .compare import main as compare_main
+        return compare_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
