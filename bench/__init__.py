@@ -7,9 +7,9 @@ when importable) side by side in this process and prints best-of-N times, the
 ratio peer/gradcore against the project's goals (PASS/MISS) and the
 fraction of the machine limit (memory bandwidth for norms, FMA peak for dense and
 recurrent layers), both measured on this machine (see ``machine.py``).  ``--json``
-writes every result (schema :data:`SCHEMA`, described in the README), and
-``gradcore bench compare OLD.json NEW.json`` compares two such runs case by case
-(``compare.py``).
+writes every result (schema :data:`SCHEMA`, described in the README), ``--plot`` a
+figure of it (``plot.py``), and ``gradcore bench compare OLD.json NEW.json`` compares
+two such runs case by case (``compare.py``).
 
 Suites are the modules ``suite_<name>.py`` of this package, found at run time
 (so ``suite_dense.py`` / ``suite_rnn.py`` only need to be dropped in).  A suite
@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH",
                    help="also write every result machine-readably to PATH ('-': stdout); "
                         "the input of 'gradcore bench compare'")
+    p.add_argument("--plot", metavar="PATH",
+                   help="also write a figure to PATH (.png, .pdf, .svg): per suite, the "
+                        "speed-up over each peer and the fraction of the limit (needs "
+                        "matplotlib)")
     p.add_argument("--repeat", type=_positive_int, metavar="N",
                    help=f"best-of-N timed batches (default {DEFAULT_REPEAT}, --quick {QUICK_REPEAT})")
     p.add_argument("--rounds", type=_positive_int, metavar="N",
@@ -344,8 +348,15 @@ def main(argv: Optional[list] = None) -> int:
         write_json(args.json, payload)
         if args.json != "-":
             rep.log(f"wrote {args.json}")
+    status = 0
+    if args.plot:
+        from .plot import plot_run
+        note = plot_run(payload, args.plot)
+        rep.line(note, style=None if note.startswith("wrote") else "bold red")
+        status = 0 if note.startswith("wrote") else 1
+
     if any(r.error for r in results):
         return 1
     if args.check and (n_miss or n_bad or n_wrong):
         return 1
-    return 0
+    return status
