@@ -225,8 +225,6 @@ def _machine_rows(mem) -> list:
 
 
 def _fma_rows(fma) -> list:
-    if not fma.probes:
-        return [("limit", f"none: {fma.note}")]
     rows = []
     for dt in ("float32", "float64"):
         p, t = fma.probe(dt), fma.theory(dt)

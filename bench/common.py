@@ -302,7 +302,7 @@ def run_check(fn) -> str:
 def add_gflops(res, flops, peak, label) -> None:
     """Record GFLOP/s of gradcore, each peer and the FMA peak (flop/s) on a CaseResult."""
     res.params["flops"] = flops
-    if res.gradcore is None or peak is None:
+    if res.gradcore is None:
         return
     gf = {"gradcore": flops / res.gradcore.best / 1e9}
     for p in res.peers:
@@ -321,17 +321,24 @@ def add_gflops(res, flops, peak, label) -> None:
                          f"= {need / gf['peak']:.0%} of the peak ({label})")
 
 
+def time_probed_case(ctx, suite, probes, limit_name, limit_time, *args, **kw) -> CaseResult:
+    """:func:`time_case` (``*args``: from key on) with ``probes`` (machine.Probes) taken
+    before every round and after the last; the case is held to ``limit_time(probes)``
+    seconds and to the spread of those probes."""
+    res = time_case(ctx, suite, *args, between=probes.take, **kw)
+    res.limit_name = limit_name
+    res.limit_time = limit_time(probes)
+    res.limit_spread = probes.spread
+    res.limit_probes = probes.to_dict()
+    return res
+
+
 def time_gemm_case(ctx, suite, fma, key, name, data, gc_code, gc_fn, peers, *, dtype, flops,
                    **kw) -> CaseResult:
-    """:func:`time_case` against the FMA peak of ``dtype`` for ``flops`` flops, the FMA
-    probe being taken before every round and after the last."""
-    probes = ctx.machine.probes((dtype,)) if fma.peak(dtype) is not None else None
-    res = time_case(ctx, suite, key, name, data, gc_code, gc_fn, peers,
-                    between=None if probes is None else probes.take, **kw)
-    if probes is not None:
-        res.limit_name = fma.label(dtype)
-        res.limit_time = flops / probes.best(dtype)
-        res.limit_spread = probes.spread
-        res.limit_probes = probes.to_dict()
-    add_gflops(res, flops, None if probes is None else probes.best(dtype), fma.label(dtype))
+    """:func:`time_case` against the FMA peak of ``dtype`` for ``flops`` flops, measured
+    around the case."""
+    res = time_probed_case(ctx, suite, ctx.machine.probes((dtype,)), fma.label(dtype),
+                           lambda probes: flops / probes.best(dtype),
+                           key, name, data, gc_code, gc_fn, peers, **kw)
+    add_gflops(res, flops, flops / res.limit_time, fma.label(dtype))
     return res

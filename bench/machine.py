@@ -146,28 +146,16 @@ class FmaLimits:
     probes: list = field(default_factory=list)   # FmaProbe of every isa and dtype
     ghz: Optional[float] = None     # clock read from /proc/cpuinfo (None: unknown)
     clock_source: str = ""
-    note: str = ""
 
-    def probe(self, dtype, isa: Optional[str] = None) -> Optional[FmaProbe]:
+    def probe(self, dtype) -> FmaProbe:
+        """The up-front probe of the active instruction set for ``dtype``."""
         dtype = _dtype_name(dtype)
-        for p in self.probes:
-            if p.isa == (isa or self.isa) and p.dtype == dtype:
-                return p
-        return None
-
-    def peak(self, dtype) -> Optional[float]:
-        """flop/s that a case of this dtype ("float32"/"float64") is measured against."""
-        p = self.probe(dtype)
-        return None if p is None else p.best
-
-    def spread(self, dtype) -> float:
-        p = self.probe(dtype)
-        return 0.0 if p is None else p.spread
+        return next(p for p in self.probes if p.isa == self.isa and p.dtype == dtype)
 
     def theory(self, dtype) -> Optional[float]:
         """The theoretical peak at the /proc/cpuinfo clock (reference only)."""
         p = self.probe(dtype)
-        if p is None or not p.lanes or not self.ghz:
+        if not p.lanes or not self.ghz:
             return None
         return p.cores * p.fma_units * p.lanes * 2 * self.ghz * 1e9
 
@@ -178,8 +166,6 @@ class FmaLimits:
     def describe(self, dtype) -> str:
         """One line for a suite's notes: the limit of ``dtype``, its clock and spread."""
         p = self.probe(dtype)
-        if p is None:
-            return f"no FMA probe for {_dtype_name(dtype)} ({self.note or 'not measured'})"
         txt = (f"the FMA probe of {self.isa} on {self.threads} thread(s), taken around every "
                f"case; up front {_dtype_name(dtype)} {p.best / 1e9:.1f} GFLOP/s (best of "
                f"{len(p.samples)}, spread {p.spread:.1%})")
@@ -194,12 +180,12 @@ class FmaLimits:
 
     def to_dict(self) -> dict:
         d = {"isa": self.isa, "threads": self.threads, "cpuinfo_GHz": self.ghz,
-             "clock_source": self.clock_source, "note": self.note,
+             "clock_source": self.clock_source,
              "probes": [p.to_dict() for p in self.probes]}
         for dt in ("float32", "float64"):
-            peak, theory = self.peak(dt), self.theory(dt)
-            d[f"peak_{_SHORT[dt]}_GFLOPs"] = None if peak is None else peak / 1e9
-            d[f"spread_{_SHORT[dt]}"] = self.spread(dt)
+            p, theory = self.probe(dt), self.theory(dt)
+            d[f"peak_{_SHORT[dt]}_GFLOPs"] = p.best / 1e9
+            d[f"spread_{_SHORT[dt]}"] = p.spread
             d[f"theory_{_SHORT[dt]}_GFLOPs"] = None if theory is None else theory / 1e9
         return d
 
@@ -298,12 +284,12 @@ class Machine:
         self._gc = gradcore
         self._np = np
         self._torch = torch
-        self._quick = quick
         self._repeat = max(repeat, 3)
         self._min_time = min_time
         self._log = log
         self._memory: Optional[MemoryLimits] = None
         self._fma: Optional[FmaLimits] = None
+        self._probe_bytes = (128 if quick else 512) * MB
         self._array = None          # the memory probes' array, allocated once
 
     @property
@@ -330,8 +316,10 @@ class Machine:
             self._fma = self._measure_fma()
         return self._fma
 
-    def _fma_samples(self, probe, dtype: str) -> list:
-        """flop/s of ``repeat`` probe calls, each sized to last at least ``min_time``."""
+    def _fma_samples(self, dtype: str) -> list:
+        """flop/s of ``repeat`` calls of the active target's FMA probe, each sized to last
+        at least ``min_time``."""
+        probe = self._gc._core._fma_probe
         n = 1000
         while True:
             t0 = time.perf_counter()
@@ -345,7 +333,7 @@ class Machine:
     def _fma_rate(self, dtype: str) -> float:
         """flop/s of the active target's FMA probe now, best of N."""
         time.sleep(SETTLE_SECONDS)   # let the thread pools of the peers go quiet
-        return max(self._fma_samples(self._gc._core._fma_probe, dtype))
+        return max(self._fma_samples(dtype))
 
     def _measure_fma(self) -> FmaLimits:
         core = self._gc._core
@@ -353,10 +341,6 @@ class Machine:
         threads = self._threads()
         active = core._isa_active()
         lim = FmaLimits(isa=active, threads=threads, ghz=p["ghz"], clock_source=p["clock_source"])
-        probe = getattr(core, "_fma_probe", None)
-        if probe is None:
-            lim.note = "this build of gradcore has no FMA probe (_core._fma_probe)"
-            return lim
         isas = [active] + [i for i in core._isa_available() if i != active]
         self._log(f"machine: FMA probe on {threads} thread(s), {', '.join(isas)}")
         cores = min(threads, p["cores"])
@@ -367,7 +351,7 @@ class Machine:
                 for dt in ("float32", "float64"):
                     bits = ISA_BITS.get(isa)
                     lanes = bits // (32 if dt == "float32" else 64) if bits else None
-                    lim.probes.append(FmaProbe(isa, dt, self._fma_samples(probe, dt), lanes,
+                    lim.probes.append(FmaProbe(isa, dt, self._fma_samples(dt), lanes,
                                                p["fma_units"].get(isa, 2), cores))
         finally:
             core._set_isa(active)
@@ -376,9 +360,8 @@ class Machine:
     # -- memory bandwidth ------------------------------------------------------
     def _bandwidth(self, kind: str) -> float:
         """Array bytes/s of one probe pass of ``kind`` ("read" or "update"), best of N."""
-        if self._array is None:
-            nbytes = (128 if self._quick else 512) * MB
-            self._array = self._np.ones(nbytes // 4, dtype=self._np.float32)  # pages resident
+        if self._array is None:     # written once: its pages are resident
+            self._array = self._np.ones(self._probe_bytes // 4, dtype=self._np.float32)
         a, probe = self._array, self._gc._core._memory_probe
         return a.nbytes / self._best(lambda: probe(a, kind))
 
@@ -396,7 +379,7 @@ class Machine:
         return self._memory
 
     def _measure_memory(self) -> MemoryLimits:
-        nbytes = (128 if self._quick else 512) * MB
+        nbytes = self._probe_bytes
         self._log(f"machine: memory bandwidth on a {nbytes // MB} MB float32 array")
         read_bw, update_bw = self._bandwidth("read"), self._bandwidth("update")
         a, np = self._array, self._np

@@ -199,7 +199,7 @@ class Reporter:
         bad_checks = [c for s in suites for c in s.cases
                       if not (c.check == "ok" or c.check.startswith("ok "))]
         wrong = [c for s in suites for c in s.cases if c.limit_beaten_by]
-        text = f"targets: {n_pass} PASS, {n_miss} MISS"
+        text = f"goals: {n_pass} PASS, {n_miss} MISS"
         if bad_checks:
             text += f"; {len(bad_checks)} result check(s) FAILED"
         if wrong:

@@ -30,9 +30,9 @@ N(0, 0.1²).  Every implementation allocates its outputs on every call.
 Machine limit: the FMA peak for the dtype, the best of the FMA probes (the active
 instruction set on the library's threads) taken before every round of the case and
 after the last (see machine.py).  "% of limit" = (flops / peak) / gradcore time =
-gradcore GFLOP/s / peak GFLOP/s, with flops = 2·M·K·N for a matmul and 3 GEMMs = 6·batch·in·out for a dense forward +
-backward (bias, activation and reductions are not counted).  No goal is set on
-it (informative).
+gradcore GFLOP/s / peak GFLOP/s, with flops = 2·M·K·N for a matmul and 3 GEMMs =
+6·batch·in·out for a dense forward + backward (bias, activation and reductions are not
+counted).  No goal is set on it (informative).
 
 Checks (outside the timed region): gradcore vs the NumPy result, max |diff| /
 max |reference| <= 1e-4 (float32) or 1e-10 (float64) per output.  The dense

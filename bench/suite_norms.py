@@ -45,7 +45,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import SuiteResult, rel_err, run_check, time_case
+from .common import SuiteResult, rel_err, run_check, time_case, time_probed_case
 
 NAME = "norms"
 DESCRIPTION = "global_norm / norms / clip_by_global_norm_ / clip_by_value_ vs NumPy and PyTorch"
@@ -208,19 +208,18 @@ class _Runner:
         self.bandwidths = {}        # every probe of the suite, per kind
 
     def case(self, key, name, data, gc_code, gc_fn, peers, *, limit=(), nbytes=None, **kw):
-        """Time gradcore and each peer (name, code, fn, target, needs_torch) against the
-        memory passes ``limit`` ("read", "update") over ``nbytes``, measured around the
-        case: probe, round, probe, ..."""
-        probes = self.ctx.machine.probes(limit) if limit else None
-        res = time_case(self.ctx, self.suite, key, name, data, gc_code, gc_fn, peers,
-                        between=None if probes is None else probes.take, bytes=nbytes, **kw)
-        if probes is not None:
-            res.limit_name = "+".join(limit)
-            res.limit_time = sum(nbytes / probes.best(k) for k in limit)
-            res.limit_spread = probes.spread
-            res.limit_probes = probes.to_dict()
-            for kind, got in probes.samples.items():
-                self.bandwidths.setdefault(kind, []).extend(got)
+        """Time gradcore and each peer (name, code, fn, target, needs_torch), when
+        ``limit`` names memory passes ("read", "update") over ``nbytes``, against them,
+        measured around the case: probe, round, probe, ..."""
+        args = (key, name, data, gc_code, gc_fn, peers)
+        if not limit:
+            return time_case(self.ctx, self.suite, *args, bytes=nbytes, **kw)
+        probes = self.ctx.machine.probes(limit)
+        res = time_probed_case(self.ctx, self.suite, probes, "+".join(limit),
+                               lambda p: sum(nbytes / p.best(k) for k in limit),
+                               *args, bytes=nbytes, **kw)
+        for kind, got in probes.samples.items():
+            self.bandwidths.setdefault(kind, []).extend(got)
         return res
 
     # -- checks --------------------------------------------------------------
@@ -342,7 +341,8 @@ class _Runner:
                   [("numpy", f"for a in arrs: np.clip(a, -{v}, {v}, out=a)",
                     lambda: [np.clip(a, -v, v, out=a) for a in arrs], None, False),
                    ("torch", tval_code, lambda: tval(ps, v), T_VALUE_TORCH, True)],
-                  setup=gl.restore, check=chk, limit=("update",), nbytes=gl.nbytes, params={**params, "clip_value": v})
+                  setup=gl.restore, check=chk, limit=("update",), nbytes=gl.nbytes,
+                  params={**params, "clip_value": v})
         gl.restore()                # the last timed calls clipped the arrays
         gl.backup = None            # only one ~500 MB list alive from here on
         _pygc.collect()
