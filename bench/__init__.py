@@ -5,7 +5,11 @@ Run it with ``gradcore bench [options]`` (or ``python -m gradcore bench``), whic
 does the same.  Every case runs gradcore and its peers (NumPy always, PyTorch CPU
 when importable) side by side in this process and prints best-of-N times, the
 ratio peer/gradcore against the project's goals (PASS/MISS) and the
-fraction of the machine limit (memory bandwidth for norms, FMA peak for dense).
+fraction of the machine limit (memory bandwidth for norms, FMA peak for dense and
+recurrent layers), both measured on this machine (see ``machine.py``).  ``--json``
+writes every result (schema :data:`SCHEMA`, described in the README), ``--plot`` a
+figure of it (``plot.py``), and ``gradcore bench compare OLD.json NEW.json`` compares
+two such runs case by case (``compare.py``).
 
 Suites are the modules ``suite_<name>.py`` of this package, found at run time
 (so ``suite_dense.py`` / ``suite_rnn.py`` only need to be dropped in).  A suite
@@ -36,6 +40,8 @@ QUICK_REPEAT = 3
 DEFAULT_ROUNDS = 2
 QUICK_ROUNDS = 1
 DEFAULT_MIN_TIME = 0.02
+#: the JSON written by --json (documented in the README, read by ``bench compare``)
+SCHEMA = "gradcore-bench/2"
 
 
 def available_suites() -> dict:
@@ -87,13 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gradcore bench",
         description="Benchmark gradcore against NumPy and PyTorch (side by side, best-of-N), "
-                    "with the project's goals and the fraction of the machine limits.")
+                    "with the project's goals and the fraction of the machine limits "
+                    "(memory bandwidth and FMA peak, measured on this machine).",
+        epilog="gradcore bench compare OLD.json NEW.json: the ratio NEW/OLD of every case "
+               "of two --json runs (gradcore bench compare --help).")
     p.add_argument("--suite", default="all", metavar="NAMES",
                    help=f"suite(s) to run, comma-separated: {suites} (default: all)")
     p.add_argument("--quick", action="store_true",
                    help="smaller sizes and fewer repeats (a smoke run, < 1 min on 2 cores)")
     p.add_argument("--json", metavar="PATH",
-                   help="also write every result machine-readably to PATH ('-': stdout)")
+                   help="also write every result machine-readably to PATH ('-': stdout); "
+                        "the input of 'gradcore bench compare'")
+    p.add_argument("--plot", metavar="PATH",
+                   help="also write a figure to PATH (.png, .pdf, .svg): per suite, the "
+                        "speed-up over each peer and the fraction of the limit (needs "
+                        "matplotlib)")
     p.add_argument("--repeat", type=_positive_int, metavar="N",
                    help=f"best-of-N timed batches (default {DEFAULT_REPEAT}, --quick {QUICK_REPEAT})")
     p.add_argument("--rounds", type=_positive_int, metavar="N",
@@ -107,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peers")
     p.add_argument("--plain", action="store_true", help="plain-text tables even if rich is installed")
     p.add_argument("--check", action="store_true",
-                   help="exit with status 1 when a target is missed or a result check fails")
+                   help="exit with status 1 when a goal is missed, a result check fails or "
+                        "a measured time beats its limit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--list", action="store_true", help="list the suites and exit")
     return p
@@ -199,46 +214,42 @@ def _machine_rows(mem) -> list:
         ("read", f"{mem.read_bw / 1e9:.2f} GB/s  (multi-threaded read pass, {mem.threads} threads)"),
         ("update", f"{mem.update_bw / 1e9:.2f} GB/s of array  ({2 * mem.update_bw / 1e9:.2f} GB/s "
                    f"traffic; in-place read+write pass)"),
-        ("probe", f"{mem.probe_bytes >> 20} MB float32, {mem.source}"),
+        ("probe", f"{mem.probe_bytes >> 20} MB float32, gradcore's memory probe; measured again "
+                  f"around every memory-bound case, which is held to the probes around it"),
         ("np.sum", f"{mem.numpy_sum_bw / 1e9:.2f} GB/s  (NumPy, single thread; reference)"),
     ]
     if mem.torch_sum_bw is not None:
         rows.append(("torch.sum", f"{mem.torch_sum_bw / 1e9:.2f} GB/s  "
                                   f"({mem.torch_threads} threads; reference)"))
-    if mem.note:
-        rows.append(("note", mem.note))
     return rows
 
 
 def _fma_rows(fma) -> list:
-    def g(v):
-        return "-" if v is None else f"{v / 1e9:.1f}"
-
-    rows = [("sgemm", f"{g(fma.numpy_sgemm)} GFLOP/s  (NumPy a @ b, {fma.blas}, "
-                      f"{fma.size}³ float32, best of N)"),
-            ("dgemm", f"{g(fma.numpy_dgemm)} GFLOP/s  (same, float64)")]
-    if fma.torch_sgemm is not None:
-        rows.append(("torch", f"sgemm {g(fma.torch_sgemm)}, dgemm {g(fma.torch_dgemm)} GFLOP/s  "
-                              f"({fma.torch_threads} threads; reference)"))
-    if fma.theory_f32 is not None:
-        rows.append(("theory", f"f32 {g(fma.theory_f32)}, f64 {g(fma.theory_f64)} GFLOP/s  "
-                               f"= {fma.cores} cores × {fma.fma_units} FMA/cycle × "
-                               f"{fma.vector_bits // 32}|{fma.vector_bits // 64} lanes ({fma.isa}) "
-                               f"× 2 flops × {fma.ghz:.3g} GHz ({fma.clock_source})"))
-    else:
-        rows.append(("theory", f"unknown (clock not readable; {fma.cores} cores, {fma.isa})"))
-    used = ("theoretical FMA peak" if fma.source == "theoretical"
-            else f"NumPy BLAS yardstick ({fma.blas})")
-    rows.append(("limit", f"{used}: f32 {g(fma.peak('float32'))}, "
-                          f"f64 {g(fma.peak('float64'))} GFLOP/s"))
-    if fma.note:
-        rows.append(("note", fma.note))
+    rows = []
+    for dt in ("float32", "float64"):
+        p, t = fma.probe(dt), fma.theory(dt)
+        txt = f"{p.best / 1e9:.1f} GFLOP/s  ({fma.isa}, {fma.threads} thread(s), best of " \
+              f"{len(p.samples)}, spread {p.spread:.1%})"
+        if p.ghz:
+            txt += f" = {p.cores} cores × {p.fma_units} FMA/cycle × {p.lanes} lanes × 2 flops " \
+                   f"× {p.ghz:.2f} GHz implied"
+        if t:
+            txt += f"; theoretical {t / 1e9:.1f} at {fma.ghz:.3g} GHz ({fma.clock_source}), reference"
+        rows.append((f"limit {fma.label(dt)}", txt))
+    others = [p for p in fma.probes if p.isa != fma.isa]
+    if others:
+        rows.append(("other isas", ", ".join(
+            f"{p.isa} {fma.label(p.dtype)} {p.best / 1e9:.1f}" for p in others) + " GFLOP/s (reference)"))
     return rows
 
 
 def main(argv: Optional[list] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        from .compare import main as compare_main
+        return compare_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
     if args.list:
         for name, mod in available_suites().items():
             try:
@@ -314,30 +325,36 @@ def main(argv: Optional[list] = None) -> int:
         results.append(res)
         rep.suite_table(res)
 
-    n_pass, n_miss, n_bad = rep.summary(results)
+    n_pass, n_miss, n_bad, n_wrong = rep.summary(results)
     elapsed = time.perf_counter() - t_start
     rep.line(f"total {elapsed:.1f} s", style="dim")
 
+    payload = {
+        "schema": SCHEMA,
+        "argv": argv,
+        "options": {"suites": suite_names, "quick": args.quick, "repeat": args.repeat,
+                    "rounds": args.rounds, "threads": args.threads,
+                    "min_time_s": args.min_time, "torch": torch is not None},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": env,
+        "machine": machine.measured,
+        "suites": [r.to_dict() for r in results],
+        "summary": {"pass": n_pass, "miss": n_miss, "failed_checks": n_bad,
+                    "wrong_limits": n_wrong, "elapsed_s": elapsed},
+    }
     if args.json:
-        payload = {
-            "schema": "gradcore-bench/1",
-            "argv": list(sys.argv[1:] if argv is None else argv),
-            "options": {"suites": suite_names, "quick": args.quick, "repeat": args.repeat,
-                        "threads": args.threads, "min_time_s": args.min_time,
-                        "torch": torch is not None},
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": env,
-            "machine": machine.measured,
-            "suites": [r.to_dict() for r in results],
-            "summary": {"pass": n_pass, "miss": n_miss, "failed_checks": n_bad,
-                        "elapsed_s": elapsed},
-        }
         write_json(args.json, payload)
         if args.json != "-":
             rep.log(f"wrote {args.json}")
+    status = 0
+    if args.plot:
+        from .plot import plot_run
+        note = plot_run(payload, args.plot)
+        rep.line(note, style=None if note.startswith("wrote") else "bold red")
+        status = 0 if note.startswith("wrote") else 1
 
     if any(r.error for r in results):
         return 1
-    if args.check and (n_miss or n_bad):
+    if args.check and (n_miss or n_bad or n_wrong):
         return 1
-    return 0
+    return status

@@ -6,6 +6,10 @@ gradcore timing, the timings of its peers (NumPy, PyTorch, ...), the project's g
 for the ratios peer/gradcore, and optionally the machine limit of the
 case (memory bandwidth for norms, FMA peak for GEMM-bound work) with a target on
 the fraction of that limit that gradcore reaches.
+
+A limit is a measurement too: it comes with the spread of its probes, and a time
+that beats it by more than that spread (at least :data:`NOISE_FLOOR`) means the
+limit is wrong, which the case reports instead of a fraction above 100 %.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from typing import Any, Callable, Optional
 
 from .timing import Timing, measure
 
-__all__ = ["Context", "PeerResult", "CaseResult", "SuiteResult", "rel_err"]
+__all__ = ["Context", "PeerResult", "CaseResult", "SuiteResult", "rel_err", "NOISE_FLOOR"]
+
+#: relative noise of a best-of-N time of batches >= 20 ms on a quiet machine: the least
+#: spread granted to a limit, and to a time in a comparison of two runs
+NOISE_FLOOR = 0.01
 
 
 @dataclass
@@ -46,6 +54,8 @@ class CaseResult:
     limit_name: Optional[str] = None  # e.g. "read", "read+update"
     limit_time: Optional[float] = None  # seconds the machine limit allows
     limit_target: Optional[float] = None  # required fraction of the limit
+    limit_spread: float = 0.0       # relative spread of the limit's probes
+    limit_probes: Optional[dict] = None  # the probes measured around the case
     bytes: Optional[int] = None     # payload bytes of the arrays involved
     check: str = "ok"               # result validation, "ok" or a message
     notes: list = field(default_factory=list)
@@ -69,10 +79,23 @@ class CaseResult:
             return None
         return self.limit_time / self.gradcore.best
 
+    def beats_limit(self, t: Optional[float]) -> bool:
+        """A time ``t`` faster than the limit allows, beyond the limit's spread."""
+        if self.limit_time is None or not t:
+            return False
+        return self.limit_time / t > 1.0 + max(self.limit_spread, NOISE_FLOOR)
+
+    @property
+    def limit_beaten_by(self) -> list:
+        """Names of the libraries (gradcore, peers) whose time beats the limit: then the
+        limit, not the code, is wrong."""
+        names = ["gradcore"] if self.gradcore and self.beats_limit(self.gradcore.best) else []
+        return names + [p.name for p in self.peers if self.beats_limit(p.time)]
+
     @property
     def limit_passed(self) -> Optional[bool]:
         f = self.limit_fraction
-        if self.limit_target is None or f is None:
+        if self.limit_target is None or f is None or self.limit_beaten_by:
             return None
         return f >= self.limit_target
 
@@ -122,6 +145,9 @@ class CaseResult:
                 "fraction": self.limit_fraction,
                 "target": self.limit_target,
                 "pass": self.limit_passed,
+                "spread": self.limit_spread,
+                "beaten_by": self.limit_beaten_by,
+                "probes": self.limit_probes,
             }
         elif self.bytes is not None:
             d["bytes"] = self.bytes
@@ -223,17 +249,21 @@ def merge_timings(a, b):
 
 
 def time_case(ctx, suite, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
-              params=None, notes=(), **limits) -> CaseResult:
+              params=None, notes=(), between=None, **limits) -> CaseResult:
     """Time gradcore's call, then each peer (name, code, fn, target, needs_torch), in
     ``ctx.rounds`` rounds (the best of all rounds is kept), and append the case to
-    ``suite``. ``limits``: the CaseResult fields of the machine limit
-    (limit_name, limit_time, limit_target, bytes). A gradcore failure becomes the check
-    message and its peers are not timed; a peer without a callable is "not available"."""
+    ``suite``. ``between()``, when given, runs before every round and after the last
+    (the case's yardsticks). ``limits``: the CaseResult fields of the machine limit
+    (limit_name, limit_time, limit_target, limit_spread, bytes). A gradcore failure
+    becomes the check message and its peers are not timed; a peer without a callable is
+    "not available"."""
     ctx.log(f"{suite.name}: [{key}] {name} on {data}")
     t_gc = None
     timings = [None] * len(peers)
     peer_notes = [""] * len(peers)
     for _ in range(max(1, ctx.rounds)):
+        if between is not None:
+            between()
         try:
             t_gc = merge_timings(t_gc, ctx.time(gc_fn, setup=setup))
         except Exception as exc:
@@ -247,6 +277,8 @@ def time_case(ctx, suite, key, name, data, gc_code, gc_fn, peers, *, setup=None,
             p = ctx.time_peer(pname, code, fn, target=target, setup=setup, needs_torch=needs_torch)
             timings[i] = merge_timings(timings[i], p.timing)
             peer_notes[i] = "" if timings[i] is not None else p.note
+    if between is not None:
+        between()
     res = CaseResult(suite=suite.name, key=key, name=name, data=data, gradcore=t_gc,
                      gradcore_code=gc_code, check=check, params=dict(params or {}),
                      notes=list(notes), **limits)
@@ -267,20 +299,18 @@ def run_check(fn) -> str:
         return f"check raised {type(exc).__name__}: {exc}"
 
 
-def add_gflops(res, flops, t_gc, fma, dtype) -> None:
-    """Record GFLOP/s of gradcore, each peer and the FMA peak on a CaseResult."""
-    if flops is None:
-        return
+def add_gflops(res, flops, peak, label) -> None:
+    """Record GFLOP/s of gradcore, each peer and the FMA peak (flop/s) on a CaseResult."""
     res.params["flops"] = flops
-    if t_gc is None:
+    if res.gradcore is None:
         return
-    gf = {"gradcore": flops / t_gc.best / 1e9}
+    gf = {"gradcore": flops / res.gradcore.best / 1e9}
     for p in res.peers:
         gf[p.name] = None if p.time is None else flops / p.time / 1e9
-    gf["peak"] = fma.peak(dtype) / 1e9
+    gf["peak"] = peak / 1e9
     res.params["GFLOPs"] = gf
     res.notes.append("GFLOP/s: " + ", ".join(
-        f"{k} {v:.1f}" for k, v in gf.items() if v is not None) + f" ({fma.label(dtype)})")
+        f"{k} {v:.1f}" for k, v in gf.items() if v is not None) + f" ({label})")
     # What a missed ratio asks of the machine: a target that needs more than the
     # peak cannot be met here by any implementation doing the same flops.
     for p in res.peers:
@@ -288,4 +318,27 @@ def add_gflops(res, flops, t_gc, fma, dtype) -> None:
             continue
         need = flops * p.target / p.time / 1e9
         res.notes.append(f"to reach ≥{p.target:g}× {p.name}, gradcore would need {need:.1f} GFLOP/s "
-                         f"= {need / gf['peak']:.0%} of the peak ({fma.label(dtype)})")
+                         f"= {need / gf['peak']:.0%} of the peak ({label})")
+
+
+def time_probed_case(ctx, suite, probes, limit_name, limit_time, *args, **kw) -> CaseResult:
+    """:func:`time_case` (``*args``: from key on) with ``probes`` (machine.Probes) taken
+    before every round and after the last; the case is held to ``limit_time(probes)``
+    seconds and to the spread of those probes."""
+    res = time_case(ctx, suite, *args, between=probes.take, **kw)
+    res.limit_name = limit_name
+    res.limit_time = limit_time(probes)
+    res.limit_spread = probes.spread
+    res.limit_probes = probes.to_dict()
+    return res
+
+
+def time_gemm_case(ctx, suite, fma, key, name, data, gc_code, gc_fn, peers, *, dtype, flops,
+                   **kw) -> CaseResult:
+    """:func:`time_case` against the FMA peak of ``dtype`` for ``flops`` flops, measured
+    around the case."""
+    res = time_probed_case(ctx, suite, ctx.machine.probes((dtype,)), fma.label(dtype),
+                           lambda probes: flops / probes.best(dtype),
+                           key, name, data, gc_code, gc_fn, peers, **kw)
+    add_gflops(res, flops, flops / res.limit_time, fma.label(dtype))
+    return res

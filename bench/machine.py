@@ -11,43 +11,54 @@ with ``--quick``), far larger than any cache:
 
 Both are reported as *array bytes processed per second*, so the time limit of a
 pass over B bytes is ``B / bandwidth`` in both cases (an update pass moves 2 B
-bytes over the memory bus; that traffic figure is printed too).  NumPy's
-single-threaded ``np.sum`` and, when importable, ``torch.sum`` over the same
-array are printed for reference only.
+bytes over the memory bus; that traffic figure is printed too).  The bandwidth of a
+shared machine moves by tens of percent within a minute, so a memory-bound case is
+measured against probes taken around it (probe, round of the case, probe, ...:
+:meth:`Machine.probes`): its limit is the best bandwidth of those probes, and their
+spread is reported with it.  The measurement up front (:meth:`Machine.memory`)
+is printed before the tables with NumPy's single-threaded ``np.sum`` and, when
+importable, ``torch.sum`` over the same array for reference.
 
-FMA peak, the yardstick for GEMM-bound work (matmul, dense layers), in flop/s
-per dtype (:meth:`Machine.fma`):
+FMA peak, the yardstick for GEMM-bound work (matmul, dense and recurrent layers), in
+flop/s per dtype (:meth:`Machine.fma`): ``gradcore._core._fma_probe(dtype, n)``, a
+register-resident loop of independent FMA chains of the active instruction set run
+on every thread the library uses, best of N calls.  No code doing FMAs on those
+threads can run faster, whatever the clock boosts to; the clock it implies (flop/s /
+(cores x FMA units x lanes x 2)) is printed with it, and the probes of the other
+instruction sets of the build, for reference.  Other processes take cores from the
+probe as they do from the cases, so a GEMM-bound case too is held to probes taken
+around it, the up-front measurement being the one printed.  The theoretical peak at the clock of
+``/proc/cpuinfo`` is printed beside it, for reference only: a boosting CPU beats it.
 
-* ``theoretical`` -- physical cores (among the usable CPUs) x FMA units per core
-  (2 when the CPU has FMA, else 1: one mul + one add port; 1 for AVX-512 on AMD
-  Zen 4, whose two 256-bit FMA units together run one 512-bit FMA) x SIMD lanes of the
-  widest vector ISA of the CPU flags (AVX-512 / AVX / SSE2 / NEON) x 2 flops per
-  FMA x clock, the clock being the highest ``cpu MHz`` of ``/proc/cpuinfo``
-  (else the "@ x.xxGHz" of the model name);
-* ``yardstick`` -- the practical peak: NumPy's BLAS (OpenBLAS in the wheels)
-  ``a @ b`` on an n x n x n square (2048, 1024 with ``--quick``), sgemm and
-  dgemm, best-of-N with a preallocated output.  ``torch.matmul`` (MKL) on the
-  same arrays is printed for reference.
-
-The limit of a case is the theoretical peak when the clock could be read and no
-measured GEMM exceeds it (a clock below the turbo clock underestimates the
-peak); otherwise the NumPy BLAS yardstick.  Which one is used is reported.
-
-Limits are measured lazily, once per run, by the first suite that needs them.
+No measured time (gradcore's or a peer's) may beat its limit by more than the
+limit's spread (at least ``common.NOISE_FLOOR``); the tables say "limit wrong" for
+one that does, instead of a fraction above 100 %.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, asdict
+import time
+from dataclasses import dataclass, asdict, field
 from typing import Callable, Optional
 
-from .timing import measure
+from .timing import SETTLE_SECONDS, measure
 
-__all__ = ["MemoryLimits", "FmaLimits", "Machine", "cpu_description"]
+__all__ = ["MemoryLimits", "Probes", "FmaLimits", "Machine", "cpu_description"]
 
 MB = 1 << 20
+
+#: vector width of each instruction-set target of gradcore (bits; scalar: no vectors)
+ISA_BITS = {"avx512": 512, "avx2": 256, "neon": 128}
+
+
+def spread(values) -> float:
+    """(best - worst) / best of rates (higher is better); 0 for fewer than two."""
+    values = [v for v in values if v]
+    if len(values) < 2:
+        return 0.0
+    return (max(values) - min(values)) / max(values)
 
 
 @dataclass
@@ -56,11 +67,9 @@ class MemoryLimits:
     threads: int
     read_bw: float                  # bytes/s, multi-threaded read pass
     update_bw: float                # array bytes/s, in-place read+write pass
-    source: str                     # "gradcore._core._memory_probe" or fallback
     numpy_sum_bw: Optional[float] = None
     torch_sum_bw: Optional[float] = None
     torch_threads: Optional[int] = None
-    note: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -70,49 +79,122 @@ class MemoryLimits:
         return d
 
 
+class Probes:
+    """The yardsticks of one case: :meth:`take` measures each kind once ("read" and/or
+    "update" bandwidth in bytes/s, or a dtype's FMA rate in flop/s), and is called before
+    every round of the case and after the last. The limit is the best rate seen around
+    the case: what the machine gave while the case ran."""
+
+    def __init__(self, measure_rate: Callable[[str], float], kinds, unit: str):
+        self._measure = measure_rate
+        self.unit = unit            # "GB/s" or "GFLOP/s": of the values in to_dict()
+        self.samples = {k: [] for k in kinds}
+
+    def take(self) -> None:
+        for kind, got in self.samples.items():
+            got.append(self._measure(kind))
+
+    def best(self, kind: str) -> float:
+        return max(self.samples[kind])
+
+    @property
+    def spread(self) -> float:
+        return max((spread(v) for v in self.samples.values()), default=0.0)
+
+    def to_dict(self) -> dict:
+        return {k: {"unit": self.unit, "values": [v / 1e9 for v in vals],
+                    "best": max(vals) / 1e9, "spread": spread(vals)}
+                for k, vals in self.samples.items()}
+
+
+@dataclass
+class FmaProbe:
+    """The FMA probe of one instruction set and dtype: flop/s of each timed call."""
+    isa: str
+    dtype: str
+    samples: list
+    lanes: Optional[int]            # per vector (None: scalar, whatever the compiler made of it)
+    fma_units: int                  # per core and cycle
+    cores: int                      # cores the threads run on
+
+    @property
+    def best(self) -> float:
+        return max(self.samples)
+
+    @property
+    def spread(self) -> float:
+        return spread(self.samples)
+
+    @property
+    def ghz(self) -> Optional[float]:
+        """The clock the best call implies: flop/s / (cores x FMA units x lanes x 2)."""
+        if not self.lanes:
+            return None
+        return self.best / (self.cores * self.fma_units * self.lanes * 2) / 1e9
+
+    def to_dict(self) -> dict:
+        return {"isa": self.isa, "dtype": self.dtype, "GFLOPs": self.best / 1e9,
+                "samples_GFLOPs": [v / 1e9 for v in self.samples], "spread": self.spread,
+                "lanes": self.lanes, "fma_units": self.fma_units, "cores": self.cores,
+                "implied_GHz": self.ghz}
+
+
 @dataclass
 class FmaLimits:
-    size: int                       # n of the n x n x n probe GEMMs
-    blas: str                       # NumPy's BLAS, e.g. "scipy-openblas 0.3.27"
-    numpy_sgemm: float              # flop/s of NumPy a @ b, float32 (best of N)
-    numpy_dgemm: float              # flop/s, float64
-    torch_sgemm: Optional[float] = None
-    torch_dgemm: Optional[float] = None
-    torch_threads: Optional[int] = None
-    cores: int = 1                  # physical cores among the usable CPUs
+    isa: str                        # the active instruction set: its probes are the limits
+    threads: int
+    probes: list = field(default_factory=list)   # FmaProbe of every isa and dtype
     ghz: Optional[float] = None     # clock read from /proc/cpuinfo (None: unknown)
     clock_source: str = ""
-    isa: str = ""                   # widest vector ISA of the CPU flags
-    vector_bits: int = 128
-    fma_units: int = 2              # per core and cycle
-    theory_f32: Optional[float] = None   # flop/s
-    theory_f64: Optional[float] = None
-    source: str = ""                # "theoretical" or "yardstick": what peak() returns
-    note: str = ""
 
-    def peak(self, dtype) -> float:
-        """flop/s that a case of this dtype ("float32"/"float64") is measured against."""
-        f64 = str(dtype) in ("float64", "f64", "double")
-        if self.source == "theoretical":
-            return self.theory_f64 if f64 else self.theory_f32
-        return self.numpy_dgemm if f64 else self.numpy_sgemm
+    def probe(self, dtype) -> FmaProbe:
+        """The up-front probe of the active instruction set for ``dtype``."""
+        dtype = _dtype_name(dtype)
+        return next(p for p in self.probes if p.isa == self.isa and p.dtype == dtype)
+
+    def theory(self, dtype) -> Optional[float]:
+        """The theoretical peak at the /proc/cpuinfo clock (reference only)."""
+        p = self.probe(dtype)
+        if not p.lanes or not self.ghz:
+            return None
+        return p.cores * p.fma_units * p.lanes * 2 * self.ghz * 1e9
 
     def label(self, dtype) -> str:
         """Short name of the limit for the table's "limit" column."""
-        f64 = str(dtype) in ("float64", "f64", "double")
-        if self.source == "theoretical":
-            return f"FMA peak {'f64' if f64 else 'f32'}"
-        return "BLAS dgemm" if f64 else "BLAS sgemm"
+        return f"FMA {_SHORT.get(_dtype_name(dtype), dtype)}"
+
+    def describe(self, dtype) -> str:
+        """One line for a suite's notes: the limit of ``dtype``, its clock and spread."""
+        p = self.probe(dtype)
+        txt = (f"the FMA probe of {self.isa} on {self.threads} thread(s), taken around every "
+               f"case; up front {_dtype_name(dtype)} {p.best / 1e9:.1f} GFLOP/s (best of "
+               f"{len(p.samples)}, spread {p.spread:.1%})")
+        if p.ghz:
+            txt += (f", {p.ghz:.2f} GHz implied ({p.cores} cores × {p.fma_units} FMA/cycle × "
+                    f"{p.lanes} lanes × 2 flops)")
+        t = self.theory(dtype)
+        if t:
+            txt += (f"; theoretical at the {self.ghz:.3g} GHz of {self.clock_source}: "
+                    f"{t / 1e9:.1f} GFLOP/s (reference)")
+        return txt
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("numpy_sgemm", "numpy_dgemm", "torch_sgemm", "torch_dgemm",
-                  "theory_f32", "theory_f64"):
-            v = getattr(self, k)
-            d[k + "_GFLOPs"] = None if v is None else v / 1e9
-        d["peak_f32_GFLOPs"] = self.peak("float32") / 1e9
-        d["peak_f64_GFLOPs"] = self.peak("float64") / 1e9
+        d = {"isa": self.isa, "threads": self.threads, "cpuinfo_GHz": self.ghz,
+             "clock_source": self.clock_source,
+             "probes": [p.to_dict() for p in self.probes]}
+        for dt in ("float32", "float64"):
+            p, theory = self.probe(dt), self.theory(dt)
+            d[f"peak_{_SHORT[dt]}_GFLOPs"] = p.best / 1e9
+            d[f"spread_{_SHORT[dt]}"] = p.spread
+            d[f"theory_{_SHORT[dt]}_GFLOPs"] = None if theory is None else theory / 1e9
         return d
+
+
+_SHORT = {"float32": "f32", "float64": "f64"}
+
+
+def _dtype_name(dtype) -> str:
+    return "float64" if str(dtype) in ("float64", "f64", "double") else "float32"
 
 
 def _cpuinfo_records() -> list:
@@ -143,8 +225,9 @@ def _usable_cpus() -> set:
         return set(range(os.cpu_count() or 1))
 
 
-def cpu_peak_params() -> dict:
-    """Physical cores, clock and vector ISA for the theoretical FMA peak."""
+def cpu_fma_params() -> dict:
+    """Physical cores, the /proc/cpuinfo clock and FMA units per core and cycle of each
+    instruction set: what turns a flop rate into a clock and a clock into a peak."""
     import re
 
     recs = _cpuinfo_records()
@@ -169,25 +252,12 @@ def cpu_peak_params() -> dict:
             if m:
                 ghz, clock_source = float(m.group(1)), "/proc/cpuinfo model name"
                 break
-    flags = set()
-    for r in mine[:1]:
-        flags = set((r.get("flags") or r.get("Features") or "").split())
-    if "avx512f" in flags:
-        isa, bits = "avx512", 512
-    elif "avx" in flags:
-        isa, bits = ("avx2+fma" if "fma" in flags else "avx"), 256
-    elif "asimd" in flags:
-        isa, bits = "neon", 128
-    else:
-        isa, bits = "sse2", 128
-    fma_units = 2 if ("fma" in flags or isa == "neon") else 1
     first = mine[0] if mine else {}
-    if (isa == "avx512" and first.get("vendor_id") == "AuthenticAMD"
-            and first.get("cpu family") == "25"):
-        # Zen 4 runs a 512-bit FMA on both of its 256-bit FMA units at once.
-        fma_units = 1
-    return {"cores": n_cores, "ghz": ghz, "clock_source": clock_source, "isa": isa,
-            "vector_bits": bits, "fma_units": fma_units}
+    # Two FMA pipes per core, except that Zen 4 runs a 512-bit FMA on both of its
+    # 256-bit pipes at once.
+    zen4 = first.get("vendor_id") == "AuthenticAMD" and first.get("cpu family") == "25"
+    units = {"avx512": 1 if zen4 else 2, "avx2": 2, "neon": 2, "scalar": 2}
+    return {"cores": n_cores, "ghz": ghz, "clock_source": clock_source, "fma_units": units}
 
 
 def cpu_description() -> dict:
@@ -214,12 +284,13 @@ class Machine:
         self._gc = gradcore
         self._np = np
         self._torch = torch
-        self._quick = quick
-        self._repeat = repeat
+        self._repeat = max(repeat, 3)
         self._min_time = min_time
         self._log = log
         self._memory: Optional[MemoryLimits] = None
         self._fma: Optional[FmaLimits] = None
+        self._probe_bytes = (128 if quick else 512) * MB
+        self._array = None          # the memory probes' array, allocated once
 
     @property
     def measured(self) -> dict:
@@ -230,73 +301,77 @@ class Machine:
             out["fma"] = self._fma.to_dict()
         return out
 
+    def _threads(self) -> int:
+        try:
+            return int(self._gc.get_num_threads())
+        except Exception:
+            return os.cpu_count() or 1
+
+    def _best(self, fn) -> float:
+        return measure(fn, repeat=self._repeat, min_time=self._min_time).best
+
+    # -- FMA peak --------------------------------------------------------------
     def fma(self) -> FmaLimits:
         if self._fma is None:
             self._fma = self._measure_fma()
         return self._fma
 
+    def _fma_samples(self, dtype: str) -> list:
+        """flop/s of ``repeat`` calls of the active target's FMA probe, each sized to last
+        at least ``min_time``."""
+        probe = self._gc._core._fma_probe
+        n = 1000
+        while True:
+            t0 = time.perf_counter()
+            probe(dtype, n)
+            elapsed = time.perf_counter() - t0
+            if elapsed >= self._min_time:
+                break
+            n = max(2 * n, int(n * 1.2 * self._min_time / max(elapsed, 1e-7)))
+        return [probe(dtype, n) for _ in range(self._repeat)]
+
+    def _fma_rate(self, dtype: str) -> float:
+        """flop/s of the active target's FMA probe now, best of N."""
+        time.sleep(SETTLE_SECONDS)   # let the thread pools of the peers go quiet
+        return max(self._fma_samples(dtype))
+
     def _measure_fma(self) -> FmaLimits:
-        np = self._np
-        n = 1024 if self._quick else 2048
-        flops = 2.0 * n * n * n
-        self._log(f"machine: GEMM peak, NumPy/torch sgemm and dgemm on {n}x{n}x{n}")
-        rep = max(self._repeat, 3)
-
-        def t(fn):
-            return measure(fn, repeat=rep, min_time=self._min_time).best
-
+        core = self._gc._core
+        p = cpu_fma_params()
+        threads = self._threads()
+        active = core._isa_active()
+        lim = FmaLimits(isa=active, threads=threads, ghz=p["ghz"], clock_source=p["clock_source"])
+        isas = [active] + [i for i in core._isa_available() if i != active]
+        self._log(f"machine: FMA probe on {threads} thread(s), {', '.join(isas)}")
+        cores = min(threads, p["cores"])
+        time.sleep(SETTLE_SECONDS)   # let the thread pools of earlier calls go quiet
         try:
-            blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-            blas = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-        except Exception:
-            blas = "NumPy BLAS"
-        rng = np.random.default_rng(12345)
-        got = {}
-        torch_threads = None
-        for dt in (np.float32, np.float64):
-            a = rng.standard_normal((n, n)).astype(dt)
-            b = rng.standard_normal((n, n)).astype(dt)
-            c = np.empty((n, n), dt)
-            name = np.dtype(dt).name
-            got[("numpy", name)] = flops / t(lambda: np.matmul(a, b, out=c))
-            if self._torch is not None:
-                try:
-                    ta, tb = self._torch.from_numpy(a), self._torch.from_numpy(b)
-                    tc = self._torch.from_numpy(c)
-                    got[("torch", name)] = flops / t(lambda: self._torch.matmul(ta, tb, out=tc))
-                    torch_threads = self._torch.get_num_threads()
-                except Exception as exc:
-                    self._log(f"machine: torch GEMM failed: {type(exc).__name__}: {exc}")
-            del a, b, c
-        p = cpu_peak_params()
-        lanes32, lanes64 = p["vector_bits"] // 32, p["vector_bits"] // 64
-        theory_f32 = theory_f64 = None
-        note = ""
-        if p["ghz"]:
-            per_cycle = p["cores"] * p["fma_units"] * 2 * 1e9 * p["ghz"]
-            theory_f32, theory_f64 = per_cycle * lanes32, per_cycle * lanes64
-            best32 = max(v for (_, d), v in got.items() if d == "float32")
-            best64 = max(v for (_, d), v in got.items() if d == "float64")
-            if best32 > 1.02 * theory_f32 or best64 > 1.02 * theory_f64:
-                source = "yardstick"
-                note = (f"a measured GEMM exceeds the theoretical peak computed with "
-                        f"{p['ghz']:.3g} GHz (clock below the turbo clock?): cases are measured "
-                        f"against the NumPy BLAS yardstick instead")
-            else:
-                source = "theoretical"
-        else:
-            source = "yardstick"
-            note = ("clock not readable from /proc/cpuinfo: cases are measured against the "
-                    "NumPy BLAS yardstick (the practical peak), not the theoretical FMA peak")
-        return FmaLimits(size=n, blas=blas, numpy_sgemm=got[("numpy", "float32")],
-                         numpy_dgemm=got[("numpy", "float64")],
-                         torch_sgemm=got.get(("torch", "float32")),
-                         torch_dgemm=got.get(("torch", "float64")),
-                         torch_threads=torch_threads, cores=p["cores"], ghz=p["ghz"],
-                         clock_source=p["clock_source"], isa=p["isa"],
-                         vector_bits=p["vector_bits"], fma_units=p["fma_units"],
-                         theory_f32=theory_f32, theory_f64=theory_f64, source=source,
-                         note=note)
+            for isa in isas:
+                core._set_isa(isa)
+                for dt in ("float32", "float64"):
+                    bits = ISA_BITS.get(isa)
+                    lanes = bits // (32 if dt == "float32" else 64) if bits else None
+                    lim.probes.append(FmaProbe(isa, dt, self._fma_samples(dt), lanes,
+                                               p["fma_units"].get(isa, 2), cores))
+        finally:
+            core._set_isa(active)
+        return lim
+
+    # -- memory bandwidth ------------------------------------------------------
+    def _bandwidth(self, kind: str) -> float:
+        """Array bytes/s of one probe pass of ``kind`` ("read" or "update"), best of N."""
+        if self._array is None:     # written once: its pages are resident
+            self._array = self._np.ones(self._probe_bytes // 4, dtype=self._np.float32)
+        a, probe = self._array, self._gc._core._memory_probe
+        return a.nbytes / self._best(lambda: probe(a, kind))
+
+    def probes(self, kinds) -> Probes:
+        """Fresh yardsticks for one case, to ``take()`` around each of its rounds: memory
+        bandwidth for the kinds "read" and "update", the FMA probe for "float32" and
+        "float64"."""
+        if all(k in ("read", "update") for k in kinds):
+            return Probes(self._bandwidth, kinds, "GB/s")
+        return Probes(self._fma_rate, kinds, "GFLOP/s")
 
     def memory(self) -> MemoryLimits:
         if self._memory is None:
@@ -304,44 +379,16 @@ class Machine:
         return self._memory
 
     def _measure_memory(self) -> MemoryLimits:
-        np = self._np
-        nbytes = (128 if self._quick else 512) * MB
+        nbytes = self._probe_bytes
         self._log(f"machine: memory bandwidth on a {nbytes // MB} MB float32 array")
-        a = np.ones(nbytes // 4, dtype=np.float32)   # written once: pages are resident
-        rep = max(self._repeat, 3)
-
-        def t(fn):
-            return measure(fn, repeat=rep, min_time=self._min_time).best
-
-        try:
-            threads = int(self._gc.get_num_threads())
-        except Exception:
-            threads = os.cpu_count() or 1
-        probe = getattr(getattr(self._gc, "_core", None), "_memory_probe", None)
-        note = ""
-        numpy_bw = nbytes / t(lambda: np.sum(a))
+        read_bw, update_bw = self._bandwidth("read"), self._bandwidth("update")
+        a, np = self._array, self._np
+        numpy_bw = nbytes / self._best(lambda: np.sum(a))
         torch_bw = torch_threads = None
-        ta = None
         if self._torch is not None:
             ta = self._torch.from_numpy(a)
-            torch_bw = nbytes / t(lambda: ta.sum())
+            torch_bw = nbytes / self._best(lambda: ta.sum())
             torch_threads = self._torch.get_num_threads()
-        if probe is not None:
-            source = "gradcore._core._memory_probe"
-            read_bw = nbytes / t(lambda: probe(a, "read"))
-            update_bw = nbytes / t(lambda: probe(a, "update"))
-        else:
-            # no probe in this build: fall back to the best multi-threaded peer
-            # (torch) or NumPy; flagged, since the limit may be underestimated
-            source = "fallback (torch/NumPy)"
-            note = ("gradcore._core._memory_probe is missing: limits measured with "
-                    "torch.sum / t.mul_(1) or NumPy, fractions of the limit are unreliable")
-            read_bw = max(numpy_bw, torch_bw or 0.0)
-            if ta is not None:
-                update_bw = nbytes / t(lambda: ta.mul_(1.0))
-            else:
-                update_bw = nbytes / t(lambda: np.multiply(a, 1.0, out=a))
-        del ta, a
-        return MemoryLimits(probe_bytes=nbytes, threads=threads, read_bw=read_bw,
-                            update_bw=update_bw, source=source, numpy_sum_bw=numpy_bw,
-                            torch_sum_bw=torch_bw, torch_threads=torch_threads, note=note)
+        return MemoryLimits(probe_bytes=nbytes, threads=self._threads(), read_bw=read_bw,
+                            update_bw=update_bw, numpy_sum_bw=numpy_bw, torch_sum_bw=torch_bw,
+                            torch_threads=torch_threads)

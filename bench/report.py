@@ -12,7 +12,7 @@ import math
 import sys
 from typing import Optional
 
-from .common import SuiteResult
+from .common import NOISE_FLOOR, SuiteResult
 from .timing import format_seconds
 
 __all__ = ["Reporter", "write_json"]
@@ -127,30 +127,32 @@ class Reporter:
             if f is None:
                 row += [("", None), ("", None)]
             else:
-                txt = f"{100 * f:.0f}%"
-                style = None
-                if c.limit_target is not None:
+                name = (c.limit_name or "") + (f" ±{c.limit_spread:.0%}" if c.limit_spread else "")
+                # Within the limit's noise a time may come out a hair faster than the
+                # limit: that is "at the limit", 100 %; beyond it the limit is wrong.
+                txt, style = f"{100 * min(f, 1.0):.0f}%", None
+                if c.limit_beaten_by:
+                    txt, style = "limit wrong", "bold red"
+                elif c.limit_target is not None:
                     v = c.limit_passed
                     txt += f" ≥{100 * c.limit_target:.0f}% {_verdict(v)}"
                     style = "green" if v else "bold red"
-                row += [(c.limit_name or "", None), (txt, style)]
+                row += [(name, None), (txt, style)]
             ok = c.check == "ok" or c.check.startswith("ok ")
             row.append(("ok" if ok else "FAIL", None if ok else "bold red"))
             rows.append(row)
         return header, rows
 
-    def suite_table(self, suite: SuiteResult) -> None:
-        header, rows = self._rows(suite)
-        title = f"suite {suite.name}: {suite.description}"
+    def table(self, title: str, header: list, rows: list, left=()) -> None:
+        """rows: lists of (text, style) cells; columns named in ``left`` are left-aligned."""
         if self.console is not None:
             from rich import box
             from rich.table import Table
             from rich.text import Text
             t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left",
                       title_style="bold")
-            for i, h in enumerate(header):
-                right = h not in ("#", "case", "data", "limit", "check")
-                t.add_column(h, justify="right" if right else "left",
+            for h in header:
+                t.add_column(h, justify="left" if h in left else "right",
                              no_wrap=(h not in ("case",)))
             for row in rows:
                 t.add_row(*[Text(txt, style=style or "") for txt, style in row])
@@ -159,13 +161,17 @@ class Reporter:
             print(title, file=self.stream)
             table = [header] + [[txt for txt, _ in r] for r in rows]
             widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-            left = {"#", "case", "data", "limit", "check"}
             for j, r in enumerate(table):
                 cells = [(s.ljust(w) if header[i] in left else s.rjust(w))
                          for i, (s, w) in enumerate(zip(r, widths))]
                 print("  " + "  ".join(cells).rstrip(), file=self.stream)
                 if j == 0:
                     print("  " + "  ".join("-" * w for w in widths), file=self.stream)
+
+    def suite_table(self, suite: SuiteResult) -> None:
+        header, rows = self._rows(suite)
+        self.table(f"suite {suite.name}: {suite.description}", header, rows,
+                   left=("#", "case", "data", "limit", "check"))
         self.line()
         notes = list(suite.notes)
         for c in suite.cases:
@@ -177,25 +183,48 @@ class Reporter:
                         continue        # said once in the suite notes
                     notes.append(f"[{c.key}] {p.name} skipped: {p.note}")
             notes += [f"[{c.key}] {n}" for n in c.notes]
+            notes += _limit_notes(c)
         if suite.error:
             notes.append(f"suite error: {suite.error}")
         for n in notes:
-            style = "bold red" if n.startswith(("CHECK FAILED", "suite error")) else "dim"
+            style = "bold red" if n.startswith(("CHECK FAILED", "LIMIT WRONG", "suite error")) else "dim"
             self.line(f"  * {n}", style=style)
         self.line()
 
     def summary(self, suites: list) -> tuple:
+        """Prints and returns (targets passed, missed, failed result checks, wrong limits)."""
         verdicts = [v for s in suites for c in s.cases for v in c.verdicts()]
         n_pass = sum(verdicts)
         n_miss = len(verdicts) - n_pass
         bad_checks = [c for s in suites for c in s.cases
                       if not (c.check == "ok" or c.check.startswith("ok "))]
-        text = f"targets: {n_pass} PASS, {n_miss} MISS"
+        wrong = [c for s in suites for c in s.cases if c.limit_beaten_by]
+        text = f"goals: {n_pass} PASS, {n_miss} MISS"
         if bad_checks:
             text += f"; {len(bad_checks)} result check(s) FAILED"
-        style = "bold green" if not n_miss and not bad_checks else "bold red"
+        if wrong:
+            text += f"; {len(wrong)} case(s) beat their limit: the limit is WRONG"
+        style = "bold green" if not (n_miss or bad_checks or wrong) else "bold red"
         self.line(text, style=style)
-        return n_pass, n_miss, len(bad_checks)
+        return n_pass, n_miss, len(bad_checks), len(wrong)
+
+
+def _limit_notes(c) -> list:
+    """What the "% of limit" cell of a case cannot say: a limit beaten beyond its
+    spread (wrong), or one reached within it."""
+    f = c.limit_fraction
+    if f is None:
+        return []
+    tol = max(c.limit_spread, NOISE_FLOOR)
+    if c.limit_beaten_by:
+        faster = max(c.limit_time / t for t in
+                     [c.gradcore.best if c.gradcore else None] + [p.time for p in c.peers] if t)
+        return [f"LIMIT WRONG [{c.key}]: {', '.join(c.limit_beaten_by)} ran up to "
+                f"{faster - 1:.1%} faster than the limit ({c.limit_name}) allows, beyond its "
+                f"spread of {tol:.1%}: the yardstick underestimates this machine"]
+    if f > 1.0:
+        return [f"[{c.key}] at the limit ({c.limit_name}), within its spread of {tol:.1%}"]
+    return []
 
 
 def write_json(path: str, payload: dict) -> None:

@@ -27,12 +27,12 @@ Data: a, b, x, gy ~ N(0, 1); W ~ N(0, 1) / sqrt(in) (so z = x @ W.T + b is
 about N(0, 1): relu keeps about half the elements, tanh is not saturated); b ~
 N(0, 0.1²).  Every implementation allocates its outputs on every call.
 
-Machine limit: the FMA peak of the machine for the dtype (theoretical when the
-clock is readable, else the NumPy BLAS yardstick; see machine.py).  "% of
-limit" = (flops / peak) / gradcore time = gradcore GFLOP/s / peak GFLOP/s, with
-flops = 2·M·K·N for a matmul and 3 GEMMs = 6·batch·in·out for a dense forward +
-backward (bias, activation and reductions are not counted).  No goal is set on
-it (informative).
+Machine limit: the FMA peak for the dtype, the best of the FMA probes (the active
+instruction set on the library's threads) taken before every round of the case and
+after the last (see machine.py).  "% of limit" = (flops / peak) / gradcore time =
+gradcore GFLOP/s / peak GFLOP/s, with flops = 2·M·K·N for a matmul and 3 GEMMs =
+6·batch·in·out for a dense forward + backward (bias, activation and reductions are not
+counted).  No goal is set on it (informative).
 
 Checks (outside the timed region): gradcore vs the NumPy result, max |diff| /
 max |reference| <= 1e-4 (float32) or 1e-10 (float64) per output.  The dense
@@ -46,7 +46,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import SuiteResult, add_gflops, float32_problems, max_rel_err, run_check, time_case
+from .common import SuiteResult, float32_problems, max_rel_err, run_check, time_gemm_case
 
 NAME = "dense"
 DESCRIPTION = ("matmul / dense_forward + dense_backward vs NumPy and PyTorch "
@@ -127,16 +127,12 @@ class _Runner:
         self.torch = ctx.torch
         self.fma = ctx.machine.fma()
 
-    def case(self, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
-             dtype="float32", flops=None, params=None, notes=()):
+    def case(self, key, name, data, gc_code, gc_fn, peers, *, flops, dtype="float32",
+             **kw):
         """Time gradcore and each peer (name, code, fn, target, needs_torch) against the
         FMA peak of ``dtype``."""
-        limit_time = None if flops is None else flops / self.fma.peak(dtype)
-        res = time_case(self.ctx, self.suite, key, name, data, gc_code, gc_fn, peers, setup=setup,
-                        check=check, params=params, notes=notes,
-                        limit_name=self.fma.label(dtype), limit_time=limit_time)
-        add_gflops(res, flops, res.gradcore, self.fma, dtype)
-        return res
+        return time_gemm_case(self.ctx, self.suite, self.fma, key, name, data, gc_code, gc_fn,
+                              peers, dtype=dtype, flops=flops, **kw)
 
     # -- matmul --------------------------------------------------------------
     def matmul(self, key, m, k, n, dtype, target, *, trans_b=False, seed=0):
@@ -274,22 +270,12 @@ def run(ctx) -> SuiteResult:
     suite.cases.sort(key=lambda c: _ORDER.index(c.key) if c.key in _ORDER else len(_ORDER))
 
     fma = ctx.machine.fma()
-    if fma.source == "theoretical":
-        peak_txt = (f"the theoretical FMA peak, f32 {fma.theory_f32 / 1e9:.1f} / f64 "
-                    f"{fma.theory_f64 / 1e9:.1f} GFLOP/s = {fma.cores} cores × "
-                    f"{fma.fma_units} FMA/cycle × {fma.vector_bits // 32}|"
-                    f"{fma.vector_bits // 64} lanes ({fma.isa}) × 2 flops × {fma.ghz:.3g} GHz "
-                    f"({fma.clock_source}); NumPy BLAS reaches f32 {fma.numpy_sgemm / 1e9:.1f} / "
-                    f"f64 {fma.numpy_dgemm / 1e9:.1f} GFLOP/s on {fma.size}³")
-    else:
-        peak_txt = (f"the NumPy BLAS yardstick ({fma.blas}, {fma.size}³ a @ b, best of N): "
-                    f"sgemm {fma.numpy_sgemm / 1e9:.1f} / dgemm {fma.numpy_dgemm / 1e9:.1f} "
-                    f"GFLOP/s, not the theoretical peak ({fma.note})")
     suite.notes += [
         "ratio = peer time / gradcore time (> 1: gradcore faster); '% of limit' = gradcore "
         "GFLOP/s / peak GFLOP/s (no target), flops = 2·M·K·N per matmul (M×K×N = (M×K) @ "
         "(K×N)), 6·batch·in·out per dense forward+backward (3 GEMMs).",
-        f"peak: {peak_txt}.",
+        f"peak f32: {fma.describe('float32')}.",
+        f"peak f64: {fma.describe('float64')}.",
         "dense: one forward then one backward timed together, batch×in×out, float32. "
         f"gradcore: {GC_DENSE_CODE}. numpy: {NUMPY_DENSE_CODE['relu']} (tanh: y = np.tanh(z), "
         "gz = gy * (1 - y*y)).",
@@ -299,7 +285,7 @@ def run(ctx) -> SuiteResult:
     if ctx.quick:
         suite.notes.append(
             f"--quick: matmul {big}³ instead of 2048³ (1a, 1b, 3a), dense {_dims(*dbig)} "
-            f"instead of 1024×2048×2048 (4c), peak probe GEMMs {fma.size}³.")
+            f"instead of 1024×2048×2048 (4c).")
     if ctx.torch is None:
         suite.notes.append(f"torch peers skipped: {ctx.torch_note}")
     else:

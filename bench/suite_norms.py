@@ -30,7 +30,10 @@ What the clipping cases measure
   * clip_by_value_: clip_value = 1.0 (about 32 % of N(0, 1) elements are
     clipped), restored from the saved copy before every timed call in the same
     way, so that every call really clips.
-Machine limits (bytes = payload bytes of the list):
+Machine limits (bytes = payload bytes of the list; read_bw and update_bw are the best of
+the memory probes taken before every round of the case and after the last, so that the
+bandwidth of a shared machine, which moves within a minute, is measured when the case
+runs; their spread is reported):
   * norm (one read pass): bytes / read_bw
   * clip, factor < 1: bytes / read_bw + bytes / update_bw (norm pass + in-place
     scaling pass: read, then read+write, i.e. three passes of traffic)
@@ -42,7 +45,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import SuiteResult, rel_err, run_check, time_case
+from .common import SuiteResult, rel_err, run_check, time_case, time_probed_case
 
 NAME = "norms"
 DESCRIPTION = "global_norm / norms / clip_by_global_norm_ / clip_by_value_ vs NumPy and PyTorch"
@@ -202,17 +205,22 @@ class _Runner:
         self.gc = ctx.gradcore
         self.np = ctx.np
         self.torch = ctx.torch
-        self.mem = ctx.machine.memory()
+        self.bandwidths = {}        # every probe of the suite, per kind
 
-    def case(self, key, name, data, gc_code, gc_fn, peers, *, setup=None, check="ok",
-             limit_name=None, limit_time=None, limit_target=None, nbytes=None,
-             params=None, notes=()):
-        """Time gradcore and each peer (name, code, fn, target, needs_torch) against a
-        memory-bandwidth limit."""
-        return time_case(self.ctx, self.suite, key, name, data, gc_code, gc_fn, peers,
-                         setup=setup, check=check, params=params, notes=notes,
-                         limit_name=limit_name, limit_time=limit_time,
-                         limit_target=limit_target, bytes=nbytes)
+    def case(self, key, name, data, gc_code, gc_fn, peers, *, limit=(), nbytes=None, **kw):
+        """Time gradcore and each peer (name, code, fn, target, needs_torch), when
+        ``limit`` names memory passes ("read", "update") over ``nbytes``, against them,
+        measured around the case: probe, round, probe, ..."""
+        args = (key, name, data, gc_code, gc_fn, peers)
+        if not limit:
+            return time_case(self.ctx, self.suite, *args, bytes=nbytes, **kw)
+        probes = self.ctx.machine.probes(limit)
+        res = time_probed_case(self.ctx, self.suite, probes, "+".join(limit),
+                               lambda p: sum(nbytes / p.best(k) for k in limit),
+                               *args, bytes=nbytes, **kw)
+        for kind, got in probes.samples.items():
+            self.bandwidths.setdefault(kind, []).extend(got)
+        return res
 
     # -- checks --------------------------------------------------------------
     def check_global_norm(self, gl: GradList) -> tuple:
@@ -271,7 +279,7 @@ class _Runner:
 
     # -- case groups ---------------------------------------------------------
     def gpt2_f32(self):
-        np, gc, torch, mem = self.np, self.gc, self.torch, self.mem
+        np, gc, torch = self.np, self.gc, self.torch
         quick = self.ctx.quick
         vocab = 5000 if quick else 50257
         self.ctx.log(f"{NAME}: building the GPT-2 small gradient list (float32)")
@@ -287,8 +295,6 @@ class _Runner:
         tnorm, tnorm_code = _torch_total_norm(torch) if torch else (None, "torch get_total_norm")
         tclip, tclip_code = _torch_clip_norm(torch) if torch else (None, "torch clip_grad_norm_")
         tval, tval_code = _torch_clip_value(torch) if torch else (None, "torch clip_grad_value_")
-        read_t = gl.nbytes / mem.read_bw
-        upd_t = gl.nbytes / mem.update_bw
 
         # 1. global_norm
         chk, err = self._check_pair(lambda: self.check_global_norm(gl))
@@ -297,8 +303,7 @@ class _Runner:
                   [("numpy", NUMPY_NORM_CODE, lambda: _numpy_global_norm(np, flats),
                     T_GPT2_NORM_NUMPY, False),
                    ("torch", tnorm_code, lambda: tnorm(ts), None, True)],
-                  check=chk, limit_name="read", limit_time=read_t,
-                  limit_target=LIMIT_TARGET, nbytes=gl.nbytes,
+                  check=chk, limit=("read",), limit_target=LIMIT_TARGET, nbytes=gl.nbytes,
                   params={**params, "rel_err": err})
 
         # 3a. clip_by_global_norm_, no clipping needed (factor == 1)
@@ -311,7 +316,7 @@ class _Runner:
                   [("numpy", NUMPY_CLIP_CODE, lambda: _numpy_clip_global(np, flats, m_noclip),
                     None, False),
                    ("torch", tclip_code, lambda: tclip(ps, m_noclip), T_GPT2_NOCLIP_TORCH, True)],
-                  check=chk, limit_name="read", limit_time=read_t, nbytes=gl.nbytes,
+                  check=chk, limit=("read",), nbytes=gl.nbytes,
                   params={**params, "max_norm": m_noclip, "factor": 1.0})
 
         # 3b. clip_by_global_norm_, clipping (factor ~0.5), restored before every call
@@ -323,8 +328,8 @@ class _Runner:
                   [("numpy", NUMPY_CLIP_CODE, lambda: _numpy_clip_global(np, flats, m_clip),
                     None, False),
                    ("torch", tclip_code, lambda: tclip(ps, m_clip), T_GPT2_CLIP_TORCH, True)],
-                  setup=gl.restore, check=chk, limit_name="read+update",
-                  limit_time=read_t + upd_t, limit_target=LIMIT_TARGET, nbytes=gl.nbytes,
+                  setup=gl.restore, check=chk, limit=("read", "update"),
+                  limit_target=LIMIT_TARGET, nbytes=gl.nbytes,
                   params={**params, "max_norm": m_clip,
                           "factor": m_clip / (gl.ref_total + EPS)})
 
@@ -336,8 +341,8 @@ class _Runner:
                   [("numpy", f"for a in arrs: np.clip(a, -{v}, {v}, out=a)",
                     lambda: [np.clip(a, -v, v, out=a) for a in arrs], None, False),
                    ("torch", tval_code, lambda: tval(ps, v), T_VALUE_TORCH, True)],
-                  setup=gl.restore, check=chk, limit_name="update", limit_time=upd_t,
-                  nbytes=gl.nbytes, params={**params, "clip_value": v})
+                  setup=gl.restore, check=chk, limit=("update",), nbytes=gl.nbytes,
+                  params={**params, "clip_value": v})
         gl.restore()                # the last timed calls clipped the arrays
         gl.backup = None            # only one ~500 MB list alive from here on
         _pygc.collect()
@@ -350,7 +355,7 @@ class _Runner:
                     lambda: np.array([np.linalg.norm(a) for a in arrs]), None, False),
                    ("torch", "torch.stack([torch.linalg.vector_norm(t) for t in ts])",
                     lambda: torch.stack([torch.linalg.vector_norm(t) for t in ts]), None, True)],
-                  check=chk, limit_name="read", limit_time=read_t, nbytes=gl.nbytes,
+                  check=chk, limit=("read",), nbytes=gl.nbytes,
                   params={**params, "max_rel_err": err})
         del arrs, flats, ts, ps
         gl.release()
@@ -362,7 +367,7 @@ class _Runner:
             return f"check raised {type(exc).__name__}: {exc}", None
 
     def gpt2_f64(self):
-        np, gc, torch, mem = self.np, self.gc, self.torch, self.mem
+        np, gc, torch = self.np, self.gc, self.torch
         vocab = 5000 if self.ctx.quick else 50257
         self.ctx.log(f"{NAME}: building the GPT-2 small gradient list (float64)")
         gl = GradList(self.ctx, gpt2_small_shapes(vocab=vocab), np.float64, 2, "gpt2-f64")
@@ -374,8 +379,7 @@ class _Runner:
                   lambda: gc.global_norm(arrs),
                   [("numpy", NUMPY_NORM_CODE, lambda: _numpy_global_norm(np, flats), None, False),
                    ("torch", tnorm_code, lambda: tnorm(ts), None, True)],
-                  check=chk, limit_name="read", limit_time=gl.nbytes / mem.read_bw,
-                  nbytes=gl.nbytes,
+                  check=chk, limit=("read",), nbytes=gl.nbytes,
                   params={"arrays": len(arrs), "elements": gl.n, "bytes": gl.nbytes,
                           "dtype": "float64", "wte_rows": vocab, "rel_err": err})
         del arrs, flats, ts
@@ -442,13 +446,15 @@ def run(ctx) -> SuiteResult:
         _pygc.collect()
     suite.cases.sort(key=lambda c: _ORDER.index(c.key) if c.key in _ORDER else len(_ORDER))
 
-    mem = ctx.machine.memory()
+    seen = "; ".join(f"{k} {min(v) / 1e9:.1f}-{max(v) / 1e9:.1f} GB/s over {len(v)} probes"
+                     for k, v in r.bandwidths.items())
     suite.notes += [
         "ratio = peer time / gradcore time (> 1: gradcore faster); "
-        "'% limit' = (bytes / limit bandwidth) / gradcore time, limits: "
-        f"read {mem.read_bw / 1e9:.1f} GB/s, update {mem.update_bw / 1e9:.1f} GB/s "
-        f"(array bytes/s; {2 * mem.update_bw / 1e9:.1f} GB/s of traffic); "
-        "read+update = norm pass + in-place scaling pass.",
+        "'% of limit' = (bytes / bandwidth) / gradcore time, the bandwidth being the best of "
+        "the memory probes taken before every round of the case and after the last (array "
+        "bytes/s; an update pass moves twice that); read+update = norm pass + in-place "
+        "scaling pass; ± = the spread of those probes. "
+        + (f"Probes of this suite: {seen}." if seen else ""),
         "no clip: max_norm = 2x total (factor 1, gradcore must not write; torch still "
         "multiplies by 1.0). clip: max_norm = total/2, and clip_by_value_ (v = 1.0): the "
         "arrays are restored from a copy before every timed call (outside the timer).",

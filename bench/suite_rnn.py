@@ -30,8 +30,9 @@ Data: torch's default initialisation, uniform(-1/sqrt(H), 1/sqrt(H)), for weight
 and biases (``torch.manual_seed``); x, grad_y, grad_h_n ~ N(0, 1); h0 (and c0) ~
 N(0, 0.5²).  Every implementation allocates its outputs on every call.
 
-Machine limit: the FMA peak for float32 (theoretical when the clock is readable,
-else the NumPy BLAS yardstick; see machine.py).  Only the GEMM flops are counted:
+Machine limit: the FMA peak for float32, the best of the FMA probes (the active
+instruction set on the library's threads) taken before every round of the case and
+after the last (see machine.py).  Only the GEMM flops are counted:
 forward 2·T·B·G·H·(I+H) (input and recurrent projections, G = 1, 4, 3 gates),
 backward twice that (data and weight gradients), 6·T·B·G·H·(I+H) in all.  "% of
 limit" = gradcore GFLOP/s / peak GFLOP/s (no target).
@@ -48,7 +49,7 @@ from __future__ import annotations
 import gc as _pygc
 import math
 
-from .common import SuiteResult, add_gflops, float32_problems, max_rel_err, run_check, time_case
+from .common import SuiteResult, float32_problems, max_rel_err, run_check, time_gemm_case
 
 NAME = "rnn"
 DESCRIPTION = ("rnn_forward + rnn_backward (rnn_tanh, rnn_relu, lstm, gru) vs PyTorch "
@@ -223,16 +224,12 @@ class _Runner:
         self.torch = ctx.torch
         self.fma = ctx.machine.fma()
 
-    def case(self, key, name, data, gc_code, gc_fn, peers, *, check="ok", dtype="float32",
-             flops=None, params=None, notes=()):
+    def case(self, key, name, data, gc_code, gc_fn, peers, *, flops, dtype="float32",
+             **kw):
         """Time gradcore and each peer (name, code, fn, target, needs_torch) against the
         FMA peak of ``dtype``."""
-        limit_time = None if flops is None else flops / self.fma.peak(dtype)
-        res = time_case(self.ctx, self.suite, key, name, data, gc_code, gc_fn, peers, check=check,
-                        params=params, notes=notes, limit_name=self.fma.label(dtype),
-                        limit_time=limit_time)
-        add_gflops(res, flops, res.gradcore, self.fma, dtype)
-        return res
+        return time_gemm_case(self.ctx, self.suite, self.fma, key, name, data, gc_code, gc_fn,
+                              peers, dtype=dtype, flops=flops, **kw)
 
     # -- one cell at one size ----------------------------------------------------
     def rnn(self, key, cell, T, B, I, H, t_torch, *, seed=0):
@@ -376,15 +373,6 @@ def run(ctx) -> SuiteResult:
     suite.cases.sort(key=lambda c: order.index(c.key) if c.key in order else len(order))
 
     fma = ctx.machine.fma()
-    if fma.source == "theoretical":
-        peak_txt = (f"the theoretical FMA peak, f32 {fma.theory_f32 / 1e9:.1f} GFLOP/s = "
-                    f"{fma.cores} cores × {fma.fma_units} FMA/cycle × {fma.vector_bits // 32} "
-                    f"lanes ({fma.isa}) × 2 flops × {fma.ghz:.3g} GHz ({fma.clock_source}); "
-                    f"NumPy BLAS reaches f32 {fma.numpy_sgemm / 1e9:.1f} GFLOP/s on {fma.size}³")
-    else:
-        peak_txt = (f"the NumPy BLAS yardstick ({fma.blas}, {fma.size}³ a @ b, best of N): "
-                    f"sgemm {fma.numpy_sgemm / 1e9:.1f} GFLOP/s, not the theoretical peak "
-                    f"({fma.note})")
     try:
         gc_threads = int(ctx.gradcore.get_num_threads())
     except Exception:
@@ -397,11 +385,11 @@ def run(ctx) -> SuiteResult:
         "ratio = peer time / gradcore time (> 1: gradcore faster); '% of limit' = gradcore "
         "GFLOP/s / peak GFLOP/s (no target), flops = 6·T·B·G·H·(I+H) per forward+backward "
         "(GEMMs only: forward 2·T·B·G·H·(I+H), backward twice that; G = 1 rnn, 4 lstm, 3 gru).",
-        f"peak: {peak_txt}.",
+        f"peak: {fma.describe('float32')}.",
         "rnn: one forward then one backward timed together, T×B×I×H (steps × batch × input × "
         f"hidden), float32, h0 (and c0) given, grad_y and grad_h_n random. gradcore: {GC_CODE}. "
         "numpy: the plain per-step float32 forward + BPTT of suite_rnn.py (informative).",
-        f"targets: ≥{T_TORCH:g}× torch for every cell and size, ≥{T_LSTM_MID_TORCH:g}× for lstm "
+        f"goals: ≥{T_TORCH:g}× torch for every cell and size, ≥{T_LSTM_MID_TORCH:g}× for lstm "
         f"at {_dims(*sizes[1])} (2c). {threads_txt}.",
         "check: gradcore vs torch (else vs the NumPy reference in float64), max |diff| / "
         f"max |ref| <= {RTOL:g} for y, grad_x, grad_weight_ih, grad_weight_hh.",

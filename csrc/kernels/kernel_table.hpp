@@ -86,6 +86,10 @@ struct KernelTable {
     // read-only sum of float32 (no widening), and an in-place read-modify-write.
     float (*probe_read)(const float*, std::int64_t);
     void (*probe_update)(float*, std::int64_t, float factor);
+    // The FMA peak's yardstick: iterations of register-resident FMA chains on one
+    // thread; returns the flops done, a value derived from the chains in the sink.
+    std::int64_t (*probe_fma_f32)(std::int64_t iterations, float* sink);
+    std::int64_t (*probe_fma_f64)(std::int64_t iterations, double* sink);
 };
 
 // Defined once per target translation unit.

@@ -61,7 +61,9 @@ constexpr KernelTable make_table() {
             make_optim_table<S, float>(),
             make_optim_table<S, double>(),
             &ProbeKernels<S>::read,
-            &ProbeKernels<S>::update};
+            &ProbeKernels<S>::update,
+            &ProbeKernels<S>::template fma<float>,
+            &ProbeKernels<S>::template fma<double>};
 }
 
 }  // namespace gradcore::kernels

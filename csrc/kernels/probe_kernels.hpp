@@ -1,8 +1,11 @@
-// Memory-system probes for the benchmark harness: the simplest loops that touch every
-// byte once, so that "fraction of the machine's bandwidth" has an honest denominator.
+// Machine probes for the benchmark harness: the simplest loops that touch every byte
+// once, and a register-resident FMA loop, so that "fraction of the machine's bandwidth"
+// and "fraction of the FMA peak" have honest denominators.
 #pragma once
 
 #include <cstdint>
+
+#include "gemm_kernels.hpp"
 
 namespace gradcore::kernels {
 
@@ -38,6 +41,34 @@ struct ProbeKernels {
         std::int64_t i = 0;
         for (; i + kLanes <= n; i += kLanes) S::store(x + i, S::mul(S::load(x + i), f));
         for (; i < n; ++i) x[i] *= factor;
+    }
+
+    // `iterations` rounds of independent FMA chains acc = acc * m + a, entirely in
+    // registers; returns the flops done and stores the sum of the accumulators in *sink
+    // (so no chain is dead code). As many chains as the GEMM register tile keeps (16 on
+    // AVX-512, 12 on AVX2/NEON): more than FMA ports x latency (2 x 4 on AVX-512 cores,
+    // 2 x 5 on the oldest AVX2 ones), so the pipes, not the latency, set the pace, and no
+    // more than fit in registers beside the two operands. m < 1 and a > 0 keep every
+    // value normal and bounded however long it runs.
+    template <class T>
+    static std::int64_t fma(std::int64_t iterations, T* sink) {
+        using VT = typename S::template V<T>;
+        constexpr int kLanesT = S::template kLanes<T>;
+        constexpr int kChains = GemmShape<S, T>::kMR * GemmShape<S, T>::kNVec;
+        const VT m = S::set1(T(0.9999)), a = S::set1(T(0.001));
+        VT acc[kChains];
+#pragma GCC unroll 16
+        for (int c = 0; c < kChains; ++c) acc[c] = S::set1(T(c));
+        for (std::int64_t it = 0; it < iterations; ++it) {
+#pragma GCC unroll 16
+            for (int c = 0; c < kChains; ++c) acc[c] = S::fma(acc[c], m, a);
+        }
+        T out[kChains * kLanesT];
+        for (int c = 0; c < kChains; ++c) S::store(out + c * kLanesT, acc[c]);
+        T r = T(0);
+        for (int k = 0; k < kChains * kLanesT; ++k) r += out[k];
+        *sink = r;
+        return 2 * kChains * kLanesT * iterations;
     }
 };
 

@@ -51,6 +51,12 @@ PYBIND11_MODULE(_core, m) {
         }
         throw py::value_error("mode must be 'read' or 'update'");
     }, py::arg("array"), py::arg("mode"));
+    m.def("_fma_probe", [](const std::string& dtype, std::int64_t iterations) {
+        if (dtype != "float32" && dtype != "float64") throw py::value_error("dtype must be 'float32' or 'float64'");
+        const DType dt = dtype == "float32" ? DType::float32 : DType::float64;
+        py::gil_scoped_release release;
+        return fma_probe(dt, iterations);
+    }, py::arg("dtype"), py::arg("iterations"));
 
     python::bind_norms(m);
     python::bind_dense(m);

@@ -690,6 +690,14 @@ void test_runtime() {
             CHECK(data == orig, "memory_probe_update changed the data");
         });
     }
+    // The FMA probe: a positive, finite flop rate on every target and thread count.
+    g_case = "fma probe";
+    for_each_config([&](const Config&) {
+        for (gc::DType dt : {gc::DType::float32, gc::DType::float64}) {
+            const double flops = gc::fma_probe(dt, 1000);
+            CHECK(std::isfinite(flops) && flops > 0.0, "fma_probe = %g flop/s", flops);
+        }
+    });
     g_case.clear();
 }
 
@@ -3100,6 +3108,8 @@ void test_invalid_args() {
         }
         EXPECT_INVALID("memory_probe_read: n = -1", gc::memory_probe_read(A.data(), -1));
         EXPECT_INVALID("memory_probe_update: n = -1", gc::memory_probe_update(A.data(), -1));
+        EXPECT_INVALID("fma_probe: float16", gc::fma_probe(gc::DType::float16, 1));
+        EXPECT_INVALID("fma_probe: iterations = 0", gc::fma_probe(gc::DType::float32, 0));
     }
     g_case.clear();
 }
