@@ -25,8 +25,8 @@
 
 namespace m = gradcore::cuda::math;
 namespace d = gradcore::cuda::detail;
-using gradcore::cuda::DeviceTensor;
-using gradcore::cuda::DType;
+using DeviceTensor = gradcore::TensorView;
+using gradcore::DType;
 
 namespace {
 
