@@ -236,7 +236,7 @@ Dims check_dims(const View& f) {
     d.gh = G * f.hidden;
     d.bh = f.batch * f.hidden;
     d.tb = f.steps * f.batch;
-    constexpr std::int64_t kMaxElements = (std::int64_t(1) << 60) / static_cast<std::int64_t>(sizeof(T));
+    constexpr std::int64_t kMaxElements = (std::int64_t(1) << 60) / static_cast<std::int64_t>(sizeof(*f.x));
     const std::int64_t widest = std::max(d.gh, std::max(f.input, f.hidden));
     if (widest > 0 && d.tb + f.batch > kMaxElements / widest) too_large("steps * batch * width");
     return d;
