@@ -349,20 +349,11 @@ constexpr std::uint16_t kHalfNaN = 0x7E00, kHalfInf = 0x7C00, kHalfNegInf = 0xFC
 
 // ------------------------------------------------------------------ arrays of any dtype
 
-const char* dtype_name(gc::DType t) {
-    switch (t) {
-        case gc::DType::float16: return "f16";
-        case gc::DType::float32: return "f32";
-        case gc::DType::float64: return "f64";
-    }
-    return "?";
-}
-
 ld eps_of_dtype(gc::DType t) {
     switch (t) {
         case gc::DType::float16: return 0x1p-10L;
         case gc::DType::float32: return eps_of<float>();
-        case gc::DType::float64: break;
+        default: break;  // float64
     }
     return eps_of<double>();
 }
@@ -371,7 +362,7 @@ ld denorm_of_dtype(gc::DType t) {
     switch (t) {
         case gc::DType::float16: return 0x1p-24L;
         case gc::DType::float32: return denorm_of<float>();
-        case gc::DType::float64: break;
+        default: break;  // float64
     }
     return denorm_of<double>();
 }
@@ -467,7 +458,7 @@ bool check_list(Where w, const char* what, const List& got, Expected&& expected,
     }
     return check_at(bad == 0, w, what, [&] {
         return strf("%lld elements wrong; first: array %zu (%s, n=%lld) [%lld]: got %.17Lg, expected %.17Lg", ll(bad),
-                    first_a, dtype_name(got[first_a].dtype), ll(got[first_a].n), ll(first_i),
+                    first_a, gc::dtype_name(got[first_a].dtype), ll(got[first_a].n), ll(first_i),
                     got[first_a].get(first_i), expected(first_a, first_i));
     });
 }
@@ -747,7 +738,7 @@ void norm_case(List& arrays, bool all_ords = true) {
                 if (!norm_agrees(each[a], ref_each[k * count + a], ord, arrays[a].n)) bad = a;
             }
             CHECK(bad == count, "norms(ord=%g): array %zu (%s, n=%lld) = %.17g, expected %.17Lg", ord, bad,
-                  bad < count ? dtype_name(arrays[bad].dtype) : "", bad < count ? ll(arrays[bad].n) : 0LL,
+                  bad < count ? gc::dtype_name(arrays[bad].dtype) : "", bad < count ? ll(arrays[bad].n) : 0LL,
                   bad < count ? each[bad] : 0.0, bad < count ? ref_each[k * count + bad] : 0.0L);
             out.push_back(g);
             out.insert(out.end(), each.begin(), each.end());
@@ -788,7 +779,7 @@ void test_norms() {
             for (Pattern p : patterns) {
                 List l;
                 l.push_back(make_array(t, n, p, r));
-                g_case = strf("one array %s n=%lld %s", dtype_name(t), ll(n), pattern_name(p));
+                g_case = strf("one array %s n=%lld %s", gc::dtype_name(t), ll(n), pattern_name(p));
                 // Other p make a pass of std::pow per element: all orders on the large
                 // arrays for one pattern only.
                 norm_case(l, !large || p == Pattern::normal);
@@ -887,7 +878,7 @@ std::vector<NamedList> make_clip_lists(Rng& r) {
             std::vector<Pattern> ps(std::begin(small), std::end(small));
             if (n > 30000) ps.assign(std::begin(large), std::end(large));
             for (Pattern p : ps) {
-                NamedList nl{strf("%s n=%lld %s", dtype_name(t), ll(n), pattern_name(p)), {}};
+                NamedList nl{strf("%s n=%lld %s", gc::dtype_name(t), ll(n), pattern_name(p)), {}};
                 nl.list.push_back(make_array(t, n, p, r));
                 out.push_back(std::move(nl));
             }
@@ -1232,8 +1223,8 @@ void test_adaptive_clip() {
             for (const auto& [clipping, eps] : settings) {
                 std::string shape;
                 for (const auto& l : ls) shape += strf("(%lld,%lld,%lld)", ll(l.outer), ll(l.units), ll(l.inner));
-                g_case = strf("adaptive_clip_ grads %s params %s layouts %s clipping=%g eps=%g", dtype_name(gt),
-                              dtype_name(pt), shape.c_str(), clipping, eps);
+                g_case = strf("adaptive_clip_ grads %s params %s layouts %s clipping=%g eps=%g", gc::dtype_name(gt),
+                              gc::dtype_name(pt), shape.c_str(), clipping, eps);
                 // Reference factor per (pair, unit).
                 std::vector<std::vector<ld>> factor(ls.size());
                 bool ambiguous = false;
