@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <limits>
 
-namespace gradcore::kernels {
+#include "target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct ClipKernels {
@@ -74,4 +76,4 @@ struct ClipKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

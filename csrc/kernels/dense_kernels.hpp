@@ -5,8 +5,9 @@
 #include <cstdint>
 
 #include "activations.hpp"
+#include "target.hpp"
 
-namespace gradcore::kernels {
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct DenseKernels {
@@ -79,4 +80,4 @@ struct DenseKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

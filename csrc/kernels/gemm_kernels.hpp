@@ -18,19 +18,10 @@
 #include <cstring>
 
 #include "activations.hpp"
+#include "table_types.hpp"
+#include "target.hpp"
 
-namespace gradcore::kernels {
-
-// The vector transposes that pack a row-major A write whole vectors (see
-// Avx2::transpose_rows): the last one may reach this many values past the panels.
-constexpr std::int64_t kPackASlack = 8;
-
-template <class T>
-struct Epilogue {
-    const T* bias = nullptr;  // NR values for this tile (added before the activation), or null
-    Activation act = Activation::identity;
-    T slope = T(0.01);        // leaky_relu's negative slope
-};
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 // Register tile: MR rows x NR columns, NR a multiple of the vector width. With 16
 // vector registers (AVX2, NEON) 6 x 2 vectors of accumulators leave room for the B row
@@ -279,4 +270,4 @@ struct GemmKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

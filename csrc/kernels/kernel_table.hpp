@@ -5,10 +5,7 @@
 
 #include <cstdint>
 
-#include "gemm_kernels.hpp"
-#include "optim_kernels.hpp"
-#include "partials.hpp"
-#include "rnn_kernels.hpp"
+#include "table_types.hpp"
 
 namespace gradcore::kernels {
 

@@ -5,7 +5,9 @@
 
 #include <cstdint>
 
-namespace gradcore::kernels {
+#include "target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct Lanes {
@@ -34,4 +36,4 @@ struct Lanes {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

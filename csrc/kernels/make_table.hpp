@@ -12,8 +12,9 @@
 #include "optim_kernels.hpp"
 #include "probe_kernels.hpp"
 #include "rnn_kernels.hpp"
+#include "target.hpp"
 
-namespace gradcore::kernels {
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 constexpr NormTable<T> make_norm_table() {
@@ -64,4 +65,4 @@ constexpr KernelTable make_table() {
             &ProbeKernels<S>::update};
 }
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 
-namespace gradcore::kernels {
+#include "target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S>
 struct ProbeKernels {
@@ -41,4 +43,4 @@ struct ProbeKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

@@ -7,9 +7,10 @@
 #include <cstdint>
 
 #include "lanes.hpp"
+#include "target.hpp"
 #include "vector_math.hpp"
 
-namespace gradcore::kernels {
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct RnnKernels {
@@ -136,4 +137,4 @@ struct RnnKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

@@ -151,9 +151,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
         }
         alignas(64) T tile[16 * 64];
         alignas(64) T tile_bias[64];
-        kernels::Epilogue<T> ep;
-        ep.act = act;
-        ep.slope = slope;
+        kernels::Epilogue<T> ep{nullptr, act, slope};
         for (std::int64_t q = q0; q < q1; ++q) {
             const std::int64_t j = q * NR;  // within the jc block
             const std::int64_t ncur = std::min(NR, nc - j);
@@ -223,9 +221,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
         auto rows_of_bt = [&](std::size_t t) {
             const std::int64_t p0 = b_panels * static_cast<std::int64_t>(t) / tasks;
             const std::int64_t p1 = b_panels * static_cast<std::int64_t>(t + 1) / tasks;
-            kernels::Epilogue<T> ep;
-            ep.act = act;
-            ep.slope = slope;
+            kernels::Epilogue<T> ep{nullptr, act, slope};
             for (std::int64_t p = p0; p < p1; ++p) {
                 const std::int64_t j = p * MR;
                 ep.bias = bias ? bias + j : nullptr;

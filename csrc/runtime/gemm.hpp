@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "gradcore/dense.hpp"
-#include "kernels/gemm_kernels.hpp"
 
 namespace gradcore::runtime {
 

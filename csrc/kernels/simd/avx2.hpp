@@ -6,7 +6,9 @@
 #include <cfloat>
 #include <cstdint>
 
-namespace gradcore::simd {
+#include "../target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET::simd {
 
 struct Avx2 {
     static constexpr const char* kName = "avx2";
@@ -189,4 +191,4 @@ struct Avx2 {
     static __m256d sqrt(__m256d x) { return _mm256_sqrt_pd(x); }
 };
 
-}  // namespace gradcore::simd
+}  // namespace gradcore::kernels::GRADCORE_TARGET::simd

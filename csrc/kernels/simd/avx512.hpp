@@ -6,7 +6,9 @@
 #include <cfloat>
 #include <cstdint>
 
-namespace gradcore::simd {
+#include "../target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET::simd {
 
 struct Avx512 {
     static constexpr const char* kName = "avx512";
@@ -196,4 +198,4 @@ struct Avx512 {
     }
 };
 
-}  // namespace gradcore::simd
+}  // namespace gradcore::kernels::GRADCORE_TARGET::simd

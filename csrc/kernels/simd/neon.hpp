@@ -6,7 +6,9 @@
 #include <cfloat>
 #include <cstdint>
 
-namespace gradcore::simd {
+#include "../target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET::simd {
 
 struct Neon {
     static constexpr const char* kName = "neon";
@@ -111,4 +113,4 @@ struct Neon {
     static float64x2_t sqrt(float64x2_t x) { return vsqrtq_f64(x); }
 };
 
-}  // namespace gradcore::simd
+}  // namespace gradcore::kernels::GRADCORE_TARGET::simd

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <limits>
 
-namespace gradcore::simd {
+#include "../target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET::simd {
 
 struct Scalar {
     static constexpr const char* kName = "scalar";
@@ -98,4 +100,4 @@ struct Scalar {
     static T sqrt(T x) { return std::sqrt(x); }
 };
 
-}  // namespace gradcore::simd
+}  // namespace gradcore::kernels::GRADCORE_TARGET::simd
