@@ -29,6 +29,7 @@ struct ClipTable {
 template <class T>
 struct GemmTable {
     int mr, nr;
+    GemmBlocking blocking;
     void (*pack_a)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t mc, std::int64_t kc, T*);
     void (*pack_b)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t kc, std::int64_t nc, T*);
     void (*micro)(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c, std::int64_t ldc,
@@ -64,6 +65,11 @@ template <class T>
 struct OptimTable {
     void (*sgd)(T* p, const T* g, T* buf, std::int64_t n, const SgdParams&);
     void (*adam)(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamParams&);
+};
+
+// What a target chooses besides its kernels, handed to make_table.
+struct TargetConfig {
+    GemmBlocking gemm_f32, gemm_f64;
 };
 
 struct KernelTable {

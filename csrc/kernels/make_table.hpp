@@ -36,11 +36,12 @@ constexpr ClipTable<T> make_clip_table() {
 }
 
 template <class S, class T>
-constexpr GemmTable<T> make_gemm_table() {
+constexpr GemmTable<T> make_gemm_table(const GemmBlocking& blocking) {
     using K = GemmKernels<S, T>;
     using D = DenseKernels<S, T>;
     return {.mr = K::MR,
             .nr = K::NR,
+            .blocking = blocking,
             .pack_a = &K::pack_a,
             .pack_b = &K::pack_b,
             .micro = &K::micro,
@@ -67,15 +68,15 @@ constexpr OptimTable<T> make_optim_table() {
 }
 
 template <class S>
-constexpr KernelTable make_table() {
+constexpr KernelTable make_table(const TargetConfig& config) {
     return {.name = S::kName,
             .norm_f16 = make_norm_table<S, std::uint16_t>(),
             .norm_f32 = make_norm_table<S, float>(),
             .norm_f64 = make_norm_table<S, double>(),
             .clip_f32 = make_clip_table<S, float>(),
             .clip_f64 = make_clip_table<S, double>(),
-            .gemm_f32 = make_gemm_table<S, float>(),
-            .gemm_f64 = make_gemm_table<S, double>(),
+            .gemm_f32 = make_gemm_table<S, float>(config.gemm_f32),
+            .gemm_f64 = make_gemm_table<S, double>(config.gemm_f64),
             .rnn_f32 = make_rnn_table<S, float>(),
             .rnn_f64 = make_rnn_table<S, double>(),
             .optim_f32 = make_optim_table<S, float>(),

@@ -36,6 +36,17 @@ struct Epilogue {
     T slope;        // leaky_relu's negative slope
 };
 
+// A target's GEMM cache blocking and strategy thresholds, in elements: what fits where
+// depends on the target's register tile (MR x NR) and on the caches of the machines
+// it is tuned for, so each target chooses its own (csrc/targets/<isa>.cpp).
+struct GemmBlocking {
+    std::int64_t kc;  // depth of a k block: the KC x NR micro-panel of B stays in L1
+    std::int64_t mc;  // rows of an A block: MC x KC in L2 while the micro-kernel sweeps it
+    std::int64_t nc;  // columns of a B block: KC x NC in L3, shared by the threads
+    std::int64_t small_rows;            // M up to this: the few-rows strategies
+    std::int64_t max_transposed_depth;  // K up to this: few rows times a transposed B by micro_tc
+};
+
 // The vector transposes that pack a row-major A write whole vectors (see
 // Avx2::transpose_rows): the last one may reach this many values past the panels.
 constexpr std::int64_t kPackASlack = 8;
@@ -52,7 +63,8 @@ struct AdamParams {
 };
 
 static_assert(std::is_trivial_v<ScaledSum> && std::is_trivial_v<ChunkStats> &&
-              std::is_trivial_v<Epilogue<float>> && std::is_trivial_v<SgdParams> &&
+              std::is_trivial_v<Epilogue<float>> && std::is_trivial_v<GemmBlocking> &&
+              std::is_trivial_v<SgdParams> &&
               std::is_trivial_v<AdamParams>);
 
 }  // namespace gradcore::kernels

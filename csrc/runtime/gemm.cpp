@@ -14,22 +14,6 @@
 namespace gradcore::runtime {
 namespace {
 
-// Cache blocking for Zen 3 / Zen 4 (32 KiB L1d, 512 KiB / 1 MiB L2 per core, 32 MiB
-// L3), in bytes of packed data: a KC-deep micro-panel of B (KC x NR) stays in L1 while
-// the micro-kernel sweeps the MC x KC block of A held in L2; the KC x NC panel of B is
-// shared by the threads in L3. KC = 256: the B micro-panel is 16 KiB with AVX2's
-// NR = 16 floats / 8 doubles and 32 KiB with AVX-512's 32 / 16 (where the A panels'
-// lines stream past it from L2); MC * KC * sizeof(T) = 144 KiB. Measured on Zen 4,
-// 2048^3 float32 on two cores (AVX-512): KC 192 / 256 / 384 / 512 with MC 96-192 all
-// within 190-210 GFLOP/s, inside the machine's noise; float64 alike for KC 192-768 (KC
-// 128 was 15% slower: the C tile is read and written twice as often).
-template <class T>
-struct Blocking {
-    static constexpr std::int64_t KC = 256;
-    static constexpr std::int64_t MC = sizeof(T) == 4 ? 144 : 72;
-    static constexpr std::int64_t NC = 3072;
-};
-
 template <class T>
 const kernels::GemmTable<T>& table() {
     return gemm_kernels<T>(active_table());
@@ -64,31 +48,29 @@ std::vector<T>& b_panel_buffer() {
     return buffer;
 }
 
-constexpr std::int64_t kSmallRows = 64;
-
 }  // namespace
 
 template <class T>
 PackedB<T> pack_b(MatrixRef<const T> b) {
     const kernels::GemmTable<T>& k = table<T>();
-    using B = Blocking<T>;
+    const kernels::GemmBlocking& B = k.blocking;
     PackedB<T> p;
     p.rows = b.rows;
     p.cols = b.cols;
     std::int64_t total = 0;
-    for (std::int64_t jc = 0; jc < b.cols; jc += B::NC) {
-        const std::int64_t nc = std::min(B::NC, b.cols - jc);
-        for (std::int64_t pc = 0; pc == 0 || pc < b.rows; pc += B::KC) {
+    for (std::int64_t jc = 0; jc < b.cols; jc += B.nc) {
+        const std::int64_t nc = std::min(B.nc, b.cols - jc);
+        for (std::int64_t pc = 0; pc == 0 || pc < b.rows; pc += B.kc) {
             p.block_offsets.push_back(total);
-            total += std::min(B::KC, b.rows - pc) * ceil_div(nc, k.nr) * k.nr;
+            total += std::min(B.kc, b.rows - pc) * ceil_div(nc, k.nr) * k.nr;
         }
     }
     p.data.resize(static_cast<std::size_t>(std::max<std::int64_t>(total, 1)));
     std::size_t block = 0;
-    for (std::int64_t jc = 0; jc < b.cols; jc += B::NC) {
-        const std::int64_t nc = std::min(B::NC, b.cols - jc);
-        for (std::int64_t pc = 0; pc == 0 || pc < b.rows; pc += B::KC) {
-            const std::int64_t kc = std::min(B::KC, b.rows - pc);
+    for (std::int64_t jc = 0; jc < b.cols; jc += B.nc) {
+        const std::int64_t nc = std::min(B.nc, b.cols - jc);
+        for (std::int64_t pc = 0; pc == 0 || pc < b.rows; pc += B.kc) {
+            const std::int64_t kc = std::min(B.kc, b.rows - pc);
             k.pack_b(b.data + pc * b.rs + jc * b.cs, b.rs, b.cs, kc, nc, p.data.data() + p.block_offsets[block++]);
         }
     }
@@ -111,13 +93,13 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     if (M == 0 || N == 0) return;
     const kernels::GemmTable<T>& k = table<T>();
     const std::int64_t MR = k.mr, NR = k.nr;
-    using B = Blocking<T>;
+    const kernels::GemmBlocking& B = k.blocking;
     const int threads = threads_for_caller();
 
     if (packed && (packed->rows != K || packed->cols != N)) {
         throw std::invalid_argument("gemm: the packed B does not match B's shape");
     }
-    const std::int64_t n_pc = std::max<std::int64_t>(1, ceil_div(K, B::KC));
+    const std::int64_t n_pc = std::max<std::int64_t>(1, ceil_div(K, B.kc));
 
     // Few rows: B is reused by only a few row panels, so a packed copy of all of it in
     // memory would cost about as much as it saves. Each B micro-panel is instead packed
@@ -125,7 +107,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     // as it reads a row-major B in place (its rows ldb apart: a power-of-two stride
     // would alias them into a few L1 sets if they were read there every time), or by
     // pack_b for other layouts (a transposed weight in x W^T).
-    const bool small = M <= kSmallRows;
+    const bool small = M <= B.small_rows;
     const bool panel_b = !packed && small;
     // Few rows of a row-major A: read in place by the micro-kernel (see micro()); with
     // the columns split across threads each would otherwise pack all of A (measured
@@ -138,7 +120,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     // block of B, unless panel_b.
     auto compute = [&](std::int64_t ic, std::int64_t mcur, std::int64_t jc, std::int64_t nc, std::int64_t q0,
                        std::int64_t q1, std::int64_t pc, const T* bp) {
-        const std::int64_t kc = std::min(B::KC, K - pc);
+        const std::int64_t kc = std::min(B.kc, K - pc);
         const bool last = pc + kc >= K;
         const T beta_k = pc == 0 ? beta : T(1);
         const T* ap;  // the A block: rows read in place, or packed panels
@@ -208,10 +190,9 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     // of every panel of W (dense forward 64x512x512 tanh: 190 -> 179 us on two cores, 368 ->
     // 330 us on one; 32x256x256 relu on one: 44 -> 40 us). The k loop is
     // not blocked (C is written once, never read back), for depths whose packed A^T
-    // panel (kMaxTransposedDepth x NR) still fits in L2.
-    constexpr std::int64_t kMaxTransposedDepth = 1024;
+    // panel (K x NR) still fits in L2 (B.max_transposed_depth).
     if (k.micro_tc && small && !packed && b.rs == 1 && b.cs > 1 && beta == T(0) && K > 0 &&
-        K <= kMaxTransposedDepth) {
+        K <= B.max_transposed_depth) {
         const std::int64_t a_panels = ceil_div(M, NR);  // A^T's panels: C's rows
         T* at = grow(b_buffer<T>(), a_panels * NR * K);
         k.pack_b(a.data, a.cs, a.rs, K, M, at);  // A^T (K x M): at(k, i) = a(i, k)
@@ -249,12 +230,12 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
         const std::int64_t tasks = threads;
         auto columns = [&](std::size_t t) {
             const std::int64_t js = static_cast<std::int64_t>(t);
-            for (std::int64_t jc = 0, jci = 0; jc < N; jc += B::NC, ++jci) {
-                const std::int64_t nc = std::min(B::NC, N - jc);
+            for (std::int64_t jc = 0, jci = 0; jc < N; jc += B.nc, ++jci) {
+                const std::int64_t nc = std::min(B.nc, N - jc);
                 const std::int64_t n_panels = ceil_div(nc, NR);
                 const std::int64_t q0 = n_panels * js / tasks, q1 = n_panels * (js + 1) / tasks;
                 if (q1 <= q0) continue;
-                for (std::int64_t pc = 0, pci = 0; pc == 0 || pc < K; pc += B::KC, ++pci) {
+                for (std::int64_t pc = 0, pci = 0; pc == 0 || pc < K; pc += B.kc, ++pci) {
                     compute(0, M, jc, nc, q0, q1, pc, packed ? packed_block(jci, pci) : nullptr);
                 }
             }
@@ -265,7 +246,7 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
 
     // Row blocks: at most MC rows, and at least `threads` of them when M allows it, in
     // a multiple of the thread count so that no thread idles at the end.
-    std::int64_t n_ic = ceil_div(M, B::MC);
+    std::int64_t n_ic = ceil_div(M, B.mc);
     const std::int64_t max_ic = ceil_div(M, MR);
     if (n_ic > 1 || threads > 1) n_ic = std::min(max_ic, round_up(n_ic, threads));
     const std::int64_t mc = round_up(ceil_div(M, n_ic), MR);
@@ -274,11 +255,11 @@ void gemm(MatrixRef<const T> a, MatrixRef<const T> b, MatrixRef<T> c, T alpha, T
     const std::int64_t n_js = n_ic >= threads ? 1 : ceil_div(threads, n_ic);
 
     std::vector<T>& b_buf = b_buffer<T>();
-    for (std::int64_t jc = 0, jci = 0; jc < N; jc += B::NC, ++jci) {
-        const std::int64_t nc = std::min(B::NC, N - jc);
+    for (std::int64_t jc = 0, jci = 0; jc < N; jc += B.nc, ++jci) {
+        const std::int64_t nc = std::min(B.nc, N - jc);
         const std::int64_t n_panels = ceil_div(nc, NR);
-        for (std::int64_t pc = 0, pci = 0; pc == 0 || pc < K; pc += B::KC, ++pci) {
-            const std::int64_t kc = std::min(B::KC, K - pc);
+        for (std::int64_t pc = 0, pci = 0; pc == 0 || pc < K; pc += B.kc, ++pci) {
+            const std::int64_t kc = std::min(B.kc, K - pc);
             const T* bp = packed ? packed_block(jci, pci)
                           : panel_b ? nullptr
                                     : grow(b_buf, std::max<std::int64_t>(1, kc * n_panels * NR));
