@@ -39,6 +39,7 @@ template <class S, class T>
 constexpr GemmTable<T> make_gemm_table(const GemmBlocking& blocking) {
     using K = GemmKernels<S, T>;
     using D = DenseKernels<S, T>;
+    static_assert(K::MR <= kMaxMR && K::NR <= kMaxNR, "the runtime's scratch tile is too small for this tile");
     return {.mr = K::MR,
             .nr = K::NR,
             .blocking = blocking,

@@ -51,6 +51,11 @@ struct GemmBlocking {
 // Avx2::transpose_rows): the last one may reach this many values past the panels.
 constexpr std::int64_t kPackASlack = 8;
 
+// The largest register tile of any target: the runtime's scratch tile for partial
+// column panels has this size (make_table checks every target against it).
+constexpr int kMaxMR = 16;
+constexpr int kMaxNR = 64;
+
 struct SgdParams {
     double lr, momentum, dampening, weight_decay, grad_scale;
     bool nesterov, first_step;  // first_step: the momentum buffer starts as the gradient (torch)

@@ -1,5 +1,6 @@
-// The GEMM driver shared by matmul, the dense layer and the recurrent layers:
-// BLIS's five loops around the target's micro-kernel, with an optional fused epilogue.
+// The GEMM driver shared by matmul, the dense layer and the recurrent layers: BLIS's
+// loops around the target's micro-kernel, with an optional fused epilogue. Its pieces
+// (plan, strategies, macro-kernel) are in csrc/runtime/gemm/.
 #pragma once
 
 #include <vector>
