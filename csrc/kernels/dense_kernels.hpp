@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "activations.hpp"
+#include "lanes.hpp"
 #include "target.hpp"
 
 namespace gradcore::kernels::GRADCORE_TARGET {
@@ -12,6 +13,7 @@ namespace gradcore::kernels::GRADCORE_TARGET {
 template <class S, class T>
 struct DenseKernels {
     using V = typename S::template V<T>;
+    using Lane = Lanes<S, T>;
     static constexpr std::int64_t kLanes = S::template kLanes<T>;
 
     enum class MathFn : int { exp = 0, tanh = 1, sigmoid = 2 };
@@ -26,14 +28,7 @@ struct DenseKernels {
             }
             return VectorMath<S, T>::exp(v);
         };
-        std::int64_t i = 0;
-        for (; i + kLanes <= n; i += kLanes) S::store(x + i, f(S::load(x + i)));
-        if (i < n) {
-            T tail[kLanes] = {};
-            for (std::int64_t j = i; j < n; ++j) tail[j - i] = x[j];
-            S::store(tail, f(S::load(tail)));
-            for (std::int64_t j = i; j < n; ++j) x[j] = tail[j - i];
-        }
+        Lane::transform(x, n, f);
     }
 
     // gz may be null: then only the bias reduction is done.
@@ -45,35 +40,24 @@ struct DenseKernels {
         constexpr std::int64_t kStrip = 4 * kLanes;
         for (std::int64_t j0 = 0; j0 < cols; j0 += kStrip) {
             const std::int64_t width = cols - j0 < kStrip ? cols - j0 : kStrip;
+            // The last strip's vectors may be partial, or empty (zeros that add nothing).
+            const std::int64_t c[4] = {Lane::count(width, 0), Lane::count(width, 1), Lane::count(width, 2),
+                                       Lane::count(width, 3)};
             V sum[4] = {S::set1(T(0)), S::set1(T(0)), S::set1(T(0)), S::set1(T(0))};
-            T tail_gy[kStrip], tail_y[kStrip], tail_gz[kStrip];
             for (std::int64_t r = 0; r < rows; ++r) {
                 const T* gy_row = gy + r * ld_gy + j0;
                 const T* y_row = y + r * ld_y + j0;
-                T* gz_row = gz ? gz + r * ld_gz + j0 : tail_gz;
-                if (width < kStrip) {  // partial strip: through padded copies
-                    for (std::int64_t j = 0; j < kStrip; ++j) {
-                        tail_gy[j] = j < width ? gy_row[j] : T(0);
-                        tail_y[j] = j < width ? y_row[j] : T(0);
-                    }
-                    gy_row = tail_gy, y_row = tail_y, gz_row = tail_gz;
-                }
                 for (int v = 0; v < 4; ++v) {
-                    const V g = Activations<S, T>::backward(S::load(gy_row + v * kLanes),
-                                                            S::load(y_row + v * kLanes), act, vslope);
-                    if (gz) S::store(gz_row + v * kLanes, g);
+                    const V g = Activations<S, T>::backward(Lane::load(gy_row + v * kLanes, c[v]),
+                                                            Lane::load(y_row + v * kLanes, c[v]), act, vslope);
+                    if (gz) Lane::store(gz + r * ld_gz + j0 + v * kLanes, g, c[v]);
                     sum[v] = S::add(sum[v], g);
-                }
-                if (width < kStrip && gz) {
-                    T* out = gz + r * ld_gz + j0;
-                    for (std::int64_t j = 0; j < width; ++j) out[j] = tail_gz[j];
                 }
             }
             if (grad_bias) {
-                T b[kStrip];
-                for (int v = 0; v < 4; ++v) S::store(b + v * kLanes, sum[v]);
-                for (std::int64_t j = 0; j < width; ++j) {
-                    grad_bias[j0 + j] = accumulate_bias ? grad_bias[j0 + j] + b[j] : b[j];
+                for (int v = 0; v < 4; ++v) {
+                    T* b = grad_bias + j0 + v * kLanes;
+                    Lane::store(b, accumulate_bias ? S::add(Lane::load(b, c[v]), sum[v]) : sum[v], c[v]);
                 }
             }
         }

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "activations.hpp"
+#include "lanes.hpp"
 #include "table_types.hpp"
 #include "target.hpp"
 
@@ -120,6 +121,14 @@ struct GemmKernels {
                 for (int j = 0; j < NR; ++j) {
                     const T* src = b + (j0 + j) * cs;
                     for (std::int64_t kk = k; kk < kc; ++kk) dst[kk * NR + j] = src[kk];
+                }
+            } else if (cs == 1) {  // the last, partial panel of a row-major B: zero-padded
+                using Lane = Lanes<S, T>;
+                for (std::int64_t k = 0; k < kc; ++k) {
+                    const T* src = b + k * rs + j0;
+                    for (int v = 0; v < kNVec; ++v) {
+                        S::store(dst + k * NR + v * kLanes, Lane::load(src + v * kLanes, Lane::count(cols, v)));
+                    }
                 }
             } else {
                 for (std::int64_t k = 0; k < kc; ++k) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "lanes.hpp"
 #include "target.hpp"
 
 namespace gradcore::kernels::GRADCORE_TARGET {
@@ -36,10 +37,9 @@ struct ProbeKernels {
     // factor is a run-time value (1.0 from the caller): a literal 1.0 would let the
     // compiler delete the whole loop.
     static void update(float* x, std::int64_t n, float factor) {
+        using Lane = Lanes<S, float>;
         const V f = S::set1(factor);
-        std::int64_t i = 0;
-        for (; i + kLanes <= n; i += kLanes) S::store(x + i, S::mul(S::load(x + i), f));
-        for (; i < n; ++i) x[i] *= factor;
+        Lane::transform(x, n, [&](V v) { return S::mul(v, f); });
     }
 };
 
