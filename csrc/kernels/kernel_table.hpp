@@ -43,6 +43,10 @@ struct GemmTable {
     void (*grad_z)(const T* gy, std::int64_t ld_gy, const T* y, std::int64_t ld_y, T* gz,
                    std::int64_t ld_gz, std::int64_t rows, std::int64_t cols, Activation, T slope,
                    T* grad_bias, bool accumulate_bias);
+    // sums[j] (+)= sum_r x[r * ld + j] for rows [0, rows), columns [0, cols): the bias
+    // reduction of grad_z alone, summed in the same order.
+    void (*column_sums)(const T* x, std::int64_t ld, std::int64_t rows, std::int64_t cols, T* sums,
+                        bool accumulate);
     void (*vector_math)(T* x, std::int64_t n, int fn);  // 0 exp, 1 tanh, 2 sigmoid
 };
 

@@ -48,6 +48,7 @@ constexpr GemmTable<T> make_gemm_table(const GemmBlocking& blocking) {
             .micro = &K::micro,
             .micro_tc = K::kHasTransposedStore ? &K::micro_tc : nullptr,
             .grad_z = &D::grad_z,
+            .column_sums = &D::column_sums,
             .vector_math = &D::vector_math};
 }
 

@@ -88,8 +88,7 @@ void backward(const DenseBackward<T>& b) {
                 k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.y.data + j0, b.y.rs, gz + j0, ld_gz, batch,
                          w, act, slope, b.grad_bias ? b.grad_bias + j0 : nullptr, b.accumulate);
             } else {  // identity: only the bias reduction is needed
-                k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.grad_y.data + j0, b.grad_y.rs, nullptr, 0, batch, w,
-                         Activation::identity, slope, b.grad_bias + j0, b.accumulate);
+                k.column_sums(b.grad_y.data + j0, b.grad_y.rs, batch, w, b.grad_bias + j0, b.accumulate);
             }
         };
         runtime::parallel_for(static_cast<std::size_t>(strips), batch * out, runtime::TaskFn(strip));

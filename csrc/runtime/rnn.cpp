@@ -175,14 +175,11 @@ void backward(const RnnBackward<T>& bw) {
                          nullptr, Activation::identity, T(0));
     }
     const kernels::GemmTable<T>& gk = gemm_table<T>();
-    if (bw.grad_bias_ih) {
-        gk.grad_z(dgx.get(), GH, dgx.get(), GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0),
-                  bw.grad_bias_ih, false);
-    }
+    if (bw.grad_bias_ih) gk.column_sums(dgx.get(), GH, Tn * B, GH, bw.grad_bias_ih, false);
     if (bw.grad_bias_hh && !gru && bw.grad_bias_ih) {  // both biases enter every gate alike
         std::copy(bw.grad_bias_ih, bw.grad_bias_ih + GH, bw.grad_bias_hh);
     } else if (bw.grad_bias_hh) {
-        gk.grad_z(dgh, GH, dgh, GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0), bw.grad_bias_hh, false);
+        gk.column_sums(dgh, GH, Tn * B, GH, bw.grad_bias_hh, false);
     }
 }
 
