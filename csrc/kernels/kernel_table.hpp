@@ -60,7 +60,8 @@ struct RnnTable {
                         T* gh_n, T* h);
     void (*gru_backward)(std::int64_t batch, std::int64_t hidden, const T* gates, const T* gh_n,
                          const T* h_prev, const T* dh, T* dgx, T* dgh, T* dh_prev_direct);
-    void (*rnn_backward)(std::int64_t count, const T* h, const T* dh, T* dg, bool relu);
+    // The plain (Elman) RNN cell's step back: dg = dh * act'(h), tanh or relu.
+    void (*elman_backward)(std::int64_t count, const T* h, const T* dh, T* dg, bool relu);
     double (*gather_hidden_grad)(std::int64_t count, const T* gy, T* dh, T clip);
 };
 

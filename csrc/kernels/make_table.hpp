@@ -59,7 +59,7 @@ constexpr RnnTable<T> make_rnn_table() {
             .lstm_backward = &K::lstm_backward,
             .gru_forward = &K::gru_forward,
             .gru_backward = &K::gru_backward,
-            .rnn_backward = &K::rnn_backward,
+            .elman_backward = &K::elman_backward,
             .gather_hidden_grad = &K::gather_hidden_grad};
 }
 

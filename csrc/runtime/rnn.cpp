@@ -149,7 +149,7 @@ void backward(const RnnBackward<T>& bw) {
                 k.gru_backward(nb, H, gates + rg, f.gh_n + t * BH + r, f.hs + t * BH + r, dh.data() + r, gx + rg,
                                gh + rg, direct.data() + r);
             } else {
-                k.rnn_backward(nb * H, f.hs + (t + 1) * BH + r, dh.data() + r, gx + r, f.cell == Cell::rnn_relu);
+                k.elman_backward(nb * H, f.hs + (t + 1) * BH + r, dh.data() + r, gx + r, f.cell == Cell::rnn_relu);
             }
         });
         // dh_{t-1} = dG_t W_hh (+ z * dh_t for the GRU).
