@@ -87,33 +87,6 @@ py::array new_like(const py::array& like, std::initializer_list<py::ssize_t> sha
 }  // namespace
 
 void bind_dense(py::module_& m) {
-    // Testing hook: f(x) elementwise with the kernels' vector math, on a C-contiguous copy.
-    m.def("_vector_math", [](py::array x, const std::string& name) {
-        float_num(x, "x");
-        MathFunction fn;
-        if (name == "exp") {
-            fn = MathFunction::exp;
-        } else if (name == "tanh") {
-            fn = MathFunction::tanh;
-        } else if (name == "sigmoid") {
-            fn = MathFunction::sigmoid;
-        } else {
-            throw py::value_error("name must be 'exp', 'tanh' or 'sigmoid', got '" + name + "'");
-        }
-        py::array out = py::array::ensure(x, py::array::c_style | py::array::forcecast);
-        out = py::array(out.dtype(), std::vector<py::ssize_t>(out.shape(), out.shape() + out.ndim()),
-                        out.data());  // a fresh copy we may write
-        with_float(out, [&](auto tag) {
-            using T = decltype(tag);
-            T* p = static_cast<T*>(out.mutable_data());
-            const std::int64_t n = out.size();
-            py::gil_scoped_release release;
-            vector_math(p, n, fn);
-            return 0;
-        });
-        return out;
-    }, py::arg("x"), py::arg("name"));
-
     m.def("matmul", [](py::array a, py::array b, bool trans_a, bool trans_b, double alpha, double beta,
                        py::object out) {
         same_dtype(a, "a", b, "b");

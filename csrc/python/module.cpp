@@ -16,6 +16,7 @@ void bind_dense(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_cuda(py::module_& m);
+void bind_test_hooks(py::module_& m);
 
 }  // namespace gradcore::python
 
@@ -47,24 +48,10 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         return cuda_self_test();
     });
-    m.def("_memory_probe", [](py::array_t<float, py::array::c_style> a, const std::string& mode) {
-        if (mode == "read") {
-            const float* p = a.data();
-            py::gil_scoped_release release;
-            return memory_probe_read(p, a.size());
-        }
-        if (mode == "update") {
-            float* p = a.mutable_data();
-            py::gil_scoped_release release;
-            memory_probe_update(p, a.size());
-            return 0.0;
-        }
-        throw py::value_error("mode must be 'read' or 'update'");
-    }, py::arg("array"), py::arg("mode"));
-
     python::bind_norms(m);
     python::bind_dense(m);
     python::bind_rnn(m);
     python::bind_optim(m);
     python::bind_cuda(m);
+    python::bind_test_hooks(m);
 }

@@ -139,15 +139,6 @@ void backward(const DenseBackward<T>& b) {
 
 }  // namespace
 
-void vector_math(float* x, std::int64_t n, MathFunction fn) {
-    runtime::require_size(n, "n");
-    gemm_table<float>().vector_math(x, n, static_cast<int>(fn));
-}
-void vector_math(double* x, std::int64_t n, MathFunction fn) {
-    runtime::require_size(n, "n");
-    gemm_table<double>().vector_math(x, n, static_cast<int>(fn));
-}
-
 void dense_forward(const DenseForward<float>& args) { forward(args); }
 void dense_forward(const DenseForward<double>& args) { forward(args); }
 void dense_backward(const DenseBackward<float>& args) { backward(args); }

@@ -29,10 +29,4 @@ GRADCORE_API const char* version();
 // The compiler and version that built the library.
 GRADCORE_API const char* compiler();
 
-// Yardsticks of the memory system for benchmarks, run on the library's threads: a plain
-// read of every element (returns a value derived from them so the pass cannot be
-// skipped), and an in-place read-modify-write of every element (x *= 1).
-GRADCORE_API double memory_probe_read(const float* data, std::int64_t n);
-GRADCORE_API void memory_probe_update(float* data, std::int64_t n);
-
 }  // namespace gradcore
