@@ -1,7 +1,7 @@
 // The BLIS-style GEMM pieces for one SIMD struct S: packing of A and B into
 // micro-panels and one register-blocked micro-kernel with a fused write-back
 // (alpha, beta, bias, activation). The blocking loops and threads live in
-// csrc/runtime/gemm.cpp; the panels are the contract between the two:
+// csrc/runtime/gemm/; the panels are the contract between the two:
 //
 //   packed A: for each panel of MR rows, kc steps of MR values  (a[p][k][r])
 //   packed B: for each panel of NR cols, kc steps of NR values  (b[q][k][j])
