@@ -6,9 +6,10 @@
 #include <cstdint>
 
 #include "gradcore/dense.hpp"
+#include "target.hpp"
 #include "vector_math.hpp"
 
-namespace gradcore::kernels {
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 using gradcore::Activation;
 
@@ -54,4 +55,4 @@ struct Activations {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

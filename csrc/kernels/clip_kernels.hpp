@@ -6,11 +6,15 @@
 #include <cstdint>
 #include <limits>
 
-namespace gradcore::kernels {
+#include "lanes.hpp"
+#include "target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct ClipKernels {
     using V = typename S::template V<T>;
+    using Lane = Lanes<S, T>;
     static constexpr std::int64_t kLanes = S::template kLanes<T>;
 
     // x *= factor, with factor given in double: a factor below T's normal range (a
@@ -36,19 +40,17 @@ struct ClipKernels {
 
     static void multiply(T* x, std::int64_t n, T f0, T f1, T f2, T f3) {
         const V v0 = S::set1(f0);
-        std::int64_t i = 0;
         if (f1 == T(1) && f2 == T(1) && f3 == T(1)) {
+            std::int64_t i = 0;
             for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
                 S::store(x + i, S::mul(S::load(x + i), v0));
                 S::store(x + i + kLanes, S::mul(S::load(x + i + kLanes), v0));
             }
-        } else {
-            const V v1 = S::set1(f1), v2 = S::set1(f2), v3 = S::set1(f3);
-            for (; i + kLanes <= n; i += kLanes) {
-                S::store(x + i, S::mul(S::mul(S::mul(S::mul(S::load(x + i), v0), v1), v2), v3));
-            }
+            Lane::transform(x, n, [&](V v) { return S::mul(v, v0); }, i);
+            return;
         }
-        for (; i < n; ++i) x[i] = x[i] * f0 * f1 * f2 * f3;
+        const V v1 = S::set1(f1), v2 = S::set1(f2), v3 = S::set1(f3);
+        Lane::transform(x, n, [&](V v) { return S::mul(S::mul(S::mul(S::mul(v, v0), v1), v2), v3); });
     }
 
     static void clamp(T* x, std::int64_t n, T lo, T hi) {
@@ -58,7 +60,7 @@ struct ClipKernels {
             S::store(x + i, S::clamp(S::load(x + i), l, h));
             S::store(x + i + kLanes, S::clamp(S::load(x + i + kLanes), l, h));
         }
-        for (; i < n; ++i) x[i] = x[i] < lo ? lo : (x[i] > hi ? hi : x[i]);
+        Lane::transform(x, n, [&](V v) { return S::clamp(v, l, h); }, i);
     }
 
     // Returns how many elements were NaN or inf. Chunks hold few enough elements that
@@ -67,11 +69,9 @@ struct ClipKernels {
         std::int64_t count = 0;
         for (std::int64_t i = 0; i < n; ++i) count += (x[i] - x[i]) == 0 ? 0 : 1;
         if (count == 0) return 0;
-        std::int64_t i = 0;
-        for (; i + kLanes <= n; i += kLanes) S::store(x + i, S::zero_nonfinite(S::load(x + i)));
-        for (; i < n; ++i) x[i] = (x[i] - x[i]) == 0 ? x[i] : T(0);
+        Lane::transform(x, n, [](V v) { return S::zero_nonfinite(v); });
         return count;
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

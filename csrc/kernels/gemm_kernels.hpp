@@ -1,7 +1,7 @@
 // The BLIS-style GEMM pieces for one SIMD struct S: packing of A and B into
 // micro-panels and one register-blocked micro-kernel with a fused write-back
 // (alpha, beta, bias, activation). The blocking loops and threads live in
-// csrc/runtime/gemm.cpp; the panels are the contract between the two:
+// csrc/runtime/gemm/; the panels are the contract between the two:
 //
 //   packed A: for each panel of MR rows, kc steps of MR values  (a[p][k][r])
 //   packed B: for each panel of NR cols, kc steps of NR values  (b[q][k][j])
@@ -18,19 +18,11 @@
 #include <cstring>
 
 #include "activations.hpp"
+#include "lanes.hpp"
+#include "table_types.hpp"
+#include "target.hpp"
 
-namespace gradcore::kernels {
-
-// The vector transposes that pack a row-major A write whole vectors (see
-// Avx2::transpose_rows): the last one may reach this many values past the panels.
-constexpr std::int64_t kPackASlack = 8;
-
-template <class T>
-struct Epilogue {
-    const T* bias = nullptr;  // NR values for this tile (added before the activation), or null
-    Activation act = Activation::identity;
-    T slope = T(0.01);        // leaky_relu's negative slope
-};
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 // Register tile: MR rows x NR columns, NR a multiple of the vector width. With 16
 // vector registers (AVX2, NEON) 6 x 2 vectors of accumulators leave room for the B row
@@ -129,6 +121,14 @@ struct GemmKernels {
                 for (int j = 0; j < NR; ++j) {
                     const T* src = b + (j0 + j) * cs;
                     for (std::int64_t kk = k; kk < kc; ++kk) dst[kk * NR + j] = src[kk];
+                }
+            } else if (cs == 1) {  // the last, partial panel of a row-major B: zero-padded
+                using Lane = Lanes<S, T>;
+                for (std::int64_t k = 0; k < kc; ++k) {
+                    const T* src = b + k * rs + j0;
+                    for (int v = 0; v < kNVec; ++v) {
+                        S::store(dst + k * NR + v * kLanes, Lane::load(src + v * kLanes, Lane::count(cols, v)));
+                    }
                 }
             } else {
                 for (std::int64_t k = 0; k < kc; ++k) {
@@ -279,4 +279,4 @@ struct GemmKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

@@ -5,10 +5,7 @@
 
 #include <cstdint>
 
-#include "gemm_kernels.hpp"
-#include "optim_kernels.hpp"
-#include "partials.hpp"
-#include "rnn_kernels.hpp"
+#include "table_types.hpp"
 
 namespace gradcore::kernels {
 
@@ -32,6 +29,7 @@ struct ClipTable {
 template <class T>
 struct GemmTable {
     int mr, nr;
+    GemmBlocking blocking;
     void (*pack_a)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t mc, std::int64_t kc, T*);
     void (*pack_b)(const T*, std::int64_t rs, std::int64_t cs, std::int64_t kc, std::int64_t nc, T*);
     void (*micro)(std::int64_t kc, const T* a, std::int64_t lda, const T* b, std::int64_t ldb, T* c, std::int64_t ldc,
@@ -45,6 +43,10 @@ struct GemmTable {
     void (*grad_z)(const T* gy, std::int64_t ld_gy, const T* y, std::int64_t ld_y, T* gz,
                    std::int64_t ld_gz, std::int64_t rows, std::int64_t cols, Activation, T slope,
                    T* grad_bias, bool accumulate_bias);
+    // sums[j] (+)= sum_r x[r * ld + j] for rows [0, rows), columns [0, cols): the bias
+    // reduction of grad_z alone, summed in the same order.
+    void (*column_sums)(const T* x, std::int64_t ld, std::int64_t rows, std::int64_t cols, T* sums,
+                        bool accumulate);
     void (*vector_math)(T* x, std::int64_t n, int fn);  // 0 exp, 1 tanh, 2 sigmoid
 };
 
@@ -58,7 +60,8 @@ struct RnnTable {
                         T* gh_n, T* h);
     void (*gru_backward)(std::int64_t batch, std::int64_t hidden, const T* gates, const T* gh_n,
                          const T* h_prev, const T* dh, T* dgx, T* dgh, T* dh_prev_direct);
-    void (*rnn_backward)(std::int64_t count, const T* h, const T* dh, T* dg, bool relu);
+    // The plain (Elman) RNN cell's step back: dg = dh * act'(h), tanh or relu.
+    void (*elman_backward)(std::int64_t count, const T* h, const T* dh, T* dg, bool relu);
     double (*gather_hidden_grad)(std::int64_t count, const T* gy, T* dh, T clip);
 };
 
@@ -67,6 +70,11 @@ template <class T>
 struct OptimTable {
     void (*sgd)(T* p, const T* g, T* buf, std::int64_t n, const SgdParams&);
     void (*adam)(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamParams&);
+};
+
+// What a target chooses besides its kernels, handed to make_table.
+struct TargetConfig {
+    GemmBlocking gemm_f32, gemm_f64;
 };
 
 struct KernelTable {

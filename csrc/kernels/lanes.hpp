@@ -1,37 +1,42 @@
-// Partial vectors for loops whose length is not a multiple of the vector width: the
-// last n < L values go through a zero-padded buffer, so a kernel's body is written once
-// for whole vectors.
+// Loops whose length is not a multiple of the vector width, written once for whole
+// vectors: the body takes a count c (L, or fewer on the last step), and load/store
+// here are the plain ones for whole vectors and the SIMD struct's load_n/store_n for
+// the last, partial one.
 #pragma once
 
 #include <cstdint>
 
-namespace gradcore::kernels {
+#include "target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct Lanes {
     using V = typename S::template V<T>;
     static constexpr std::int64_t L = S::template kLanes<T>;
 
-    // Up to L values at p (n of them; the rest read as 0).
-    static V load(const T* p, std::int64_t n) {
-        if (n == L) return S::load(p);
-        T tmp[L] = {};
-        for (std::int64_t i = 0; i < n; ++i) tmp[i] = p[i];
-        return S::load(tmp);
-    }
+    // n <= L values at p; the other lanes read as 0.
+    static V load(const T* p, std::int64_t n) { return n == L ? S::load(p) : S::load_n(p, n); }
     static void store(T* p, V v, std::int64_t n) {
         if (n == L) return S::store(p, v);
-        T tmp[L];
-        S::store(tmp, v);
-        for (std::int64_t i = 0; i < n; ++i) p[i] = tmp[i];
+        S::store_n(p, v, n);
     }
-    // f(offset, count) over [0, n) in steps of L, the last step partial.
+    // How many of a strip's `width` values its vector v holds: L, fewer, or 0.
+    static std::int64_t count(std::int64_t width, std::int64_t v) {
+        const std::int64_t c = width - v * L;
+        return c < 0 ? 0 : (c > L ? L : c);
+    }
+    // f(offset, count) over [i, n) in steps of L, the last step partial.
     template <class F>
-    static void for_each(std::int64_t n, F&& f) {
-        std::int64_t i = 0;
+    static void for_each(std::int64_t n, F&& f, std::int64_t i = 0) {
         for (; i + L <= n; i += L) f(i, L);
         if (i < n) f(i, n - i);
     }
+    // x[j] = f(x[j]) in vectors for j in [i, n), the last one partial.
+    template <class F>
+    static void transform(T* x, std::int64_t n, F&& f, std::int64_t i = 0) {
+        for_each(n, [&](std::int64_t j, std::int64_t c) { store(x + j, f(load(x + j, c)), c); }, i);
+    }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

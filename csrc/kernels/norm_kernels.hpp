@@ -15,9 +15,10 @@
 #include <limits>
 #include <type_traits>
 
-#include "partials.hpp"
+#include "table_types.hpp"
+#include "target.hpp"
 
-namespace gradcore::kernels {
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct NormKernels {
@@ -193,4 +194,4 @@ struct NormKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

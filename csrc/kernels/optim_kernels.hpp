@@ -6,19 +6,10 @@
 #include <cstdint>
 
 #include "lanes.hpp"
+#include "table_types.hpp"
+#include "target.hpp"
 
-namespace gradcore::kernels {
-
-struct SgdParams {
-    double lr, momentum, dampening, weight_decay, grad_scale;
-    bool nesterov, first_step;  // first_step: the momentum buffer starts as the gradient (torch)
-};
-
-struct AdamParams {
-    double lr, beta1, beta2, eps, weight_decay, grad_scale;
-    double bias_correction1, bias_correction2;  // 1 - beta^t
-    bool decoupled;                              // AdamW: p -= lr * wd * p, not g += wd * p
-};
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct OptimKernels {
@@ -72,4 +63,4 @@ struct OptimKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

@@ -6,8 +6,10 @@
 #include <cstdint>
 
 #include "gemm_kernels.hpp"
+#include "lanes.hpp"
+#include "target.hpp"
 
-namespace gradcore::kernels {
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S>
 struct ProbeKernels {
@@ -37,10 +39,9 @@ struct ProbeKernels {
     // factor is a run-time value (1.0 from the caller): a literal 1.0 would let the
     // compiler delete the whole loop.
     static void update(float* x, std::int64_t n, float factor) {
+        using Lane = Lanes<S, float>;
         const V f = S::set1(factor);
-        std::int64_t i = 0;
-        for (; i + kLanes <= n; i += kLanes) S::store(x + i, S::mul(S::load(x + i), f));
-        for (; i < n; ++i) x[i] *= factor;
+        Lane::transform(x, n, [&](V v) { return S::mul(v, f); });
     }
 
     // `iterations` rounds of independent FMA chains acc = acc * m + a, entirely in
@@ -72,4 +73,4 @@ struct ProbeKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

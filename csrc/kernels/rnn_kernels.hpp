@@ -7,9 +7,10 @@
 #include <cstdint>
 
 #include "lanes.hpp"
+#include "target.hpp"
 #include "vector_math.hpp"
 
-namespace gradcore::kernels {
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct RnnKernels {
@@ -113,8 +114,8 @@ struct RnnKernels {
         }
     }
 
-    // dg = dh * act'(h) for the plain RNN cells, from h = act(a).
-    static void rnn_backward(std::int64_t count, const T* h, const T* dh, T* dg, bool relu) {
+    // dg = dh * act'(h) for the plain (Elman) RNN cells, from h = act(a).
+    static void elman_backward(std::int64_t count, const T* h, const T* dh, T* dg, bool relu) {
         const V zero = S::set1(T(0));
         for (std::int64_t j = 0; j < count; j += L) {
             const std::int64_t n = count - j < L ? count - j : L;
@@ -136,4 +137,4 @@ struct RnnKernels {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

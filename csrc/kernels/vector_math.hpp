@@ -5,7 +5,9 @@
 
 #include <type_traits>
 
-namespace gradcore::kernels {
+#include "target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
 struct VectorMath {
@@ -77,4 +79,4 @@ struct VectorMath {
     }
 };
 
-}  // namespace gradcore::kernels
+}  // namespace gradcore::kernels::GRADCORE_TARGET

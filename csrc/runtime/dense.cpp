@@ -88,8 +88,7 @@ void backward(const DenseBackward<T>& b) {
                 k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.y.data + j0, b.y.rs, gz + j0, ld_gz, batch,
                          w, act, slope, b.grad_bias ? b.grad_bias + j0 : nullptr, b.accumulate);
             } else {  // identity: only the bias reduction is needed
-                k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.grad_y.data + j0, b.grad_y.rs, nullptr, 0, batch, w,
-                         Activation::identity, slope, b.grad_bias + j0, b.accumulate);
+                k.column_sums(b.grad_y.data + j0, b.grad_y.rs, batch, w, b.grad_bias + j0, b.accumulate);
             }
         };
         runtime::parallel_for(static_cast<std::size_t>(strips), batch * out, runtime::TaskFn(strip));
@@ -139,15 +138,6 @@ void backward(const DenseBackward<T>& b) {
 }
 
 }  // namespace
-
-void vector_math(float* x, std::int64_t n, MathFunction fn) {
-    runtime::require_size(n, "n");
-    gemm_table<float>().vector_math(x, n, static_cast<int>(fn));
-}
-void vector_math(double* x, std::int64_t n, MathFunction fn) {
-    runtime::require_size(n, "n");
-    gemm_table<double>().vector_math(x, n, static_cast<int>(fn));
-}
 
 void dense_forward(const DenseForward<float>& args) { forward(args); }
 void dense_forward(const DenseForward<double>& args) { forward(args); }

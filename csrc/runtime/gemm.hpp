@@ -1,11 +1,11 @@
-// The GEMM driver shared by matmul, the dense layer and the recurrent layers:
-// BLIS's five loops around the target's micro-kernel, with an optional fused epilogue.
+// The GEMM driver shared by matmul, the dense layer and the recurrent layers: BLIS's
+// loops around the target's micro-kernel, with an optional fused epilogue. Its pieces
+// (plan, strategies, macro-kernel) are in csrc/runtime/gemm/.
 #pragma once
 
 #include <vector>
 
 #include "gradcore/dense.hpp"
-#include "kernels/gemm_kernels.hpp"
 
 namespace gradcore::runtime {
 

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/partials.hpp"
+#include "kernels/table_types.hpp"
 
 namespace gradcore::runtime {
 

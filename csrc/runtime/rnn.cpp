@@ -149,7 +149,7 @@ void backward(const RnnBackward<T>& bw) {
                 k.gru_backward(nb, H, gates + rg, f.gh_n + t * BH + r, f.hs + t * BH + r, dh.data() + r, gx + rg,
                                gh + rg, direct.data() + r);
             } else {
-                k.rnn_backward(nb * H, f.hs + (t + 1) * BH + r, dh.data() + r, gx + r, f.cell == Cell::rnn_relu);
+                k.elman_backward(nb * H, f.hs + (t + 1) * BH + r, dh.data() + r, gx + r, f.cell == Cell::rnn_relu);
             }
         });
         // dh_{t-1} = dG_t W_hh (+ z * dh_t for the GRU).
@@ -175,14 +175,11 @@ void backward(const RnnBackward<T>& bw) {
                          nullptr, Activation::identity, T(0));
     }
     const kernels::GemmTable<T>& gk = gemm_table<T>();
-    if (bw.grad_bias_ih) {
-        gk.grad_z(dgx.get(), GH, dgx.get(), GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0),
-                  bw.grad_bias_ih, false);
-    }
+    if (bw.grad_bias_ih) gk.column_sums(dgx.get(), GH, Tn * B, GH, bw.grad_bias_ih, false);
     if (bw.grad_bias_hh && !gru && bw.grad_bias_ih) {  // both biases enter every gate alike
         std::copy(bw.grad_bias_ih, bw.grad_bias_ih + GH, bw.grad_bias_hh);
     } else if (bw.grad_bias_hh) {
-        gk.grad_z(dgh, GH, dgh, GH, nullptr, 0, Tn * B, GH, Activation::identity, T(0), bw.grad_bias_hh, false);
+        gk.column_sums(dgh, GH, Tn * B, GH, bw.grad_bias_hh, false);
     }
 }
 

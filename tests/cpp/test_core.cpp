@@ -17,6 +17,7 @@
 
 #include "gradcore/c_api.h"
 #include "gradcore/gradcore.hpp"
+#include "runtime/test_hooks.hpp"
 
 #include <algorithm>
 #include <array>

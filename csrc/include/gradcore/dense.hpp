@@ -54,10 +54,4 @@ struct DenseBackward {
 GRADCORE_API void dense_backward(const DenseBackward<float>& args);
 GRADCORE_API void dense_backward(const DenseBackward<double>& args);
 
-// x = f(x) in place with the library's vector exp/tanh/sigmoid (the ones the dense and
-// recurrent kernels use), on the calling thread.
-enum class MathFunction : int { exp = 0, tanh = 1, sigmoid = 2 };
-GRADCORE_API void vector_math(float* x, std::int64_t n, MathFunction fn);
-GRADCORE_API void vector_math(double* x, std::int64_t n, MathFunction fn);
-
 }  // namespace gradcore

@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "gradcore/export.hpp"
-#include "gradcore/tensor.hpp"
 
 namespace gradcore {
 
@@ -29,16 +28,5 @@ GRADCORE_API int get_num_threads();
 GRADCORE_API const char* version();
 // The compiler and version that built the library.
 GRADCORE_API const char* compiler();
-
-// Yardsticks of the memory system for benchmarks, run on the library's threads: a plain
-// read of every element (returns a value derived from them so the pass cannot be
-// skipped), and an in-place read-modify-write of every element (x *= 1).
-GRADCORE_API double memory_probe_read(const float* data, std::int64_t n);
-GRADCORE_API void memory_probe_update(float* data, std::int64_t n);
-
-// Yardstick of the FMA peak for benchmarks: every thread the library uses runs
-// `iterations` rounds of register-resident FMA chains of the active target in `dtype`
-// (float32 or float64, else std::invalid_argument); returns flop/s of them all together.
-GRADCORE_API double fma_probe(DType dtype, std::int64_t iterations);
 
 }  // namespace gradcore

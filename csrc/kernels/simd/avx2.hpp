@@ -6,7 +6,9 @@
 #include <cfloat>
 #include <cstdint>
 
-namespace gradcore::simd {
+#include "../target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET::simd {
 
 struct Avx2 {
     static constexpr const char* kName = "avx2";
@@ -62,6 +64,23 @@ struct Avx2 {
     static __m256d load(const double* p) { return _mm256_loadu_pd(p); }
     static void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
     static void store(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+    // Partial vectors (see README.md). The masked loads never touch the memory of the
+    // lanes they leave out; the masked stores are microcoded on AMD's cores, so store_n
+    // goes through a buffer instead (a wide store read back narrow forwards well).
+    static __m256 load_n(const float* p, std::int64_t n) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lane));
+    }
+    static __m256d load_n(const double* p, std::int64_t n) {
+        const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+        return _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lane));
+    }
+    template <class T, class Vec>
+    static void store_n(T* p, Vec v, std::int64_t n) {
+        alignas(32) T lanes[32 / sizeof(T)];
+        store(lanes, v);
+        for (std::int64_t i = 0; i < n; ++i) p[i] = lanes[i];
+    }
     static __m256 set1(float v) { return _mm256_set1_ps(v); }
     static __m256d set1(double v) { return _mm256_set1_pd(v); }
     static __m256 mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
@@ -189,4 +208,4 @@ struct Avx2 {
     static __m256d sqrt(__m256d x) { return _mm256_sqrt_pd(x); }
 };
 
-}  // namespace gradcore::simd
+}  // namespace gradcore::kernels::GRADCORE_TARGET::simd

@@ -6,7 +6,9 @@
 #include <cfloat>
 #include <cstdint>
 
-namespace gradcore::simd {
+#include "../target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET::simd {
 
 struct Avx512 {
     static constexpr const char* kName = "avx512";
@@ -56,6 +58,12 @@ struct Avx512 {
     static __m512d load(const double* p) { return _mm512_loadu_pd(p); }
     static void store(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
     static void store(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
+    // Partial vectors (see README.md): masked loads and stores, which leave the other
+    // lanes' memory untouched.
+    static __m512 load_n(const float* p, std::int64_t n) { return _mm512_maskz_loadu_ps(mask16(n), p); }
+    static __m512d load_n(const double* p, std::int64_t n) { return _mm512_maskz_loadu_pd(mask8(n), p); }
+    static void store_n(float* p, __m512 v, std::int64_t n) { _mm512_mask_storeu_ps(p, mask16(n), v); }
+    static void store_n(double* p, __m512d v, std::int64_t n) { _mm512_mask_storeu_pd(p, mask8(n), v); }
     static __m512 set1(float v) { return _mm512_set1_ps(v); }
     static __m512d set1(double v) { return _mm512_set1_pd(v); }
     static __m512 mul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
@@ -153,6 +161,10 @@ struct Avx512 {
     static __m512d sqrt(__m512d x) { return _mm512_sqrt_pd(x); }
 
    private:
+    // The first n lanes, 0 <= n <= 16 (8).
+    static __mmask16 mask16(std::int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+    static __mmask8 mask8(std::int64_t n) { return static_cast<__mmask8>((1u << n) - 1); }
+
     // Within every 128-bit lane, the 4 x 4 transpose of each group of four rows:
     // afterwards r[4g + m], lane L, holds rows 4g..4g+3 of column 4L + m.
     static void transpose_4x4_in_lanes(__m512* r, int n) {
@@ -196,4 +208,4 @@ struct Avx512 {
     }
 };
 
-}  // namespace gradcore::simd
+}  // namespace gradcore::kernels::GRADCORE_TARGET::simd

@@ -6,7 +6,9 @@
 #include <cfloat>
 #include <cstdint>
 
-namespace gradcore::simd {
+#include "../target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET::simd {
 
 struct Neon {
     static constexpr const char* kName = "neon";
@@ -58,6 +60,20 @@ struct Neon {
     static float64x2_t load(const double* p) { return vld1q_f64(p); }
     static void store(float* p, float32x4_t v) { vst1q_f32(p, v); }
     static void store(double* p, float64x2_t v) { vst1q_f64(p, v); }
+    // Partial vectors (see README.md): NEON has no masked loads or stores; through a
+    // buffer.
+    template <class T>
+    static auto load_n(const T* p, std::int64_t n) {
+        T lanes[16 / sizeof(T)] = {};
+        for (std::int64_t i = 0; i < n; ++i) lanes[i] = p[i];
+        return load(lanes);
+    }
+    template <class T, class Vec>
+    static void store_n(T* p, Vec v, std::int64_t n) {
+        T lanes[16 / sizeof(T)];
+        store(lanes, v);
+        for (std::int64_t i = 0; i < n; ++i) p[i] = lanes[i];
+    }
     static float32x4_t set1(float v) { return vdupq_n_f32(v); }
     static float64x2_t set1(double v) { return vdupq_n_f64(v); }
     static float32x4_t mul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
@@ -111,4 +127,4 @@ struct Neon {
     static float64x2_t sqrt(float64x2_t x) { return vsqrtq_f64(x); }
 };
 
-}  // namespace gradcore::simd
+}  // namespace gradcore::kernels::GRADCORE_TARGET::simd

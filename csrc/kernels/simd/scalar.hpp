@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <limits>
 
-namespace gradcore::simd {
+#include "../target.hpp"
+
+namespace gradcore::kernels::GRADCORE_TARGET::simd {
 
 struct Scalar {
     static constexpr const char* kName = "scalar";
@@ -64,6 +66,13 @@ struct Scalar {
     static T load(const T* p) { return *p; }
     template <class T>
     static void store(T* p, T v) { *p = v; }
+    // Partial vectors (see README.md): with one lane, n is 0 or 1.
+    template <class T>
+    static T load_n(const T* p, std::int64_t n) { return n > 0 ? *p : T(0); }
+    template <class T>
+    static void store_n(T* p, T v, std::int64_t n) {
+        if (n > 0) *p = v;
+    }
     template <class T>
     static T set1(T v) { return v; }
     template <class T>
@@ -98,4 +107,4 @@ struct Scalar {
     static T sqrt(T x) { return std::sqrt(x); }
 };
 
-}  // namespace gradcore::simd
+}  // namespace gradcore::kernels::GRADCORE_TARGET::simd

@@ -1,15 +1,29 @@
-// Yardsticks for the benchmark harness (memory bandwidth, FMA throughput), run on the
-// pool like every kernel so that "fraction of the machine's limit" compares like with like.
+// The test and benchmark hooks (test_hooks.hpp). The memory probes run on the pool
+// like every kernel, so that "fraction of the machine's bandwidth" compares like with
+// like.
+#include "runtime/test_hooks.hpp"
+
 #include <chrono>
 #include <limits>
 #include <stdexcept>
+
 #include <vector>
 
-#include "gradcore/runtime.hpp"
+#include "runtime/checks.hpp"
 #include "runtime/chunks.hpp"
 #include "runtime/dispatch.hpp"
+#include "runtime/typed_kernels.hpp"
 
 namespace gradcore {
+
+void vector_math(float* x, std::int64_t n, MathFunction fn) {
+    runtime::require_size(n, "n");
+    runtime::gemm_kernels<float>(runtime::active_table()).vector_math(x, n, static_cast<int>(fn));
+}
+void vector_math(double* x, std::int64_t n, MathFunction fn) {
+    runtime::require_size(n, "n");
+    runtime::gemm_kernels<double>(runtime::active_table()).vector_math(x, n, static_cast<int>(fn));
+}
 
 double memory_probe_read(const float* data, std::int64_t n) {
     const auto& k = runtime::active_table();
