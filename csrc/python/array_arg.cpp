@@ -346,59 +346,65 @@ static ArrayArg read_device_raw(Raw r, const std::string& label, Access access, 
 
 namespace {
 
-bool native_byte_order(const py::array& a) {
-    const char order = a.dtype().byteorder();
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    return order != '<';
-#else
-    return order != '>';
-#endif
-}
-
 // A NumPy array in host memory. Inputs that are misaligned or in the other byte order are
 // copied (the kernels read the bytes as native numbers), and so are inputs that are not
 // C-contiguous unless the use takes strides; in-place arguments must be all of that
 // already.
 ArrayArg read_numpy(py::array arr, const Label& name, Access access, unsigned set,
                     std::vector<py::object>& keep) {
-    const py::dtype dt = arr.dtype();
-    const std::optional<DType> t = numpy_dtype(dt);
-    if (!t || !(set & bit(*t))) {
-        throw py::type_error(name.str() + ": dtype " + std::string(py::str(dt)) + " is not supported (expected " +
-                             expected_text(set) + ")");
+    // The array's fields read directly (this runs once per array of every list).
+    const auto* proxy = py::detail::array_proxy(arr.ptr());
+    const auto* descr = py::detail::array_descriptor_proxy(proxy->descr);
+    std::optional<DType> t;
+    switch (descr->type_num) {
+        case kNpyHalf: t = DType::float16; break;
+        case kNpyFloat: t = DType::float32; break;
+        case kNpyDouble: t = DType::float64; break;
+        default: t = numpy_dtype(arr.dtype());
     }
-    const bool native = native_byte_order(arr);
-    const bool contiguous = (arr.flags() & py::array::c_style) != 0;
-    const bool is_aligned = arr.size() == 0 || (arr.flags() & kNpyAligned) != 0;
-    std::vector<std::int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
+    if (!t || !(set & bit(*t))) {
+        throw py::type_error(name.str() + ": dtype " + std::string(py::str(arr.dtype())) +
+                             " is not supported (expected " + expected_text(set) + ")");
+    }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    const bool native = descr->byteorder != '<';
+#else
+    const bool native = descr->byteorder != '>';
+#endif
+    const int flags = proxy->flags;
+    const bool contiguous = (flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0;
+    const bool is_aligned = (flags & kNpyAligned) != 0 || arr.size() == 0;
     if (access == Access::write) {
         if (!native) {
-            throw py::type_error(name.str() + ": dtype " + std::string(py::str(dt)) + " is not in native byte order");
+            throw py::type_error(name.str() + ": dtype " + std::string(py::str(arr.dtype())) +
+                                 " is not in native byte order");
         }
         if (!contiguous) {
             throw py::value_error(name.str() + " must be C-contiguous to be modified in place (shape " +
-                                  shape_str(shape) + ")");
+                                  shape_str({arr.shape(), arr.shape() + arr.ndim()}) + ")");
         }
         if (!is_aligned) {
             throw py::value_error(name.str() +
                                   " is not aligned to its item size; in-place operations need aligned arrays");
         }
-        if (!arr.writeable()) {
+        if (!(flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_)) {
             throw py::value_error(name.str() + " is read-only; in-place operations need writeable arrays");
         }
     } else if (!native || !is_aligned || (!contiguous && access == Access::read)) {
         arr = arr.attr("astype")(numpy_dtype_of(*t), py::arg("order") = "C");
         keep.push_back(arr);
+        proxy = py::detail::array_proxy(arr.ptr());
     }
     ArrayArg a;
-    a.data = const_cast<void*>(arr.data());
-    a.shape = std::move(shape);
-    a.numel = static_cast<std::int64_t>(arr.size());
+    a.data = proxy->data;
+    a.shape.assign(proxy->dimensions, proxy->dimensions + proxy->nd);
+    a.numel = 1;
+    for (std::int64_t d : a.shape) a.numel *= d;
     a.dtype = *t;
     a.memory = arr;
-    if (!(arr.flags() & py::array::c_style)) {
+    if (!(proxy->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_)) {
         const auto item = static_cast<std::int64_t>(itemsize(*t));
-        a.strides.assign(arr.strides(), arr.strides() + arr.ndim());
+        a.strides.assign(proxy->strides, proxy->strides + proxy->nd);
         for (std::int64_t& st : a.strides) st /= item;
     }
     return a;
@@ -664,7 +670,8 @@ ArrayArg Call::read(py::handle obj, const Label& name, Access access, DTypes dty
         // The common case, NumPy arrays on the CPU: no message is built unless one is raised.
         if (!c.have_lead) note_device(Device{}, name.str(), obj, true);
         ArrayArg a = read_numpy(py::reinterpret_borrow<py::array>(obj), name, access, dtypes.cpu, c.keep);
-        a.object = py::reinterpret_borrow<py::object>(obj);
+        a.object = a.memory;
+        if (a.memory.ptr() != obj.ptr()) a.object = py::reinterpret_borrow<py::object>(obj);
         return a;
     }
     const std::string label = name.str();
@@ -791,12 +798,18 @@ ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dty
         if (items == nullptr) throw py::error_already_set();
         out.sequence = py::reinterpret_steal<py::object>(items);
     }
-    const py::sequence seq = py::reinterpret_borrow<py::sequence>(out.sequence);
-    const std::size_t n = seq.size();
+    PyObject* seq = out.sequence.ptr();
+    const bool is_list = PyList_Check(seq);
+    const auto n = static_cast<std::size_t>(is_list ? PyList_GET_SIZE(seq) : PyTuple_GET_SIZE(seq));
     out.arrays.reserve(n);
     out.views.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
-        out.arrays.push_back(read(seq[i], Label{name, static_cast<long>(i)}, access, dtypes));
+        // A producer's export method may change the list: each item is held while it is read.
+        const auto k = static_cast<Py_ssize_t>(i);
+        if (is_list && k >= PyList_GET_SIZE(seq)) throw py::value_error(std::string(name) + " changed size while read");
+        const py::object item = py::reinterpret_borrow<py::object>(is_list ? PyList_GET_ITEM(seq, k)
+                                                                            : PyTuple_GET_ITEM(seq, k));
+        out.arrays.push_back(read(item, Label{name, static_cast<long>(i)}, access, dtypes));
         out.views.push_back(out.arrays.back().view());
     }
     return out;
