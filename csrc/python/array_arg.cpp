@@ -350,8 +350,15 @@ namespace {
 // copied (the kernels read the bytes as native numbers), and so are inputs that are not
 // C-contiguous unless the use takes strides; in-place arguments must be all of that
 // already.
-ArrayArg read_numpy(py::array arr, const Label& name, Access access, unsigned set,
-                    std::vector<py::object>& keep) {
+// What read_numpy checked: the array to read (the caller's, or a copy kept alive) and
+// its dtype.
+struct CheckedNumpy {
+    py::array array;
+    DType dtype;
+};
+
+CheckedNumpy check_numpy(py::array arr, const Label& name, Access access, unsigned set,
+                         std::vector<py::object>& keep) {
     // The array's fields read directly (this runs once per array of every list).
     const auto* proxy = py::detail::array_proxy(arr.ptr());
     const auto* descr = py::detail::array_descriptor_proxy(proxy->descr);
@@ -393,17 +400,31 @@ ArrayArg read_numpy(py::array arr, const Label& name, Access access, unsigned se
     } else if (!native || !is_aligned || (!contiguous && access == Access::read)) {
         arr = arr.attr("astype")(numpy_dtype_of(*t), py::arg("order") = "C");
         keep.push_back(arr);
-        proxy = py::detail::array_proxy(arr.ptr());
     }
+    return {std::move(arr), *t};
+}
+
+// The view the kernels take of a checked array.
+TensorView numpy_view(const CheckedNumpy& c) {
+    const auto* proxy = py::detail::array_proxy(c.array.ptr());
+    std::int64_t numel = 1;
+    for (int d = 0; d < proxy->nd; ++d) numel *= proxy->dimensions[d];
+    return {proxy->data, numel, c.dtype};
+}
+
+ArrayArg read_numpy(py::array arr, const Label& name, Access access, unsigned set,
+                    std::vector<py::object>& keep) {
+    CheckedNumpy c = check_numpy(std::move(arr), name, access, set, keep);
+    const auto* proxy = py::detail::array_proxy(c.array.ptr());
     ArrayArg a;
     a.data = proxy->data;
     a.shape.assign(proxy->dimensions, proxy->dimensions + proxy->nd);
     a.numel = 1;
     for (std::int64_t d : a.shape) a.numel *= d;
-    a.dtype = *t;
-    a.memory = arr;
+    a.dtype = c.dtype;
+    a.memory = c.array;
     if (!(proxy->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_)) {
-        const auto item = static_cast<std::int64_t>(itemsize(*t));
+        const auto item = static_cast<std::int64_t>(itemsize(c.dtype));
         a.strides.assign(proxy->strides, proxy->strides + proxy->nd);
         for (std::int64_t& st : a.strides) st /= item;
     }
@@ -782,7 +803,7 @@ std::optional<ArrayArg> Call::optional(py::handle obj, const char* name, Access 
     return read(obj, Label{name}, access, dtypes);
 }
 
-ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dtypes) {
+ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dtypes, Keep keep) {
     ArrayList out;
     PyObject* o = arg.ptr();
     if (PyList_Check(o) || PyTuple_Check(o)) {
@@ -801,7 +822,7 @@ ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dty
     PyObject* seq = out.sequence.ptr();
     const bool is_list = PyList_Check(seq);
     const auto n = static_cast<std::size_t>(is_list ? PyList_GET_SIZE(seq) : PyTuple_GET_SIZE(seq));
-    out.arrays.reserve(n);
+    if (keep == Keep::arrays) out.arrays.reserve(n);
     out.views.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
         // A producer's export method may change the list: each item is held while it is read.
@@ -809,8 +830,16 @@ ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dty
         if (is_list && k >= PyList_GET_SIZE(seq)) throw py::value_error(std::string(name) + " changed size while read");
         const py::object item = py::reinterpret_borrow<py::object>(is_list ? PyList_GET_ITEM(seq, k)
                                                                             : PyTuple_GET_ITEM(seq, k));
-        out.arrays.push_back(read(item, Label{name, static_cast<long>(i)}, access, dtypes));
-        out.views.push_back(out.arrays.back().view());
+        const Label label{name, static_cast<long>(i)};
+        if (keep == Keep::views && i > 0 && !on_cuda() && py::isinstance<py::array>(item)) {
+            // Host lists of NumPy arrays, the common case: a view per array, nothing more.
+            out.views.push_back(numpy_view(
+                check_numpy(py::reinterpret_borrow<py::array>(item), label, access, dtypes.cpu, impl_->keep)));
+            continue;
+        }
+        ArrayArg a = read(item, label, access, dtypes);
+        out.views.push_back(a.view());
+        if (keep == Keep::arrays) out.arrays.push_back(std::move(a));
     }
     return out;
 }

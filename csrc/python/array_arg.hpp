@@ -72,8 +72,9 @@ struct ArrayArg {
     bool overlaps(const ArrayArg& other) const;
 };
 
-// A list argument as read: the sequence (returned by in-place functions), its arrays and
-// the table of views the C++ API takes.
+// A list argument as read: the sequence (returned by in-place functions), the table of
+// views the C++ API takes, and the arrays' descriptors when asked for (Keep::arrays).
+enum class Keep { views, arrays };
 struct ArrayList {
     py::object sequence;
     std::vector<ArrayArg> arrays;
@@ -91,7 +92,7 @@ public:
 
     // A list argument: a list or tuple as is, one array as a list of one, any other
     // iterable materialised.
-    ArrayList list(py::handle arg, const char* name, Access access, DTypes dtypes);
+    ArrayList list(py::handle arg, const char* name, Access access, DTypes dtypes, Keep keep = Keep::views);
 
     ArrayArg array(py::handle obj, const char* name, Access access, DTypes dtypes);
     std::optional<ArrayArg> optional(py::handle obj, const char* name, Access access, DTypes dtypes);

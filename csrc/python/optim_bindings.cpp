@@ -34,7 +34,7 @@ void bind_optim(py::module_& m) {
     m.def("host_arrays", [](py::handle arrays, const char* name, bool writeable) {
         Call call("host_arrays", /*cpu_only=*/true);
         const DTypes any{~0u, 0};
-        const ArrayList list = call.list(arrays, name, writeable ? Access::write : Access::read, any);
+        const ArrayList list = call.list(arrays, name, writeable ? Access::write : Access::read, any, Keep::arrays);
         py::list out;
         for (const ArrayArg& a : list.arrays) out.append(a.memory);
         return out;
@@ -48,12 +48,12 @@ void bind_optim(py::module_& m) {
     m.def("sgd_step", [](py::handle params, py::handle grads, py::handle buffers, double lr, double momentum,
                          double dampening, bool nesterov, double weight_decay, double grad_scale, bool first_step) {
         Call call("sgd_step", /*cpu_only=*/true);
-        const ArrayList p = call.list(params, "params", Access::write, kHostFloats);
-        const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats);
+        const ArrayList p = call.list(params, "params", Access::write, kHostFloats, Keep::arrays);
+        const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats, Keep::arrays);
         same_length(p, g, "grads");
         ArrayList b;
         if (momentum != 0.0) {
-            b = call.list(buffers, "buffers", Access::write, kHostFloats);
+            b = call.list(buffers, "buffers", Access::write, kHostFloats, Keep::arrays);
             same_length(p, b, "buffers");
         }
         SgdOptions o;
@@ -69,10 +69,10 @@ void bind_optim(py::module_& m) {
                           double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
                           double grad_scale, long long step) {
         Call call("adam_step", /*cpu_only=*/true);
-        const ArrayList p = call.list(params, "params", Access::write, kHostFloats);
-        const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats);
-        const ArrayList m1 = call.list(exp_avg, "exp_avg", Access::write, kHostFloats);
-        const ArrayList m2 = call.list(exp_avg_sq, "exp_avg_sq", Access::write, kHostFloats);
+        const ArrayList p = call.list(params, "params", Access::write, kHostFloats, Keep::arrays);
+        const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats, Keep::arrays);
+        const ArrayList m1 = call.list(exp_avg, "exp_avg", Access::write, kHostFloats, Keep::arrays);
+        const ArrayList m2 = call.list(exp_avg_sq, "exp_avg_sq", Access::write, kHostFloats, Keep::arrays);
         same_length(p, g, "grads");
         same_length(p, m1, "exp_avg");
         same_length(p, m2, "exp_avg_sq");
