@@ -62,9 +62,9 @@ py::object global_norm_binding(py::handle arrays, py::handle ord_arg) {
     const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
     if (call.on_cuda()) {
         const ArrayArg total = call.device_array({}, DType::float64, "total");
-        const cuda::Stream stream = call.stream();
-        Release release;
-        cuda::global_norm(list.views.data(), list.size(), ord, data_of<double>(total), stream);
+        run(call, [] {}, [&](cuda::Stream s) {
+            cuda::global_norm(list.views.data(), list.size(), ord, data_of<double>(total), s);
+        });
         return total.object;
     }
     double total;
@@ -79,19 +79,10 @@ py::object norms_binding(py::handle arrays, py::handle ord_arg) {
     const double ord = norm_order(ord_arg);
     Call call("norms");
     const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
-    const auto n = static_cast<std::int64_t>(list.size());
-    if (call.on_cuda()) {
-        const ArrayArg out = call.device_array({n}, DType::float64, "out");
-        const cuda::Stream stream = call.stream();
-        Release release;
-        cuda::norms(list.views.data(), list.size(), ord, data_of<double>(out), stream);
-        return out.object;
-    }
-    py::array_t<double> out = host_doubles(list.size());
-    double* dst = out.mutable_data();
-    Release release;
-    norms(list.views.data(), list.size(), ord, dst);
-    return std::move(out);
+    const ArrayArg out = call.new_array({static_cast<std::int64_t>(list.size())}, DType::float64, "out");
+    run(call, [&] { norms(list.views.data(), list.size(), ord, data_of<double>(out)); },
+        [&](cuda::Stream s) { cuda::norms(list.views.data(), list.size(), ord, data_of<double>(out), s); });
+    return out.object;
 }
 
 py::object grad_stats_binding(py::handle arrays) {
@@ -155,9 +146,9 @@ py::object zero_nonfinite_binding(py::handle arrays) {
     const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
     if (call.on_cuda()) {
         const ArrayArg found = call.device_array({}, DType::int64, "count", /*zeroed=*/true);
-        const cuda::Stream stream = call.stream();
-        Release release;
-        cuda::zero_nonfinite_(list.views.data(), list.size(), data_of<std::int64_t>(found), stream);
+        run(call, [] {}, [&](cuda::Stream s) {
+            cuda::zero_nonfinite_(list.views.data(), list.size(), data_of<std::int64_t>(found), s);
+        });
         return found.object;
     }
     std::int64_t found;
@@ -176,19 +167,11 @@ py::object clip_by_norm_binding(py::handle arrays, py::handle max_norm_arg, py::
     rules::finite_nonnegative(eps, "eps");
     Call call("clip_by_norm_");
     const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
-    const auto n = static_cast<std::int64_t>(list.size());
-    if (call.on_cuda()) {
-        const ArrayArg out = call.device_array({n}, DType::float64, "norms");
-        const cuda::Stream stream = call.stream();
-        Release release;
-        cuda::clip_by_norm_(list.views.data(), list.size(), max_norm, ord, eps, data_of<double>(out), stream);
-        return out.object;
-    }
-    py::array_t<double> out = host_doubles(list.size());
-    double* dst = out.mutable_data();
-    Release release;
-    clip_by_norm_(list.views.data(), list.size(), max_norm, ord, eps, dst);
-    return std::move(out);
+    const ArrayArg out = call.new_array({static_cast<std::int64_t>(list.size())}, DType::float64, "norms");
+    const TensorView* views = list.views.data();
+    run(call, [&] { clip_by_norm_(views, list.size(), max_norm, ord, eps, data_of<double>(out)); },
+        [&](cuda::Stream s) { cuda::clip_by_norm_(views, list.size(), max_norm, ord, eps, data_of<double>(out), s); });
+    return out.object;
 }
 
 py::object clip_by_global_norm_binding(py::handle arrays, py::handle max_norm_arg, py::handle ord_arg,
