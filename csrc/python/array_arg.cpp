@@ -8,18 +8,14 @@
 #include <utility>
 
 #include "dlpack.hpp"
+#include "parse_args.hpp"
 
 namespace gradcore::python {
 namespace {
 
 namespace dl = dlpack;
 
-// Allocation and streams in the caller's array library (torch or CuPy).
-py::object device_memory(const char* name) { return gradcore_attr("gradcore._device_memory", name); }
-
-std::string type_name(py::handle obj) {
-    return py::str(py::type::handle_of(obj).attr("__name__")).cast<std::string>();
-}
+std::string type_name(py::handle obj) { return type_name_of(obj); }
 
 // The message of the Python exception being handled, cleared.
 std::string exception_text(const py::error_already_set& e) { return py::str(e.value()).cast<std::string>(); }
@@ -35,13 +31,17 @@ bool has_attr(py::handle obj, const char* name) {
 constexpr int kNpyHalf = 23, kNpyFloat = 11, kNpyDouble = 12;
 constexpr int kNpyAligned = 0x0100;
 
-std::optional<DType> numpy_dtype(const py::dtype& dt) {
-    switch (dt.num()) {
+std::optional<DType> numpy_float_dtype(int type_num) {
+    switch (type_num) {
         case kNpyHalf: return DType::float16;
         case kNpyFloat: return DType::float32;
         case kNpyDouble: return DType::float64;
-        default: break;
+        default: return std::nullopt;
     }
+}
+
+std::optional<DType> numpy_dtype(const py::dtype& dt) {
+    if (const std::optional<DType> t = numpy_float_dtype(dt.num())) return t;
     if (dt.kind() == 'i' && dt.itemsize() == 8) return DType::int64;
     return std::nullopt;
 }
@@ -246,9 +246,9 @@ bool ArrayArg::overlaps(const ArrayArg& other) const {
     return a0 < b1 && b0 < a1;
 }
 
-py::object gradcore_attr(const char* module, const char* name) {
-    return py::module_::import(module).attr(name);
-}
+py::object result_type(const char* name) { return py::module_::import("gradcore._types").attr(name); }
+
+py::object device_memory(const char* name) { return py::module_::import("gradcore._device_memory").attr(name); }
 
 std::string Label::str() const {
     return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]";
@@ -362,13 +362,8 @@ CheckedNumpy check_numpy(py::array arr, const Label& name, Access access, unsign
     // The array's fields read directly (this runs once per array of every list).
     const auto* proxy = py::detail::array_proxy(arr.ptr());
     const auto* descr = py::detail::array_descriptor_proxy(proxy->descr);
-    std::optional<DType> t;
-    switch (descr->type_num) {
-        case kNpyHalf: t = DType::float16; break;
-        case kNpyFloat: t = DType::float32; break;
-        case kNpyDouble: t = DType::float64; break;
-        default: t = numpy_dtype(arr.dtype());
-    }
+    std::optional<DType> t = numpy_float_dtype(descr->type_num);
+    if (!t) t = numpy_dtype(arr.dtype());
     if (!t || !(set & bit(*t))) {
         throw py::type_error(name.str() + ": dtype " + std::string(py::str(arr.dtype())) +
                              " is not supported (expected " + expected_text(set) + ")");

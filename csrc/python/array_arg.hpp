@@ -149,9 +149,11 @@ decltype(auto) with_float(DType t, F&& f) {
     return f(double{});
 }
 
-// gradcore.<module>.<name>: the result types (gradcore._types) and the device memory
-// helpers (gradcore._device_memory) the bindings hand their work to.
-py::object gradcore_attr(const char* module, const char* name);
+// gradcore._types.<name>, the result and exception types, and
+// gradcore._device_memory.<name>, allocation, streams and copies in the caller's array
+// library (torch or CuPy): the Python the bindings hand their results to.
+py::object result_type(const char* name);
+py::object device_memory(const char* name);
 
 // "(2, 3)", "(4,)" as NumPy prints shapes.
 std::string shape_str(const std::vector<std::int64_t>& shape);

@@ -20,7 +20,6 @@ namespace {
 
 using Release = py::gil_scoped_release;
 
-py::object result_type(const char* name) { return gradcore_attr("gradcore._types", name); }
 
 [[noreturn]] void raise_nonfinite(py::object total) {
     const py::object cls = result_type("NonFiniteGradientError");

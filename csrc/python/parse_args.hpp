@@ -77,55 +77,67 @@ inline long long integer(pybind11::handle v, const char* name, long long lo, lon
     return x;
 }
 
-inline NonFinitePolicy parse_policy(pybind11::handle v) {
+// The names of the enums the API takes as strings, each written once: for parsing, for
+// the messages that list them, and for printing a value.
+template <class E>
+struct Named {
+    const char* name;
+    E value;
+};
+inline constexpr Named<NonFinitePolicy> kPolicies[] = {{"propagate", NonFinitePolicy::propagate},
+                                                       {"error", NonFinitePolicy::error},
+                                                       {"skip", NonFinitePolicy::skip},
+                                                       {"zero", NonFinitePolicy::zero}};
+inline constexpr Named<Activation> kActivations[] = {{"identity", Activation::identity},
+                                                     {"relu", Activation::relu},
+                                                     {"leaky_relu", Activation::leaky_relu},
+                                                     {"tanh", Activation::tanh},
+                                                     {"sigmoid", Activation::sigmoid}};
+inline constexpr Named<Cell> kCells[] = {
+    {"rnn_tanh", Cell::rnn_tanh}, {"rnn_relu", Cell::rnn_relu}, {"lstm", Cell::lstm}, {"gru", Cell::gru}};
+
+// "'a', 'b', 'c'".
+template <class E, std::size_t N>
+std::string quoted_names(const Named<E> (&names)[N]) {
+    std::string s;
+    for (std::size_t i = 0; i < N; ++i) s += (i ? ", '" : "'") + std::string(names[i].name) + "'";
+    return s;
+}
+
+// The value the string `v` names, else ValueError "<arg> must be one of ...; got <repr>".
+template <class E, std::size_t N>
+E by_name(pybind11::handle v, const char* arg, const Named<E> (&names)[N]) {
     if (PyUnicode_Check(v.ptr())) {
         const std::string s = pybind11::str(v).cast<std::string>();
-        if (s == "propagate") return NonFinitePolicy::propagate;
-        if (s == "error") return NonFinitePolicy::error;
-        if (s == "skip") return NonFinitePolicy::skip;
-        if (s == "zero") return NonFinitePolicy::zero;
+        for (const Named<E>& n : names) {
+            if (s == n.name) return n.value;
+        }
     }
-    throw pybind11::value_error("nonfinite must be one of 'propagate', 'error', 'skip', 'zero'; got " +
+    throw pybind11::value_error(std::string(arg) + " must be one of " + quoted_names(names) + "; got " +
                                 pybind11::repr(v).cast<std::string>());
 }
 
-inline Activation parse_activation(pybind11::handle v) {
-    const char* options = "'identity', 'relu', 'leaky_relu', 'tanh', 'sigmoid'";
-    if (!PyUnicode_Check(v.ptr())) {
-        throw pybind11::type_error(std::string("activation must be a string, one of ") + options + "; got " +
-                                   type_name_of(v));
-    }
-    const std::string s = pybind11::str(v).cast<std::string>();
-    if (s == "identity") return Activation::identity;
-    if (s == "relu") return Activation::relu;
-    if (s == "leaky_relu") return Activation::leaky_relu;
-    if (s == "tanh") return Activation::tanh;
-    if (s == "sigmoid") return Activation::sigmoid;
-    throw pybind11::value_error(std::string("activation must be one of ") + options + "; got " +
-                                pybind11::repr(v).cast<std::string>());
-}
-
-inline Cell parse_cell(pybind11::handle v) {
-    if (PyUnicode_Check(v.ptr())) {
-        const std::string s = pybind11::str(v).cast<std::string>();
-        if (s == "rnn_tanh") return Cell::rnn_tanh;
-        if (s == "rnn_relu") return Cell::rnn_relu;
-        if (s == "lstm") return Cell::lstm;
-        if (s == "gru") return Cell::gru;
-    }
-    throw pybind11::value_error("cell must be one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru'; got " +
-                                pybind11::repr(v).cast<std::string>());
-}
-
-inline const char* cell_name(Cell c) {
-    switch (c) {
-        case Cell::rnn_tanh: return "rnn_tanh";
-        case Cell::rnn_relu: return "rnn_relu";
-        case Cell::lstm: return "lstm";
-        case Cell::gru: return "gru";
+template <class E, std::size_t N>
+const char* name_of(E value, const Named<E> (&names)[N]) {
+    for (const Named<E>& n : names) {
+        if (n.value == value) return n.name;
     }
     return "?";
 }
+
+inline NonFinitePolicy parse_policy(pybind11::handle v) { return by_name(v, "nonfinite", kPolicies); }
+
+inline Activation parse_activation(pybind11::handle v) {
+    if (!PyUnicode_Check(v.ptr())) {
+        throw pybind11::type_error("activation must be a string, one of " + quoted_names(kActivations) + "; got " +
+                                   type_name_of(v));
+    }
+    return by_name(v, "activation", kActivations);
+}
+
+inline Cell parse_cell(pybind11::handle v) { return by_name(v, "cell", kCells); }
+
+inline const char* cell_name(Cell c) { return name_of(c, kCells); }
 
 // Python's truth of an object (flags such as has_bias= accept what `if` accepts).
 inline bool truth(pybind11::handle v) {

@@ -18,9 +18,7 @@
 namespace gradcore::python {
 namespace {
 
-py::object device_memory(const char* name) { return gradcore_attr("gradcore._device_memory", name); }
 
-py::object result_type(const char* name) { return gradcore_attr("gradcore._types", name); }
 
 // An array of x's dtype and the given shape.
 void check_like(const ArrayArg& a, const char* name, const ArrayArg& x, const std::vector<std::int64_t>& shape) {
