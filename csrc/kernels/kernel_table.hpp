@@ -1,11 +1,21 @@
 // The dispatch table: one instance per ISA target, filled by csrc/targets/<isa>.cpp and
 // chosen at run time by csrc/runtime/dispatch.cpp. Only plain function pointers and
 // data cross from a target into the runtime.
+//
+// Each family's table says next to its fields how a target fills it (`of<K>()`, K the
+// family's kernels instantiated for one SIMD struct), so that a new kernel is one field
+// and one entry here. Every entry is set by name: two entries of one signature (l1 and
+// l2) cannot trade places when the fields are reordered (the initialisers must follow
+// the declaration order, or the build fails), and one left out is an error, not a null
+// pointer at run time.
 #pragma once
 
 #include <cstdint>
 
 #include "table_types.hpp"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wmissing-field-initializers"
 
 namespace gradcore::kernels {
 
@@ -16,6 +26,11 @@ struct NormTable {
     double (*max_abs)(const T*, std::int64_t);
     double (*lp_sum)(const T*, std::int64_t, double p, double max_abs);
     ChunkStats (*stats)(const T*, std::int64_t);
+
+    template <class K>
+    static constexpr NormTable of() {
+        return {.l1 = &K::l1, .l2 = &K::l2, .max_abs = &K::max_abs, .lp_sum = &K::lp_sum, .stats = &K::stats};
+    }
 };
 
 template <class T>
@@ -23,6 +38,11 @@ struct ClipTable {
     void (*scale)(T*, std::int64_t, double factor);
     void (*clamp)(T*, std::int64_t, T, T);
     std::int64_t (*zero_nonfinite)(T*, std::int64_t);
+
+    template <class K>
+    static constexpr ClipTable of() {
+        return {.scale = &K::scale, .clamp = &K::clamp, .zero_nonfinite = &K::zero_nonfinite};
+    }
 };
 
 // GEMM pieces (see gemm_kernels.hpp) and the element-wise passes of the dense layer.
@@ -48,6 +68,22 @@ struct GemmTable {
     void (*column_sums)(const T* x, std::int64_t ld, std::int64_t rows, std::int64_t cols, T* sums,
                         bool accumulate);
     void (*vector_math)(T* x, std::int64_t n, int fn);  // 0 exp, 1 tanh, 2 sigmoid
+
+    // K: the GEMM kernels, D: the dense layer's passes.
+    template <class K, class D>
+    static constexpr GemmTable of(const GemmBlocking& blocking) {
+        static_assert(K::MR <= kMaxMR && K::NR <= kMaxNR, "the runtime's scratch tile is too small for this tile");
+        return {.mr = K::MR,
+                .nr = K::NR,
+                .blocking = blocking,
+                .pack_a = &K::pack_a,
+                .pack_b = &K::pack_b,
+                .micro = &K::micro,
+                .micro_tc = K::kHasTransposedStore ? &K::micro_tc : nullptr,
+                .grad_z = &D::grad_z,
+                .column_sums = &D::column_sums,
+                .vector_math = &D::vector_math};
+    }
 };
 
 // The fused per-step cell kernels of the recurrent layers (see rnn_kernels.hpp).
@@ -63,6 +99,16 @@ struct RnnTable {
     // The plain (Elman) RNN cell's step back: dg = dh * act'(h), tanh or relu.
     void (*elman_backward)(std::int64_t count, const T* h, const T* dh, T* dg, bool relu);
     double (*gather_hidden_grad)(std::int64_t count, const T* gy, T* dh, T clip);
+
+    template <class K>
+    static constexpr RnnTable of() {
+        return {.lstm_forward = &K::lstm_forward,
+                .lstm_backward = &K::lstm_backward,
+                .gru_forward = &K::gru_forward,
+                .gru_backward = &K::gru_backward,
+                .elman_backward = &K::elman_backward,
+                .gather_hidden_grad = &K::gather_hidden_grad};
+    }
 };
 
 // Fused optimiser steps (see optim_kernels.hpp).
@@ -70,6 +116,11 @@ template <class T>
 struct OptimTable {
     void (*sgd)(T* p, const T* g, T* buf, std::int64_t n, const SgdParams&);
     void (*adam)(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamParams&);
+
+    template <class K>
+    static constexpr OptimTable of() {
+        return {.sgd = &K::sgd, .adam = &K::adam};
+    }
 };
 
 // What a target chooses besides its kernels, handed to make_table.
@@ -107,3 +158,5 @@ const KernelTable& avx512_table();
 const KernelTable& neon_table();
 
 }  // namespace gradcore::kernels
+
+#pragma GCC diagnostic pop
