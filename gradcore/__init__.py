@@ -14,33 +14,22 @@ except ImportError as error:
     raise missing_core_error(error) from None
 from ._args import integer
 from . import cuda, diagnose, init, optim
-from ._dense import dense_backward, dense_forward, matmul
+from . import _dense, _norms, _rnn
+# The front doors: each module lists its documented functions in its __all__.
+from ._dense import *  # noqa: F403
+from ._norms import *  # noqa: F403
+from ._rnn import *  # noqa: F403
 from ._functional import adaptive_clip, clip_by_global_norm, clip_by_norm, clip_by_value
 from ._embedding import get_cmake_dir, get_include, get_library_dir
 from .monitor import Event, GradientMonitor
-from ._rnn import RNNCache, RNNForward, RNNGrads, rnn_backward, rnn_forward
-from ._norms import (
-    GradStats,
-    NonFiniteGradientError,
-    adaptive_clip_,
-    clip_by_global_norm_,
-    clip_by_norm_,
-    clip_by_value_,
-    global_norm,
-    grad_stats,
-    norms,
-)
 
 __version__ = _core._version()
 
 __all__ = [
     "cuda", "diagnose", "init", "optim",
-    "RNNCache", "RNNForward", "RNNGrads", "rnn_backward", "rnn_forward",
-    "Event", "GradStats", "GradientMonitor", "NonFiniteGradientError", "adaptive_clip", "adaptive_clip_",
-    "clip_by_global_norm", "clip_by_global_norm_", "clip_by_norm", "clip_by_norm_", "clip_by_value",
-    "clip_by_value_", "dense_backward", "dense_forward", "get_cmake_dir",
-    "get_include", "get_library_dir", "get_num_threads", "global_norm", "grad_stats",
-    "info", "matmul", "norms", "set_num_threads",
+    *_norms.__all__, *_dense.__all__, *_rnn.__all__,
+    "Event", "GradientMonitor", "adaptive_clip", "clip_by_global_norm", "clip_by_norm", "clip_by_value",
+    "get_cmake_dir", "get_include", "get_library_dir", "get_num_threads", "info", "set_num_threads",
 ]
 
 

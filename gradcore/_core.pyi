@@ -1,6 +1,6 @@
 # Type stubs of the compiled extension gradcore._core (csrc/python/). The bindings only
 # convert, validate and release the GIL; the documented entry points are the Python
-# wrappers in gradcore/*.py. tests/test_typing.py keeps these stubs in step with the
+# front doors in gradcore/*.py. tests/test_typing.py keeps these stubs in step with the
 # module (names and parameter names).
 from collections.abc import Sequence
 from typing import Any, SupportsFloat, SupportsIndex, SupportsInt
@@ -28,36 +28,16 @@ def _vector_math(x: np.ndarray, name: str) -> np.ndarray: ...
 def set_num_threads(n: _Int) -> None: ...
 def get_num_threads() -> int: ...
 
-# Every operation is one function for both devices: array arguments are NumPy arrays,
-# anything exposing DLPack, __cuda_array_interface__ or the buffer protocol, or anything
-# NumPy converts; CUDA device arrays run on the GPU and give results in their library.
-
-# norms and clipping (gradcore/_norms.py)
+# Every operation (global_norm, clip_by_norm_, matmul, rnn_forward, ...) is one function
+# for both devices, typed and documented by its front door in gradcore/_norms.py,
+# _dense.py or _rnn.py, which has the binding's parameters in the binding's order
+# (tests/test_typing.py checks it); here it is only a callable.
+def __getattr__(name: str) -> Any: ...
 def norm_order(ord: _Real | str) -> float:
     """ord as the norms take it: a float p > 0 or inf."""
-def global_norm(arrays: _Arrays, ord: _Real | str = 2.0) -> Any: ...
-def norms(arrays: _Arrays, ord: _Real | str = 2.0) -> Any: ...
-def grad_stats(arrays: _Arrays) -> Any: ...
-def clip_by_value_(arrays: _Arrays, clip_value: _Real | None = None, min: _Real | None = None,
-                   max: _Real | None = None) -> Any: ...
 def zero_nonfinite_(arrays: _Arrays) -> Any: ...
-def clip_by_norm_(arrays: _Arrays, max_norm: _Real, ord: _Real | str = 2.0, eps: _Real = 1e-6) -> Any: ...
-def clip_by_global_norm_(arrays: _Arrays, max_norm: _Real, ord: _Real | str = 2.0, eps: _Real = 1e-6,
-                         nonfinite: str = "propagate", total_norm: Any = None) -> Any: ...
-def adaptive_clip_(grads: _Arrays, params: _Arrays, clipping: _Real = 0.01, eps: _Real = 1e-3,
-                   unit_axis: _Int = 0) -> Any: ...
 
-# dense layers (gradcore/_dense.py)
-def matmul(a: Any, b: Any, trans_a: bool = False, trans_b: bool = False, alpha: _Real = 1.0,
-           beta: _Real = 0.0, out: Any = None) -> np.ndarray: ...
-def dense_forward(x: Any, weight: Any, bias: Any = None, activation: str = "identity",
-                  negative_slope: _Real = 0.01, out: Any = None) -> Any: ...
-def dense_backward(grad_y: Any, x: Any, weight: Any, y: Any, activation: str = "identity",
-                   negative_slope: _Real = 0.01, has_bias: bool = True, need_grad_x: bool = True,
-                   accumulate: bool = False, grad_x: Any = None, grad_weight: Any = None,
-                   grad_bias: Any = None) -> tuple[Any, Any, Any]: ...
-
-# recurrent layers (gradcore/_rnn.py)
+# the recurrent layers' cache (gradcore/_rnn.py)
 class RNNCache:
     @property
     def cell(self) -> str: ...
@@ -69,12 +49,6 @@ class RNNCache:
     def dtype(self) -> str: ...
     @property
     def nbytes(self) -> int: ...
-def rnn_forward(x: Any, h0: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any = None, bias_hh: Any = None,
-                cell: str = "lstm", c0: Any = None) -> Any:
-    """Returns a gradcore.RNNForward (y, h_n, c_n, cache)."""
-def rnn_backward(cache: RNNCache, grad_y: Any, grad_h_n: Any = None, grad_c_n: Any = None,
-                 clip_hidden: _Real | None = None) -> Any:
-    """Returns a gradcore.RNNGrads."""
 
 # optimisers (gradcore/optim.py) and the NumPy views the pure-Python parts keep
 def host_arrays(arrays: _Arrays, name: str, writeable: bool) -> list[np.ndarray]: ...

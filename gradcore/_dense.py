@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from . import _core
 
+__all__ = ["dense_backward", "dense_forward", "matmul"]
+
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
 
 

@@ -14,6 +14,8 @@ from . import _core
 from ._types import RNNForward, RNNGrads
 
 RNNCache = _core.RNNCache
+__all__ = ["RNNCache", "RNNForward", "RNNGrads", "rnn_backward", "rnn_forward"]
+
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 

@@ -1,13 +1,15 @@
-"""The type information shipped with the package: the py.typed marker, and stubs of the
-compiled module that name exactly its functions with exactly their parameters (checked
-against the signatures pybind11 writes into each docstring)."""
+"""The type information shipped with the package: the py.typed marker, and the
+signatures of the compiled module's functions (read from the line pybind11 writes into
+each docstring), each declared once: in the stub gradcore/_core.pyi, or, for an
+operation, by its front door, which takes the binding's parameters in its order."""
 
 import ast
+import inspect
 import os
 import re
 
 import gradcore
-from gradcore import _core
+from gradcore import _core, _dense, _norms, _rnn
 
 PACKAGE = os.path.dirname(gradcore.__file__)
 
@@ -15,7 +17,7 @@ PACKAGE = os.path.dirname(gradcore.__file__)
 def stub_functions():
     tree = ast.parse(open(os.path.join(PACKAGE, "_core.pyi")).read())
     return {node.name: [a.arg for a in node.args.args] for node in tree.body
-            if isinstance(node, ast.FunctionDef)}
+            if isinstance(node, ast.FunctionDef) and node.name != "__getattr__"}
 
 
 def module_functions():
@@ -48,13 +50,34 @@ def test_py_typed_marker_is_installed():
     assert os.path.isfile(os.path.join(PACKAGE, "py.typed"))
 
 
+def front_doors():
+    """The documented functions named as the binding they call."""
+    return {name: getattr(m, name) for m in (_norms, _dense, _rnn) for name in dir(m)
+            if inspect.isfunction(getattr(m, name)) and getattr(m, name).__module__ == m.__name__
+            and hasattr(_core, name)}
+
+
+def test_every_binding_is_declared_once():
+    stubs, doors, module = stub_functions(), front_doors(), module_functions()
+    assert not set(stubs) & set(doors), f"declared twice: {sorted(set(stubs) & set(doors))}"
+    declared = set(stubs) | set(doors)
+    assert declared == set(module), (
+        f"neither stubbed nor fronted: {sorted(set(module) - declared)}; "
+        f"not in _core: {sorted(declared - set(module))}")
+
+
 def test_core_stubs_match_the_compiled_module():
-    stubs, module = stub_functions(), module_functions()
-    assert sorted(stubs) == sorted(module), (
-        f"missing from _core.pyi: {sorted(set(module) - set(stubs))}; "
-        f"not in _core: {sorted(set(stubs) - set(module))}")
-    for name, params in module.items():
-        assert stubs[name] == params, f"_core.{name}: stub {stubs[name]} != module {params}"
+    module = module_functions()
+    for name, params in stub_functions().items():
+        assert params == module[name], f"_core.{name}: stub {params} != module {module[name]}"
+
+
+def test_front_doors_take_the_bindings_parameters():
+    module = module_functions()
+    assert {"global_norm", "clip_by_global_norm_", "matmul", "rnn_backward"} <= set(front_doors())
+    for name, door in front_doors().items():
+        params = list(inspect.signature(door).parameters)
+        assert params == module[name], f"gradcore.{name}{params} != _core.{name}{module[name]}"
 
 
 def test_every_public_name_has_a_docstring():
