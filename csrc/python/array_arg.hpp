@@ -1,25 +1,20 @@
-// Every array argument of every binding is read here, in one place: NumPy arrays, DLPack
-// (objects with __dlpack__ and bare capsules, in host or CUDA memory),
-// __cuda_array_interface__, the buffer protocol and anything NumPy converts. Each becomes
-// one device-neutral descriptor (an ArrayArg: DLPack's DLTensor is the model), checked
-// against the call's rules (access, dtypes, one device for all arguments) with the
-// messages the Python API documents, before anything runs.
-//
-// A Call gathers the arguments of one binding call. It owns what they need while the
-// kernels run: NumPy copies of inputs that were not contiguous, and the DLPack tensors it
-// took (capsules renamed "used_..." once every argument has passed, their deleters run
-// when the Call goes away, after the C++ call has returned).
+// An array argument as every binding sees it: one device-neutral descriptor (an ArrayArg;
+// DLPack's DLTensor is the model), whatever the caller passed: a NumPy array, a DLPack
+// object or bare capsule (host or CUDA memory), an object with __cuda_array_interface__,
+// the buffer protocol, or anything NumPy converts. This header is the descriptor, the
+// readers that make one from each kind of object (array_arg.cpp), and the shape rules
+// the bindings state about them; call.hpp gathers the arguments of one call.
 #pragma once
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "gradcore/cuda.hpp"
+#include "dlpack.hpp"
 #include "gradcore/tensor.hpp"
 
 namespace gradcore::python {
@@ -68,79 +63,78 @@ struct ArrayArg {
     py::object memory;  // what owns `data`: the object, or the contiguous copy made of it
 
     TensorView view() const { return {data, numel, dtype}; }
+    template <class T>
+    T* as() const {
+        return static_cast<T*>(data);
+    }
     // Whether the memory of the two may overlap (their address ranges do).
     bool overlaps(const ArrayArg& other) const;
 };
 
-// A list argument as read: the sequence (returned by in-place functions), the table of
-// views the C++ API takes, and the arrays' descriptors when asked for (Keep::arrays).
-enum class Keep { views, arrays };
-struct ArrayList {
-    py::object sequence;
-    std::vector<ArrayArg> arrays;
-    std::vector<TensorView> views;
-    std::size_t size() const { return views.size(); }
-};
-
-class Call {
-public:
-    // `function` names the operation in messages ("global_norm").
-    explicit Call(const char* function, bool cpu_only = false);
-    Call(const Call&) = delete;
-    Call& operator=(const Call&) = delete;
-    ~Call();
-
-    // A list argument: a list or tuple as is, one array as a list of one, any other
-    // iterable materialised.
-    ArrayList list(py::handle arg, const char* name, Access access, DTypes dtypes, Keep keep = Keep::views);
-
-    ArrayArg array(py::handle obj, const char* name, Access access, DTypes dtypes);
-    std::optional<ArrayArg> optional(py::handle obj, const char* name, Access access, DTypes dtypes);
-
-    // The device of the call: the first array argument's.
-    bool on_cuda() const { return device_.is_cuda(); }
-    int cuda_device() const { return device_.index < 0 ? 0 : device_.index; }
-
-    // A new C-contiguous array on the call's device: a NumPy array, or on a CUDA device
-    // one of the caller's library (see device_array).
-    ArrayArg new_array(const std::vector<std::int64_t>& shape, DType dtype, const char* name);
-
-    // A new array on the call's CUDA device, allocated by the caller's array library
-    // (torch or CuPy; uninitialised unless `zeroed`), read back as an output argument.
-    ArrayArg device_array(const std::vector<std::int64_t>& shape, DType dtype, const char* name,
-                          bool zeroed = false);
-    // A float64 device scalar holding `value` (a fill kernel, no host wait).
-    ArrayArg device_scalar(double value, const char* name);
-    // A one-element device array as a float64 device scalar (converted on the device
-    // when it has another dtype).
-    ArrayArg device_float64(py::handle obj, const char* name);
-
-    // Every argument passed: takes the DLPack tensors, orders the producers' streams
-    // before ours, and returns where the CUDA work goes (the caller's current stream).
-    cuda::Stream stream();
-
-private:
-    struct Impl;
-    ArrayArg read(py::handle obj, const Label& label, Access access, DTypes dtypes);
-    void note_device(Device d, const std::string& label, py::handle obj, bool convertible);
-
-    std::unique_ptr<Impl> impl_;
-    Device device_;
-};
-
-// cpu() or, for arrays on a CUDA device, cuda(stream) once every argument has been taken,
-// with the GIL released.
-template <class Cpu, class Cuda>
-void run(Call& call, Cpu&& cpu, Cuda&& cuda) {
-    if (call.on_cuda()) {
-        const cuda::Stream stream = call.stream();
-        py::gil_scoped_release release;
-        cuda(stream);
-    } else {
-        py::gil_scoped_release release;
-        cpu();
-    }
+template <class T>
+T* data_or_null(const std::optional<ArrayArg>& a) {
+    return a ? a->as<T>() : nullptr;
 }
+inline py::object object_or_none(const std::optional<ArrayArg>& a) { return a ? a->object : py::none(); }
+
+// ---- the readers, one per kind of object (Call::read picks one) ----------------------
+
+// What an object is, found without converting it.
+struct Found {
+    enum Kind { numpy, capsule, dlpack, cuda_array_interface, other } kind = other;
+    Device device;
+};
+Found find(py::handle obj);
+// One array rather than a sequence of them.
+bool is_one_array(py::handle obj);
+
+// A NumPy array in host memory, checked; inputs that are misaligned, in the other byte
+// order or (unless the use takes strides) not C-contiguous are copied, and the copy is
+// appended to `keep`. numpy_view: the same checks, only the view the kernels take.
+ArrayArg read_numpy(py::array arr, const Label& label, Access access, unsigned dtypes, std::vector<py::object>& keep);
+TensorView numpy_view(py::array arr, const Label& label, Access access, unsigned dtypes, std::vector<py::object>& keep);
+
+// Any object in host memory as a NumPy array sharing its memory (DLPack, the buffer
+// protocol), or, for reading only, NumPy's conversion of it.
+py::array host_array(py::handle obj, const Found& found, const Label& label, Access access, unsigned dtypes);
+
+// A DLPack capsule's tensor (not taken), with where it lives and whether it is read-only.
+struct CapsuleTensor {
+    const dlpack::DLTensor* tensor;
+    Device device;
+    bool readonly;
+};
+CapsuleTensor capsule_tensor(py::handle capsule, const std::string& label);
+// obj.__dlpack__(), on `stream` for device arrays; the capsule it returns.
+py::object export_dlpack(py::handle obj, const std::string& label, std::optional<void*> stream);
+
+// A device array's fields as its producer gave them, before they are checked.
+struct DeviceFields {
+    void* data = nullptr;
+    std::vector<std::int64_t> shape;
+    std::vector<std::int64_t> strides;  // empty: C-contiguous
+    bool strides_in_bytes = false;      // __cuda_array_interface__'s unit
+    std::optional<DType> dtype;
+    std::string dtype_name;
+    bool readonly = false;
+    std::optional<std::uintptr_t> stream;  // where the producer's pending work is
+    bool contiguous() const;
+};
+DeviceFields capsule_fields(const CapsuleTensor& t, const std::string& label);
+DeviceFields cuda_array_interface_fields(py::handle obj, const std::string& label);
+// The descriptor of C-contiguous device memory, checked (dtype, alignment, access); its
+// device is the call's, set by the caller.
+ArrayArg read_device(DeviceFields f, const std::string& label, Access access, unsigned dtypes);
+
+// ---- the rules the bindings state about their arrays ---------------------------------
+
+void require_ndim(const ArrayArg& a, const char* name, std::size_t ndim);
+void require_shape(const ArrayArg& a, const char* name, const std::vector<std::int64_t>& shape);
+// "<a> and <b> must have the same dtype".
+void same_dtype(const ArrayArg& a, const char* a_name, const ArrayArg& b, const char* b_name);
+// Lists of one length whose i-th arrays have one shape.
+void same_shapes(const std::vector<ArrayArg>& a, const char* a_name, const std::vector<ArrayArg>& b,
+                 const char* b_name);
 
 // f(float{}) or f(double{}) by a float32/float64 dtype.
 template <class F>
@@ -148,12 +142,6 @@ decltype(auto) with_float(DType t, F&& f) {
     if (t == DType::float32) return f(float{});
     return f(double{});
 }
-
-// gradcore._types.<name>, the result and exception types, and
-// gradcore._device_memory.<name>, allocation, streams and copies in the caller's array
-// library (torch or CuPy): the Python the bindings hand their results to.
-py::object result_type(const char* name);
-py::object device_memory(const char* name);
 
 // "(2, 3)", "(4,)" as NumPy prints shapes.
 std::string shape_str(const std::vector<std::int64_t>& shape);

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "array_arg.hpp"
+#include "call.hpp"
 #include "parse_args.hpp"
 #include "gradcore/cuda.hpp"
 #include "gradcore/dense.hpp"
@@ -20,27 +20,6 @@ namespace gradcore::python {
 namespace {
 
 using Release = py::gil_scoped_release;
-
-void same_dtype(const ArrayArg& a, const char* an, const ArrayArg& b, const char* bn) {
-    if (a.dtype != b.dtype) {
-        throw py::type_error(std::string(an) + " and " + bn + " must have the same dtype, got " + dtype_name(a.dtype) +
-                             " and " + dtype_name(b.dtype));
-    }
-}
-
-void require_ndim(const ArrayArg& a, const char* name, std::size_t ndim) {
-    if (a.shape.size() != ndim) {
-        throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " +
-                              shape_str(a.shape));
-    }
-}
-
-void require_shape(const ArrayArg& a, const char* name, const std::vector<std::int64_t>& shape) {
-    if (a.shape != shape) {
-        throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + ", expected " +
-                              shape_str(shape));
-    }
-}
 
 using Named = std::pair<const ArrayArg*, const char*>;
 
@@ -79,17 +58,13 @@ MatrixRef<T> matrix(const ArrayArg& a, bool transpose = false) {
     return m;
 }
 
-template <class T>
-T* data_or_null(const std::optional<ArrayArg>& a) {
-    return a ? static_cast<T*>(a->data) : nullptr;
-}
-
-// A given output (dtype and shape of the result) or a new one on the call's device.
-ArrayArg output(Call& call, py::handle given, const char* name, const ArrayArg& like,
+// A given output (the dtype of `like` and the result's shape) or a new one on the call's
+// device.
+ArrayArg output(Call& call, py::handle given, const char* name, const ArrayArg& like, const char* like_name,
                 const std::vector<std::int64_t>& shape) {
     if (given.is_none()) return call.new_array(shape, like.dtype, name);
     ArrayArg a = call.array(given, name, Access::write, kLayerFloats);
-    same_dtype(like, "x", a, name);
+    same_dtype(like, like_name, a, name);
     require_shape(a, name, shape);
     return a;
 }
@@ -111,12 +86,7 @@ py::object matmul_binding(py::handle a_arg, py::handle b_arg, bool trans_a, bool
                               ": inner dimensions " + std::to_string(K) + " and " + std::to_string(Kb) + " differ");
     }
     if (out.is_none() && beta != 0.0) throw py::value_error("beta != 0 needs out= (the matrix to scale and add to)");
-    ArrayArg c = out.is_none() ? call.new_array({M, N}, a.dtype, "out") : call.array(out, "out", Access::write,
-                                                                                     kLayerFloats);
-    if (!out.is_none()) {
-        same_dtype(a, "a", c, "out");
-        require_shape(c, "out", {M, N});
-    }
+    const ArrayArg c = output(call, out, "out", a, "a", {M, N});
     // The GEMM reads a and b while it writes c: an out that overlaps them is computed in
     // a copy (which beta reads) and copied back.
     ArrayArg target = c;
@@ -155,7 +125,7 @@ py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::ha
         same_dtype(x, "x", *bias, "bias");
         require_shape(*bias, "bias", {n_out});
     }
-    const ArrayArg y = output(call, out, "out", x, {batch, n_out});
+    const ArrayArg y = output(call, out, "out", x, "x", {batch, n_out});
     refuse_overlaps({{&y, "out"}}, {{&x, "x"}, {&w, "weight"}, {bias ? &*bias : nullptr, "bias"}});
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
@@ -194,7 +164,7 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
         if (given.is_none() && accumulate) {
             throw py::value_error(std::string("accumulate=True needs ") + name + "= to add into");
         }
-        return output(call, given, name, x, shape);
+        return output(call, given, name, x, "x", shape);
     };
     std::optional<ArrayArg> gx, gb;
     if (need_grad_x) gx = grad(grad_x_arg, "grad_x", {batch, n_in});
@@ -210,8 +180,7 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
         if (gx) b.grad_x = matrix<T>(*gx);
         run(call, [&] { dense_backward(b); }, [&](cuda::Stream s) { cuda::dense_backward(b, s); });
     });
-    const auto object = [](const std::optional<ArrayArg>& a) { return a ? a->object : py::none(); };
-    return py::make_tuple(object(gx), gw.object, object(gb));
+    return py::make_tuple(object_or_none(gx), gw.object, object_or_none(gb));
 }
 
 }  // namespace

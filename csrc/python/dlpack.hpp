@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iterator>
 
 namespace gradcore::python::dlpack {
 
@@ -21,23 +22,13 @@ struct DLPackVersion {
 };
 constexpr std::uint32_t kMajorVersion = 1;
 
-// DLDeviceType: where the memory lives (an int in the ABI).
+// DLDeviceType: where the memory lives (an int in the ABI). The ones gradcore reads;
+// device_type_name() names the others in messages.
 enum DLDeviceType : std::int32_t {
     kDLCPU = 1,
     kDLCUDA = 2,          // CUDA device memory
     kDLCUDAHost = 3,      // pinned host memory (cudaMallocHost)
-    kDLOpenCL = 4,
-    kDLVulkan = 7,
-    kDLMetal = 8,
-    kDLVPI = 9,
-    kDLROCM = 10,
-    kDLROCMHost = 11,
-    kDLExtDev = 12,
     kDLCUDAManaged = 13,  // CUDA managed (unified) memory
-    kDLOneAPI = 14,
-    kDLWebGPU = 15,
-    kDLHexagon = 16,
-    kDLMAIA = 17,
 };
 
 struct DLDevice {
@@ -83,10 +74,9 @@ struct DLManagedTensor {
     void (*deleter)(DLManagedTensor* self);  // may be null
 };
 
-// Bits of DLManagedTensorVersioned::flags.
-constexpr std::uint64_t kFlagReadOnly = 1ULL << 0;           // the memory must not be written
-constexpr std::uint64_t kFlagIsCopied = 1ULL << 1;           // the producer made a copy
-constexpr std::uint64_t kFlagIsSubbytePadded = 1ULL << 2;    // sub-byte types padded (1.1)
+// The bit of DLManagedTensorVersioned::flags gradcore reads (the others: copied,
+// sub-byte padded).
+constexpr std::uint64_t kFlagReadOnly = 1ULL << 0;  // the memory must not be written
 
 // "dltensor_versioned" capsules (DLPack 1.x).
 struct DLManagedTensorVersioned {
@@ -102,26 +92,14 @@ inline constexpr const char* kUsedCapsuleName = "used_dltensor";
 inline constexpr const char* kVersionedCapsuleName = "dltensor_versioned";
 inline constexpr const char* kUsedVersionedCapsuleName = "used_dltensor_versioned";
 
-// Lower-case device name as PyTorch prints it ("cpu", "cuda", "rocm", ...).
+// Lower-case device name as PyTorch prints it ("cpu", "cuda", "rocm", ...), by the
+// DLDeviceType numbers of the specification.
 inline const char* device_type_name(std::int32_t type) {
-    switch (type) {
-        case kDLCPU: return "cpu";
-        case kDLCUDA: return "cuda";
-        case kDLCUDAHost: return "cuda_host";
-        case kDLOpenCL: return "opencl";
-        case kDLVulkan: return "vulkan";
-        case kDLMetal: return "metal";
-        case kDLVPI: return "vpi";
-        case kDLROCM: return "rocm";
-        case kDLROCMHost: return "rocm_host";
-        case kDLExtDev: return "ext_dev";
-        case kDLCUDAManaged: return "cuda_managed";
-        case kDLOneAPI: return "oneapi";
-        case kDLWebGPU: return "webgpu";
-        case kDLHexagon: return "hexagon";
-        case kDLMAIA: return "maia";
-        default: return "an unknown device type";
-    }
+    static constexpr const char* kNames[] = {
+        nullptr,  "cpu",  "cuda",    "cuda_host", "opencl",       nullptr,  nullptr, "vulkan",  "metal",
+        "vpi",    "rocm", "rocm_host", "ext_dev", "cuda_managed", "oneapi", "webgpu", "hexagon", "maia"};
+    const bool known = type >= 0 && type < static_cast<std::int32_t>(std::size(kNames)) && kNames[type];
+    return known ? kNames[type] : "an unknown device type";
 }
 
 }  // namespace gradcore::python::dlpack

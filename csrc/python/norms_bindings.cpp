@@ -1,5 +1,5 @@
 // Bindings of the norms and clipping, one per operation: each reads its arguments once
-// (array_arg.hpp for the arrays, parse_args.hpp for the scalars), routes on the device the
+// (call.hpp for the arrays, parse_args.hpp for the scalars), routes on the device the
 // arrays live on to the CPU library or the CUDA backend, and releases the GIL around the
 // call. CUDA results stay on the device, as arrays of the caller's library; nothing here
 // waits for the GPU except nonfinite="error", which must read the total to raise.
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "array_arg.hpp"
+#include "call.hpp"
 #include "parse_args.hpp"
 #include "gradcore/cuda.hpp"
 #include "gradcore/norms.hpp"
@@ -20,7 +20,6 @@ namespace {
 
 using Release = py::gil_scoped_release;
 
-
 [[noreturn]] void raise_nonfinite(py::object total) {
     const py::object cls = result_type("NonFiniteGradientError");
     const py::object exc = cls(total);
@@ -28,30 +27,12 @@ using Release = py::gil_scoped_release;
     throw py::error_already_set();
 }
 
-py::array_t<double> host_doubles(std::size_t n) { return py::array_t<double>(static_cast<py::ssize_t>(n)); }
-
-template <class T>
-T* data_of(const ArrayArg& a) {
-    return static_cast<T*>(a.data);
-}
-
 // The unit layout of every (grads[i], params[i]) pair, which must have one shape.
 std::vector<UnitLayout> unit_layouts(const ArrayList& g, const ArrayList& p, int unit_axis) {
-    if (g.size() != p.size()) {
-        throw py::value_error("grads and params must have the same length, got " + std::to_string(g.size()) +
-                              " and " + std::to_string(p.size()));
-    }
+    same_shapes(g.arrays, "grads", p.arrays, "params");
     std::vector<UnitLayout> layouts;
     layouts.reserve(g.size());
-    for (std::size_t i = 0; i < g.size(); ++i) {
-        const std::vector<std::int64_t>& shape = g.arrays[i].shape;
-        if (shape != p.arrays[i].shape) {
-            throw py::value_error("grads[" + std::to_string(i) + "] has shape " + shape_str(shape) +
-                                  " but params[" + std::to_string(i) + "] has shape " +
-                                  shape_str(p.arrays[i].shape));
-        }
-        layouts.push_back(unit_layout(shape, unit_axis, i));
-    }
+    for (std::size_t i = 0; i < g.size(); ++i) layouts.push_back(unit_layout(g.arrays[i].shape, unit_axis, i));
     return layouts;
 }
 
@@ -62,7 +43,7 @@ py::object global_norm_binding(py::handle arrays, py::handle ord_arg) {
     if (call.on_cuda()) {
         const ArrayArg total = call.device_array({}, DType::float64, "total");
         run(call, [] {}, [&](cuda::Stream s) {
-            cuda::global_norm(list.views.data(), list.size(), ord, data_of<double>(total), s);
+            cuda::global_norm(list.views.data(), list.size(), ord, total.as<double>(), s);
         });
         return total.object;
     }
@@ -79,8 +60,8 @@ py::object norms_binding(py::handle arrays, py::handle ord_arg) {
     Call call("norms");
     const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
     const ArrayArg out = call.new_array({static_cast<std::int64_t>(list.size())}, DType::float64, "out");
-    run(call, [&] { norms(list.views.data(), list.size(), ord, data_of<double>(out)); },
-        [&](cuda::Stream s) { cuda::norms(list.views.data(), list.size(), ord, data_of<double>(out), s); });
+    run(call, [&] { norms(list.views.data(), list.size(), ord, out.as<double>()); },
+        [&](cuda::Stream s) { cuda::norms(list.views.data(), list.size(), ord, out.as<double>(), s); });
     return out.object;
 }
 
@@ -97,8 +78,8 @@ py::object grad_stats_binding(py::handle arrays) {
         const cuda::Stream stream = call.stream();
         {
             Release release;
-            cuda::grad_stats(list.views.data(), n, data_of<double>(l2), data_of<double>(max_abs),
-                             data_of<std::int64_t>(nonfinite), stream);
+            cuda::grad_stats(list.views.data(), n, l2.as<double>(), max_abs.as<double>(),
+                             nonfinite.as<std::int64_t>(), stream);
         }
         return stats_type(l2.object, max_abs.object, nonfinite.object);
     }
@@ -107,7 +88,7 @@ py::object grad_stats_binding(py::handle arrays) {
         Release release;
         grad_stats(list.views.data(), n, stats.data());
     }
-    py::array_t<double> l2 = host_doubles(n), max_abs = host_doubles(n);
+    py::array_t<double> l2(static_cast<py::ssize_t>(n)), max_abs(static_cast<py::ssize_t>(n));
     py::array_t<std::int64_t> nonfinite(static_cast<py::ssize_t>(n));
     for (std::size_t i = 0; i < n; ++i) {
         l2.mutable_data()[i] = stats[i].l2_norm;
@@ -146,7 +127,7 @@ py::object zero_nonfinite_binding(py::handle arrays) {
     if (call.on_cuda()) {
         const ArrayArg found = call.device_array({}, DType::int64, "count", /*zeroed=*/true);
         run(call, [] {}, [&](cuda::Stream s) {
-            cuda::zero_nonfinite_(list.views.data(), list.size(), data_of<std::int64_t>(found), s);
+            cuda::zero_nonfinite_(list.views.data(), list.size(), found.as<std::int64_t>(), s);
         });
         return found.object;
     }
@@ -168,8 +149,8 @@ py::object clip_by_norm_binding(py::handle arrays, py::handle max_norm_arg, py::
     const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
     const ArrayArg out = call.new_array({static_cast<std::int64_t>(list.size())}, DType::float64, "norms");
     const TensorView* views = list.views.data();
-    run(call, [&] { clip_by_norm_(views, list.size(), max_norm, ord, eps, data_of<double>(out)); },
-        [&](cuda::Stream s) { cuda::clip_by_norm_(views, list.size(), max_norm, ord, eps, data_of<double>(out), s); });
+    run(call, [&] { clip_by_norm_(views, list.size(), max_norm, ord, eps, out.as<double>()); },
+        [&](cuda::Stream s) { cuda::clip_by_norm_(views, list.size(), max_norm, ord, eps, out.as<double>(), s); });
     return out.object;
 }
 
@@ -203,8 +184,8 @@ py::object clip_by_global_norm_binding(py::handle arrays, py::handle max_norm_ar
         {
             Release release;
             cuda::clip_by_global_norm_(list.views.data(), list.size(), max_norm, ord, eps, policy,
-                                       given_total ? data_of<const double>(*given_total) : nullptr,
-                                       data_of<double>(total), data_of<double>(factor), stream);
+                                       data_or_null<const double>(given_total),
+                                       total.as<double>(), factor.as<double>(), stream);
         }
         if (policy == NonFinitePolicy::error) {
             const py::object value = result_type("host_float")(total.object);  // waits for the stream

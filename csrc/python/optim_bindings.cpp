@@ -3,26 +3,11 @@
 // released.
 #include <pybind11/pybind11.h>
 
-#include "array_arg.hpp"
+#include "call.hpp"
 #include "gradcore/optim.hpp"
 
 namespace gradcore::python {
 namespace {
-
-// Same number of arrays, and each of b has the shape of the matching param.
-void same_length(const ArrayList& a, const ArrayList& b, const char* name) {
-    if (a.size() != b.size()) {
-        throw py::value_error(std::string(name) + " has " + std::to_string(b.size()) + " arrays, params has " +
-                              std::to_string(a.size()));
-    }
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (a.arrays[i].shape != b.arrays[i].shape) {
-            throw py::value_error(std::string(name) + "[" + std::to_string(i) + "] has shape " +
-                                  shape_str(b.arrays[i].shape) + " but params[" + std::to_string(i) +
-                                  "] has shape " + shape_str(a.arrays[i].shape));
-        }
-    }
-}
 
 constexpr DTypes kHostFloats{kFloat32or64, 0};
 
@@ -50,15 +35,14 @@ void bind_optim(py::module_& m) {
         Call call("sgd_step", /*cpu_only=*/true);
         const ArrayList p = call.list(params, "params", Access::write, kHostFloats, Keep::arrays);
         const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats, Keep::arrays);
-        same_length(p, g, "grads");
+        same_shapes(p.arrays, "params", g.arrays, "grads");
         ArrayList b;
         if (momentum != 0.0) {
             b = call.list(buffers, "buffers", Access::write, kHostFloats, Keep::arrays);
-            same_length(p, b, "buffers");
+            same_shapes(p.arrays, "params", b.arrays, "buffers");
         }
-        SgdOptions o;
-        o.lr = lr, o.momentum = momentum, o.dampening = dampening, o.weight_decay = weight_decay;
-        o.grad_scale = grad_scale, o.nesterov = nesterov, o.first_step = first_step;
+        const SgdOptions o{.lr = lr, .momentum = momentum, .dampening = dampening, .weight_decay = weight_decay,
+                           .grad_scale = grad_scale, .nesterov = nesterov, .first_step = first_step};
         py::gil_scoped_release release;
         sgd_step(p.views.data(), g.views.data(), momentum != 0.0 ? b.views.data() : nullptr, p.views.size(), o);
     }, py::arg("params"), py::arg("grads"), py::arg("buffers"), py::arg("lr"), py::arg("momentum"),
@@ -73,12 +57,11 @@ void bind_optim(py::module_& m) {
         const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats, Keep::arrays);
         const ArrayList m1 = call.list(exp_avg, "exp_avg", Access::write, kHostFloats, Keep::arrays);
         const ArrayList m2 = call.list(exp_avg_sq, "exp_avg_sq", Access::write, kHostFloats, Keep::arrays);
-        same_length(p, g, "grads");
-        same_length(p, m1, "exp_avg");
-        same_length(p, m2, "exp_avg_sq");
-        AdamOptions o;
-        o.lr = lr, o.beta1 = beta1, o.beta2 = beta2, o.eps = eps, o.weight_decay = weight_decay;
-        o.decoupled = decoupled, o.grad_scale = grad_scale, o.step = step;
+        same_shapes(p.arrays, "params", g.arrays, "grads");
+        same_shapes(p.arrays, "params", m1.arrays, "exp_avg");
+        same_shapes(p.arrays, "params", m2.arrays, "exp_avg_sq");
+        const AdamOptions o{.lr = lr, .beta1 = beta1, .beta2 = beta2, .eps = eps, .weight_decay = weight_decay,
+                            .grad_scale = grad_scale, .step = step, .decoupled = decoupled};
         py::gil_scoped_release release;
         adam_step(p.views.data(), g.views.data(), m1.views.data(), m2.views.data(), p.views.size(), o);
     }, py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("lr"),

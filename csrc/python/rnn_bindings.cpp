@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "array_arg.hpp"
+#include "call.hpp"
 #include "parse_args.hpp"
 #include "gradcore/cuda.hpp"
 #include "gradcore/rnn.hpp"
@@ -18,30 +18,16 @@
 namespace gradcore::python {
 namespace {
 
-
-
 // An array of x's dtype and the given shape.
 void check_like(const ArrayArg& a, const char* name, const ArrayArg& x, const std::vector<std::int64_t>& shape) {
-    if (a.dtype != x.dtype) {
-        throw py::type_error(std::string(name) + " has dtype " + dtype_name(a.dtype) + " but x has " +
-                             dtype_name(x.dtype));
-    }
-    if (a.shape != shape) {
-        throw py::value_error(std::string(name) + " has shape " + shape_str(a.shape) + ", expected " +
-                              shape_str(shape));
-    }
+    same_dtype(x, "x", a, name);
+    require_shape(a, name, shape);
 }
-
-template <class T>
-T* data_or_null(const std::optional<ArrayArg>& a) {
-    return a ? static_cast<T*>(a->data) : nullptr;
-}
-
-py::object object_or_none(const std::optional<ArrayArg>& a) { return a ? a->object : py::none(); }
 
 }  // namespace
 
-// What rnn_backward needs from the forward pass: the inputs it read and the states it
+// What rnn_backward needs from the forward pass: the inputs it read (their `memory`, the
+// caller's arrays or the contiguous copies the forward made, is kept) and the states it
 // wrote (see gradcore/rnn.hpp for the layout), on the device the forward ran on.
 struct RnnCache {
     Cell cell;
@@ -72,14 +58,6 @@ struct RnnCache {
 
 namespace {
 
-// The memory an argument's data lives in, kept by the cache: the caller's array, or the
-// contiguous copy the call made of it.
-ArrayArg kept(const ArrayArg& a) {
-    ArrayArg k = a;
-    k.object = a.memory;
-    return k;
-}
-
 py::object rnn_forward_binding(py::handle x_arg, py::handle h0_arg, py::handle wih_arg, py::handle whh_arg,
                                py::handle bih_arg, py::handle bhh_arg, py::handle cell_arg, py::handle c0_arg) {
     const Cell cell = parse_cell(cell_arg);
@@ -107,9 +85,7 @@ py::object rnn_forward_binding(py::handle x_arg, py::handle h0_arg, py::handle w
     if (h0) check_like(*h0, "h0", x, {B, H});
     if (c0) check_like(*c0, "c0", x, {B, H});
 
-    RnnCache cache{cell, T, B, I, H, x.dtype, call.on_cuda(), kept(x), kept(wih), kept(whh)};
-    if (bih) cache.bias_ih = kept(*bih);
-    if (bhh) cache.bias_hh = kept(*bhh);
+    RnnCache cache{cell, T, B, I, H, x.dtype, call.on_cuda(), x, wih, whh, bih, bhh};
     // The forward writes every step of the cache; only the initial states are set here.
     cache.hs = call.new_array({T + 1, B, H}, x.dtype, "hs");
     if (cell == Cell::lstm) cache.cs = call.new_array({T + 1, B, H}, x.dtype, "cs");
@@ -165,7 +141,7 @@ py::object rnn_backward_binding(py::handle cache_arg, py::handle grad_y_arg, py:
     const bool lstm = c.cell == Cell::lstm;
     Call call("rnn_backward");
     // The cache's arrays lead: the gradients must be on the device the forward ran on.
-    call.array(c.x.object, "cache", Access::read, kLayerFloats);
+    call.array(c.x.memory, "cache", Access::read, kLayerFloats);
     const ArrayArg gy = call.array(grad_y_arg, "grad_y", Access::read, kLayerFloats);
     check_like(gy, "grad_y", c.x, {T, B, H});
     const std::optional<ArrayArg> ghn = call.optional(grad_h_n_arg, "grad_h_n", Access::read, kLayerFloats);

@@ -3,10 +3,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
 #include <string>
-#include <vector>
 
-#include "array_arg.hpp"
+#include "call.hpp"
+#include "parse_args.hpp"
 #include "runtime/test_hooks.hpp"
 
 namespace gradcore::python {
@@ -14,33 +15,19 @@ namespace py = pybind11;
 
 void bind_test_hooks(py::module_& m) {
     // f(x) elementwise with the kernels' vector math, on a C-contiguous copy.
-    m.def("_vector_math", [](py::array x, const std::string& name) {
-        const bool single = x.dtype().equal(py::dtype::of<float>());
-        if (!single && !x.dtype().equal(py::dtype::of<double>())) {
-            throw py::type_error("x: dtype " + std::string(py::str(x.dtype())) +
-                                 " is not supported (expected float32 or float64)");
-        }
-        MathFunction fn;
-        if (name == "exp") {
-            fn = MathFunction::exp;
-        } else if (name == "tanh") {
-            fn = MathFunction::tanh;
-        } else if (name == "sigmoid") {
-            fn = MathFunction::sigmoid;
-        } else {
-            throw py::value_error("name must be 'exp', 'tanh' or 'sigmoid', got '" + name + "'");
-        }
-        py::array out = py::array::ensure(x, py::array::c_style | py::array::forcecast);
-        out = py::array(out.dtype(), std::vector<py::ssize_t>(out.shape(), out.shape() + out.ndim()),
-                        out.data());  // a fresh copy we may write
-        with_float(single ? DType::float32 : DType::float64, [&](auto tag) {
-            using T = decltype(tag);
-            T* p = static_cast<T*>(out.mutable_data());
-            const std::int64_t n = out.size();
+    m.def("_vector_math", [](py::handle x, py::handle name) {
+        static constexpr Named<MathFunction> kFunctions[] = {
+            {"exp", MathFunction::exp}, {"tanh", MathFunction::tanh}, {"sigmoid", MathFunction::sigmoid}};
+        const MathFunction fn = by_name(name, "name", kFunctions);
+        Call call("_vector_math", /*cpu_only=*/true);
+        const ArrayArg in = call.array(x, "x", Access::read, {kFloat32or64, 0});
+        ArrayArg out = call.new_array(in.shape, in.dtype, "out");
+        std::memcpy(out.data, in.data, static_cast<std::size_t>(in.numel * itemsize(in.dtype)));
+        with_float(in.dtype, [&](auto tag) {
             py::gil_scoped_release release;
-            vector_math(p, n, fn);
+            vector_math(out.as<decltype(tag)>(), out.numel, fn);
         });
-        return out;
+        return out.object;
     }, py::arg("x"), py::arg("name"));
 
     m.def("_memory_probe", [](py::array_t<float, py::array::c_style> a, const std::string& mode) {
