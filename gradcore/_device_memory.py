@@ -1,6 +1,6 @@
 """Device memory for the CUDA path of the bindings: the caller's current stream, and new
 device arrays allocated by the caller's array library (torch or CuPy), so that results
-come back as the caller's own arrays. The bindings (``csrc/python/array_arg.cpp``) call
+come back as the caller's own arrays. The bindings (``csrc/python/call.cpp``) call
 these functions only for CUDA device arrays; everything else about an array (reading it,
 checking it, where it lives) happens in C++.
 
@@ -105,23 +105,3 @@ def float64(obj):
     if lib.__name__ == "torch":
         return obj if obj.dtype == lib.float64 else obj.detach().to(lib.float64)
     return obj if obj.dtype == "float64" else obj.astype("float64")
-
-
-def set_first(states, init) -> None:
-    """states[0] = init (a device copy), or zeros when init is None: the initial state of
-    a recurrent layer's cache."""
-    first = states[0]
-    if init is None:
-        first.zero_() if _library(states).__name__ == "torch" else first.fill(0)
-    elif _library(states).__name__ == "torch":
-        first.copy_(init)
-    else:
-        lib = _library(states)
-        with lib.cuda.Device(states.device.id):
-            lib.copyto(first, lib.asarray(init))
-
-
-def rnn_outputs(hs, cs, steps: int):
-    """(y, h_n, c_n) of a recurrent layer as device copies of its cache's states."""
-    copy = (lambda a: a.clone()) if _library(hs).__name__ == "torch" else (lambda a: a.copy())
-    return copy(hs[1:]), copy(hs[steps]), None if cs is None else copy(cs[steps])

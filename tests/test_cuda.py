@@ -227,7 +227,6 @@ def fake_allocation(monkeypatch):
     fake = FakeAllocation()
     monkeypatch.setattr(_device_memory, "empty", fake.empty)
     monkeypatch.setattr(_device_memory, "full", fake.full)
-    monkeypatch.setattr(_device_memory, "set_first", lambda states, init: None)
     return fake
 
 

@@ -258,20 +258,26 @@ struct Layout {
 };
 
 template <class T>
-void forward(const RnnForward<T>& f, Stream stream) {
-    const Dims d = check_dims(f);
+void copy_or_zero(T* dst, const T* src, std::int64_t n, cudaStream_t s) {
+    if (n <= 0 || dst == src) return;
+    const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
+    if (src) {
+        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
+    } else {
+        check(cudaMemsetAsync(dst, 0, bytes, s), "cudaMemsetAsync");
+    }
+}
+
+template <class T>
+void forward_steps(const RnnForward<T>& f, const Dims& d, cudaStream_t s) {
     if (d.steps == 0 || d.batch == 0 || d.hidden == 0) return;
     const bool lstm = f.cell == Cell::lstm, gru = f.cell == Cell::gru, plain = !lstm && !gru;
-    require_data(f.hs, true, "hs");
     require_data(f.weight_hh, true, "weight_hh");
     require_data(f.x, d.input > 0, "x");
     require_data(f.weight_ih, d.input > 0, "weight_ih");
-    require_data(f.cs, lstm, "cs");
     require_data(f.gates, !plain, "gates");
     require_data(f.gh_n, gru, "gh_n");
 
-    DeviceGuard guard(stream.device);
-    const cudaStream_t s = native(stream);
     const Blas blas = blas_on(s);
     const std::int64_t B = d.batch, H = d.hidden, GH = d.gh, BH = d.bh;
 
@@ -310,15 +316,22 @@ void forward(const RnnForward<T>& f, Stream stream) {
     }
 }
 
+// The initial states, the steps, then the copies the caller asked for, all on the stream.
 template <class T>
-void copy_or_zero(T* dst, const T* src, std::int64_t n, cudaStream_t s) {
-    if (n <= 0 || dst == src) return;
-    const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(T);
-    if (src) {
-        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
-    } else {
-        check(cudaMemsetAsync(dst, 0, bytes, s), "cudaMemsetAsync");
-    }
+void forward(const RnnForward<T>& f, Stream stream) {
+    const Dims d = check_dims(f);
+    const bool lstm = f.cell == Cell::lstm;
+    require_data(f.hs, d.bh > 0, "hs");
+    require_data(f.cs, lstm && d.bh > 0, "cs");
+    DeviceGuard guard(stream.device);
+    const cudaStream_t s = native(stream);
+    const std::int64_t last = d.steps * d.bh;
+    copy_or_zero(f.hs, f.h0, d.bh, s);
+    if (lstm) copy_or_zero(f.cs, f.c0, d.bh, s);
+    forward_steps(f, d, s);
+    if (f.y) copy_or_zero(f.y, f.hs + d.bh, last, s);
+    if (f.h_n) copy_or_zero(f.h_n, f.hs + last, d.bh, s);
+    if (f.c_n && lstm) copy_or_zero(f.c_n, f.cs + last, d.bh, s);
 }
 
 template <class T>

@@ -5,7 +5,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,13 +38,12 @@ struct RnnCache {
     ArrayArg hs;
     std::optional<ArrayArg> cs, gates, gh_n;
 
-    // The forward's view: it writes the states.
+    // The forward's view: it writes the states (and the outputs the forward binding adds).
     template <class T>
     RnnForward<T> forward() const {
-        return {cell, steps, batch, input, hidden, static_cast<const T*>(x.data), static_cast<const T*>(weight_ih.data),
-                static_cast<const T*>(weight_hh.data), data_or_null<const T>(bias_ih),
-                data_or_null<const T>(bias_hh), static_cast<T*>(hs.data), data_or_null<T>(cs),
-                data_or_null<T>(gates), data_or_null<T>(gh_n)};
+        return {cell, steps, batch, input, hidden, x.as<const T>(), weight_ih.as<const T>(), weight_hh.as<const T>(),
+                data_or_null<const T>(bias_ih), data_or_null<const T>(bias_hh), hs.as<T>(), data_or_null<T>(cs),
+                data_or_null<T>(gates), data_or_null<T>(gh_n), nullptr, nullptr, nullptr, nullptr, nullptr};
     }
 
     // The memory the cache owns (the states; x and the weights are the caller's).
@@ -86,42 +84,22 @@ py::object rnn_forward_binding(py::handle x_arg, py::handle h0_arg, py::handle w
     if (c0) check_like(*c0, "c0", x, {B, H});
 
     RnnCache cache{cell, T, B, I, H, x.dtype, call.on_cuda(), x, wih, whh, bih, bhh};
-    // The forward writes every step of the cache; only the initial states are set here.
     cache.hs = call.new_array({T + 1, B, H}, x.dtype, "hs");
     if (cell == Cell::lstm) cache.cs = call.new_array({T + 1, B, H}, x.dtype, "cs");
     if (cell == Cell::lstm || cell == Cell::gru) cache.gates = call.new_array({T, B, G * H}, x.dtype, "gates");
     if (cell == Cell::gru) cache.gh_n = call.new_array({T, B, H}, x.dtype, "gh_n");
-    const auto set_initial = [&](const ArrayArg& states, const std::optional<ArrayArg>& init) {
-        if (cache.on_cuda) {
-            device_memory("set_first")(states.object, init ? init->object : py::none());
-            return;
-        }
-        const auto bytes = static_cast<std::size_t>(B * H * itemsize(x.dtype));
-        if (init) {
-            std::memcpy(states.data, init->data, bytes);
-        } else {
-            std::memset(states.data, 0, bytes);
-        }
-    };
-    set_initial(cache.hs, h0);
-    if (cache.cs) set_initial(*cache.cs, c0);
+    // y, h_n and c_n are copies: a caller writing into them must not change the cache.
+    const ArrayArg y = call.new_array({T, B, H}, x.dtype, "y"), h_n = call.new_array({B, H}, x.dtype, "h_n");
+    std::optional<ArrayArg> c_n;
+    if (cell == Cell::lstm) c_n = call.new_array({B, H}, x.dtype, "c_n");
     with_float(x.dtype, [&](auto tag) {
         using TT = decltype(tag);
-        const RnnForward<TT> f = cache.forward<TT>();
+        RnnForward<TT> f = cache.forward<TT>();
+        f.h0 = data_or_null<const TT>(h0), f.c0 = data_or_null<const TT>(c0);
+        f.y = y.as<TT>(), f.h_n = h_n.as<TT>(), f.c_n = data_or_null<TT>(c_n);
         run(call, [&] { rnn_forward(f); }, [&](cuda::Stream s) { cuda::rnn_forward(f, s); });
     });
-    // y, h_n and c_n are copies: a caller writing into them must not change the cache.
-    py::object y, h_n, c_n = py::none();
-    if (cache.on_cuda) {
-        const py::tuple out = device_memory("rnn_outputs")(cache.hs.object, object_or_none(cache.cs), T);
-        y = out[0], h_n = out[1], c_n = out[2];
-    } else {
-        const py::object from_1 = py::reinterpret_steal<py::object>(PySlice_New(py::int_(1).ptr(), nullptr, nullptr));
-        y = cache.hs.object[from_1].attr("copy")();
-        h_n = cache.hs.object[py::int_(T)].attr("copy")();
-        if (cache.cs) c_n = cache.cs->object[py::int_(T)].attr("copy")();
-    }
-    return result_type("RNNForward")(y, h_n, c_n, py::cast(std::move(cache)));
+    return result_type("RNNForward")(y.object, h_n.object, object_or_none(c_n), py::cast(std::move(cache)));
 }
 
 py::object rnn_backward_binding(py::handle cache_arg, py::handle grad_y_arg, py::handle grad_h_n_arg,

@@ -4,6 +4,7 @@
 // steps for grad_x, grad_weight_ih and grad_weight_hh, and one reduction per bias.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -59,9 +60,18 @@ void check_sizes(const View& f) {
 }
 
 template <class T>
-void forward(const RnnForward<T>& f) {
+void copy_or_zero(T* dst, const T* src, std::int64_t n) {
+    if (n <= 0) return;
+    if (src) {
+        std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
+    } else {
+        std::memset(dst, 0, static_cast<std::size_t>(n) * sizeof(T));
+    }
+}
+
+template <class T>
+void forward_steps(const RnnForward<T>& f) {
     const std::int64_t Tn = f.steps, B = f.batch, I = f.input, H = f.hidden, G = gate_count(f.cell);
-    check_sizes(f);
     const std::int64_t GH = G * H, BH = B * H;
     if (Tn <= 0 || B <= 0 || H <= 0) return;
     const kernels::RnnTable<T>& k = rnn_table<T>();
@@ -193,6 +203,20 @@ int gate_count(Cell cell) {
         case Cell::rnn_relu: return 1;
     }
     throw std::invalid_argument("unknown cell");
+}
+
+// The initial states, the steps, then the copies the caller asked for.
+template <class T>
+void forward(const RnnForward<T>& f) {
+    check_sizes(f);
+    const std::int64_t BH = f.batch * f.hidden, last = f.steps * BH;
+    const bool lstm = f.cell == Cell::lstm;
+    copy_or_zero(f.hs, f.h0, BH);
+    if (lstm) copy_or_zero(f.cs, f.c0, BH);
+    forward_steps(f);
+    if (f.y) copy_or_zero(f.y, f.hs + BH, last);
+    if (f.h_n) copy_or_zero(f.h_n, f.hs + last, BH);
+    if (f.c_n && lstm) copy_or_zero(f.c_n, f.cs + last, BH);
 }
 
 void rnn_forward(const RnnForward<float>& f) { forward(f); }

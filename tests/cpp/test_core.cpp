@@ -1918,10 +1918,11 @@ RnnModel<T> make_rnn(Rng& r, gc::Cell cell, i64 steps, i64 batch, i64 input, i64
     return m;
 }
 
-// The forward outputs, which are also the cache the backward reads.
+// The forward's states, which are also the cache the backward reads, and its output
+// copies (y, h_n, c_n).
 template <class T>
 struct RnnState {
-    std::vector<T> hs, cs, gates, ghn;
+    std::vector<T> hs, cs, gates, ghn, y, h_n, c_n;
 };
 
 template <class T>
@@ -1936,6 +1937,11 @@ gc::RnnForward<T> forward_view(const RnnModel<T>& m, RnnState<T>& s) {
     f.cs = m.lstm() ? s.cs.data() : nullptr;
     f.gates = m.lstm() || m.gru() ? s.gates.data() : nullptr;
     f.gh_n = m.gru() ? s.ghn.data() : nullptr;
+    f.h0 = m.h0.data();
+    f.c0 = m.lstm() ? m.c0.data() : nullptr;
+    f.y = s.y.empty() ? nullptr : s.y.data();
+    f.h_n = s.h_n.empty() ? nullptr : s.h_n.data();
+    f.c_n = s.c_n.empty() ? nullptr : s.c_n.data();
     return f;
 }
 
@@ -1943,14 +1949,14 @@ template <class T>
 RnnState<T> run_forward(const RnnModel<T>& m) {
     RnnState<T> s;
     const i64 bh = m.bh();
+    // NaN everywhere: the forward writes every state, hs[0] and cs[0] from h0 and c0.
     s.hs.assign(static_cast<std::size_t>((m.steps + 1) * bh), nan_of<T>());
-    std::copy(m.h0.begin(), m.h0.end(), s.hs.begin());
-    if (m.lstm()) {
-        s.cs.assign(s.hs.size(), nan_of<T>());
-        std::copy(m.c0.begin(), m.c0.end(), s.cs.begin());
-    }
+    if (m.lstm()) s.cs.assign(s.hs.size(), nan_of<T>());
     if (m.lstm() || m.gru()) s.gates.assign(static_cast<std::size_t>(m.steps * bh * m.gates), nan_of<T>());
     if (m.gru()) s.ghn.assign(static_cast<std::size_t>(m.steps * bh), nan_of<T>());
+    s.y.assign(static_cast<std::size_t>(m.steps * bh), nan_of<T>());
+    s.h_n.assign(static_cast<std::size_t>(bh), nan_of<T>());
+    if (m.lstm()) s.c_n.assign(static_cast<std::size_t>(bh), nan_of<T>());
     gc::rnn_forward(forward_view(m, s));
     return s;
 }
@@ -2121,6 +2127,12 @@ void rnn_compare_case(Rng& r, gc::Cell cell, i64 steps, i64 batch, i64 input, i6
             CHECK(close_scaled(cs, ref_cs, tol, &at), "rnn_forward cs[%zu] = %.17Lg, reference %.17Lg", at,
                   at < cs.size() ? cs[at] : 0.0L, at < ref_cs.size() ? ref_cs[at] : 0.0L);
         }
+        // The output copies are the states, bit for bit.
+        const auto last = s.hs.end() - static_cast<std::ptrdiff_t>(m.bh());
+        CHECK(std::equal(s.y.begin(), s.y.end(), s.hs.begin() + m.bh()) && std::equal(s.h_n.begin(), s.h_n.end(), last),
+              "rnn_forward: y or h_n differ from hs[1:], hs[T]");
+        CHECK(!m.lstm() || std::equal(s.c_n.begin(), s.c_n.end(), s.cs.end() - static_cast<std::ptrdiff_t>(m.bh())),
+              "rnn_forward: c_n differs from cs[T]");
         const RnnGrads<T> g = run_backward(m, s, gy, &ghn, m.lstm() ? &gcn : nullptr, 0.0);
         const auto outs = all_outputs(s, g);
         for (std::size_t k = 0; k < outs.size(); ++k) {
@@ -3023,7 +3035,8 @@ void test_invalid_args() {
         m.cell = static_cast<gc::Cell>(9);
         std::vector<float> hs(64, 0.0f), cs(64, 0.0f), gates(64, 0.0f), ghn(64, 0.0f);
         gc::RnnForward<float> f{m.cell, 2, 2, 2, 2, m.x.data(), m.wih.data(), m.whh.data(), nullptr, nullptr,
-                                hs.data(), cs.data(), gates.data(), ghn.data()};
+                                hs.data(), cs.data(), gates.data(), ghn.data(), nullptr, nullptr, nullptr, nullptr,
+                                nullptr};
         EXPECT_INVALID("rnn_forward: unknown cell", gc::rnn_forward(f));
     }
 

@@ -14,11 +14,13 @@ enum class Cell : int { rnn_tanh = 0, rnn_relu = 1, lstm = 2, gru = 3 };
 // Gates per cell: 1 (rnn), 4 (lstm: i, f, g, o), 3 (gru: r, z, n).
 GRADCORE_API int gate_count(Cell cell);
 
-// The forward pass's outputs double as the cache the backward reads:
+// The forward pass's states double as the cache the backward reads:
 //   hs     (T+1, B, H)  hs[0] = h0, hs[t+1] = h_t (so y = hs[1:])
 //   cs     (T+1, B, H)  lstm only: cs[0] = c0, cs[t+1] = c_t
 //   gates  (T, B, G*H)  lstm/gru: the gates after their activations
 //   gh_n   (T, B, H)    gru only: W_hn h_{t-1} + b_hn (needed for dr)
+// y, h_n and c_n are copies of the states, for a caller whose outputs must not alias
+// the cache.
 template <class T>
 struct RnnForward {
     Cell cell;
@@ -28,10 +30,15 @@ struct RnnForward {
     const T* weight_hh;
     const T* bias_ih;  // may be null
     const T* bias_hh;  // may be null
-    T* hs;             // hs[0] must hold h0 on entry
-    T* cs;             // cs[0] must hold c0 on entry (lstm)
-    T* gates;
-    T* gh_n;
+    T* hs;
+    T* cs;             // lstm
+    T* gates;          // lstm, gru
+    T* gh_n;           // gru
+    const T* h0;       // (B, H), copied to hs[0]; null: zeros
+    const T* c0;       // (B, H), copied to cs[0] (lstm); null: zeros
+    T* y;              // (T, B, H) or null
+    T* h_n;            // (B, H) or null
+    T* c_n;            // (B, H) or null (lstm)
 };
 GRADCORE_API void rnn_forward(const RnnForward<float>& f);
 GRADCORE_API void rnn_forward(const RnnForward<double>& f);
