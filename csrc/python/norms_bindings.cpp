@@ -68,34 +68,16 @@ py::object norms_binding(py::handle arrays, py::handle ord_arg) {
 py::object grad_stats_binding(py::handle arrays) {
     Call call("grad_stats");
     const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
-    const std::size_t n = list.size();
-    const py::object stats_type = result_type("GradStats");
-    if (call.on_cuda()) {
-        const auto count = static_cast<std::int64_t>(n);
-        const ArrayArg l2 = call.device_array({count}, DType::float64, "l2_norm");
-        const ArrayArg max_abs = call.device_array({count}, DType::float64, "max_abs");
-        const ArrayArg nonfinite = call.device_array({count}, DType::int64, "nonfinite");
-        const cuda::Stream stream = call.stream();
-        {
-            Release release;
-            cuda::grad_stats(list.views.data(), n, l2.as<double>(), max_abs.as<double>(),
-                             nonfinite.as<std::int64_t>(), stream);
-        }
-        return stats_type(l2.object, max_abs.object, nonfinite.object);
-    }
-    std::vector<ArrayStats> stats(n);
-    {
-        Release release;
-        grad_stats(list.views.data(), n, stats.data());
-    }
-    py::array_t<double> l2(static_cast<py::ssize_t>(n)), max_abs(static_cast<py::ssize_t>(n));
-    py::array_t<std::int64_t> nonfinite(static_cast<py::ssize_t>(n));
-    for (std::size_t i = 0; i < n; ++i) {
-        l2.mutable_data()[i] = stats[i].l2_norm;
-        max_abs.mutable_data()[i] = stats[i].max_abs;
-        nonfinite.mutable_data()[i] = stats[i].nonfinite;
-    }
-    return stats_type(l2, max_abs, nonfinite);
+    const auto n = static_cast<std::int64_t>(list.size());
+    const ArrayArg l2 = call.new_array({n}, DType::float64, "l2_norm");
+    const ArrayArg max_abs = call.new_array({n}, DType::float64, "max_abs");
+    const ArrayArg nonfinite = call.new_array({n}, DType::int64, "nonfinite");
+    const TensorView* views = list.views.data();
+    double *l2s = l2.as<double>(), *maxs = max_abs.as<double>();
+    std::int64_t* counts = nonfinite.as<std::int64_t>();
+    run(call, [&] { grad_stats(views, list.size(), l2s, maxs, counts); },
+        [&](cuda::Stream s) { cuda::grad_stats(views, list.size(), l2s, maxs, counts, s); });
+    return result_type("GradStats")(l2.object, max_abs.object, nonfinite.object);
 }
 
 py::object clip_by_value_binding(py::handle arrays, py::handle clip_value, py::handle min, py::handle max) {

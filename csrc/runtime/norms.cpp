@@ -152,7 +152,8 @@ void norms(const TensorView* arrays, std::size_t count, double ord, double* out)
     list_norms(arrays, count, parse_order(ord), out);
 }
 
-void grad_stats(const TensorView* arrays, std::size_t count, ArrayStats* out) {
+void grad_stats(const TensorView* arrays, std::size_t count, double* l2_out, double* max_abs_out,
+                std::int64_t* nonfinite_out) {
     const KernelTable& k = runtime::active_table();
     const ChunkList list = make_chunks(arrays, count);
     std::vector<ChunkStats> partials(list.chunks.size());
@@ -172,7 +173,9 @@ void grad_stats(const TensorView* arrays, std::size_t count, ArrayStats* out) {
             if (max_abs == max_abs && (m != m || m > max_abs)) max_abs = m;  // NaN sticks
             nonfinite += partials[c].nonfinite;
         }
-        out[a] = {l2.result(), max_abs, nonfinite};
+        l2_out[a] = l2.result();
+        max_abs_out[a] = max_abs;
+        nonfinite_out[a] = nonfinite;
     }
 }
 

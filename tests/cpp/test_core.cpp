@@ -744,25 +744,26 @@ void norm_case(List& arrays, bool all_ords = true) {
             out.push_back(g);
             out.insert(out.end(), each.begin(), each.end());
         }
-        std::vector<gc::ArrayStats> st(count, gc::ArrayStats{-1.0, -1.0, -1});
-        gc::grad_stats(views.data(), count, st.data());
+        std::vector<double> l2s(count, -1.0), maxs(count, -1.0);
+        std::vector<std::int64_t> nfs(count, -1);
+        gc::grad_stats(views.data(), count, l2s.data(), maxs.data(), nfs.data());
         std::size_t bad_l2 = count, bad_max = count, bad_nf = count;
         for (std::size_t a = 0; a < count; ++a) {
-            if (bad_l2 == count && !norm_agrees(st[a].l2_norm, ref_each[1 * count + a], 2.0, arrays[a].n)) bad_l2 = a;
+            if (bad_l2 == count && !norm_agrees(l2s[a], ref_each[1 * count + a], 2.0, arrays[a].n)) bad_l2 = a;
             const ld m = ref_max[a];
-            const bool max_ok = std::isnan(m) ? std::isnan(st[a].max_abs) : static_cast<ld>(st[a].max_abs) == m;
+            const bool max_ok = std::isnan(m) ? std::isnan(maxs[a]) : static_cast<ld>(maxs[a]) == m;
             if (bad_max == count && !max_ok) bad_max = a;
-            if (bad_nf == count && st[a].nonfinite != ref_nonfinite[a]) bad_nf = a;
-            out.push_back(st[a].l2_norm);
-            out.push_back(st[a].max_abs);
-            out.push_back(static_cast<double>(st[a].nonfinite));
+            if (bad_nf == count && nfs[a] != ref_nonfinite[a]) bad_nf = a;
+            out.push_back(l2s[a]);
+            out.push_back(maxs[a]);
+            out.push_back(static_cast<double>(nfs[a]));
         }
         CHECK(bad_l2 == count, "grad_stats l2_norm of array %zu = %.17g, expected %.17Lg", bad_l2,
-              bad_l2 < count ? st[bad_l2].l2_norm : 0.0, bad_l2 < count ? ref_each[count + bad_l2] : 0.0L);
+              bad_l2 < count ? l2s[bad_l2] : 0.0, bad_l2 < count ? ref_each[count + bad_l2] : 0.0L);
         CHECK(bad_max == count, "grad_stats max_abs of array %zu = %.17g, expected %.17Lg", bad_max,
-              bad_max < count ? st[bad_max].max_abs : 0.0, bad_max < count ? ref_max[bad_max] : 0.0L);
+              bad_max < count ? maxs[bad_max] : 0.0, bad_max < count ? ref_max[bad_max] : 0.0L);
         CHECK(bad_nf == count, "grad_stats nonfinite of array %zu = %lld, expected %lld", bad_nf,
-              bad_nf < count ? ll(st[bad_nf].nonfinite) : 0LL, bad_nf < count ? ll(ref_nonfinite[bad_nf]) : 0LL);
+              bad_nf < count ? ll(nfs[bad_nf]) : 0LL, bad_nf < count ? ll(ref_nonfinite[bad_nf]) : 0LL);
         results.push_back(std::move(out));
     });
     check_thread_independent(HERE, results, "norms independent of the thread count");
@@ -856,7 +857,7 @@ void test_norms() {
                 CHECK(g == 0.0, "global_norm of nothing (ord=%g) = %g", ord, g);
                 gc::norms(nullptr, 0, ord, nullptr);
             }
-            gc::grad_stats(nullptr, 0, nullptr);
+            gc::grad_stats(nullptr, 0, nullptr, nullptr, nullptr);
         });
     }
     g_case.clear();
@@ -2864,7 +2865,8 @@ void test_invalid_args() {
     Array a16 = make_array(gc::DType::float16, 40, Pattern::normal, r);
     gc::TensorView v32 = a32.view(), v64 = a64.view();
     double out[4] = {0, 0, 0, 0};
-    gc::ArrayStats stats[2];
+    double stat_l2[2], stat_max[2];
+    std::int64_t stat_nonfinite[2];
 
     // --- norm orders: p > 0 or +inf
     for (double ord : {0.0, -1.0, -kInf, kNaN, -0.5}) {
@@ -3049,7 +3051,7 @@ void test_invalid_args() {
         EXPECT_INVALID("global_norm: numel -1", gc::global_norm(&neg, 1, 2.0));
         EXPECT_INVALID("global_norm: numel -100000", gc::global_norm(&very_neg, 1, 2.0));
         EXPECT_INVALID("norms: numel -1", gc::norms(&neg, 1, 3.0, out));
-        EXPECT_INVALID("grad_stats: numel -1", gc::grad_stats(&neg, 1, stats));
+        EXPECT_INVALID("grad_stats: numel -1", gc::grad_stats(&neg, 1, stat_l2, stat_max, stat_nonfinite));
         EXPECT_INVALID("scale_: numel -1", gc::scale_(&neg64, 1, 0.5));
         EXPECT_INVALID("clip_by_value_: numel -1", gc::clip_by_value_(&neg64, 1, -0.1, 0.1));
         EXPECT_INVALID("zero_nonfinite_: numel -1", gc::zero_nonfinite_(&neg64, 1));

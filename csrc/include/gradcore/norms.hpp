@@ -27,13 +27,10 @@ GRADCORE_API double global_norm(const TensorView* arrays, std::size_t count, dou
 GRADCORE_API void norms(const TensorView* arrays, std::size_t count, double ord, double* out);
 
 // Per array, in one pass: L2 norm, max |x| (NaN if the array holds a NaN) and the
-// number of non-finite elements.
-struct ArrayStats {
-    double l2_norm;
-    double max_abs;
-    std::int64_t nonfinite;
-};
-GRADCORE_API void grad_stats(const TensorView* arrays, std::size_t count, ArrayStats* out);
+// number of non-finite elements, each into its own array of `count` entries (as the
+// CUDA backend's grad_stats writes them).
+GRADCORE_API void grad_stats(const TensorView* arrays, std::size_t count, double* l2_norm, double* max_abs,
+                             std::int64_t* nonfinite);
 
 // x *= factor for every element of every array (float32/float64 only, as every
 // in-place function: float16 throws std::invalid_argument before anything is written).
