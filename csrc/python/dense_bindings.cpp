@@ -26,20 +26,15 @@ using Named = std::pair<const ArrayArg*, const char*>;
 // An output must not share memory with an input (the kernels read one while writing the
 // other), nor with another output.
 void refuse_overlaps(std::initializer_list<Named> outputs, std::initializer_list<Named> inputs) {
-    for (auto o = outputs.begin(); o != outputs.end(); ++o) {
-        if (!o->first) continue;
-        for (const Named& i : inputs) {
-            if (i.first && o->first->overlaps(*i.first)) {
-                throw py::value_error(std::string(o->second) + " overlaps " + i.second +
-                                      "; pass a separate output buffer");
+    std::vector<Named> before(inputs);
+    for (const Named& o : outputs) {
+        if (!o.first) continue;
+        for (const Named& b : before) {
+            if (b.first && o.first->overlaps(*b.first)) {
+                throw py::value_error(std::string(o.second) + " overlaps " + b.second + "; pass a separate output buffer");
             }
         }
-        for (auto p = outputs.begin(); p != o; ++p) {
-            if (p->first && o->first->overlaps(*p->first)) {
-                throw py::value_error(std::string(o->second) + " overlaps " + p->second +
-                                      "; pass a separate output buffer");
-            }
-        }
+        before.push_back(o);
     }
 }
 

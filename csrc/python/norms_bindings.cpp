@@ -36,23 +36,18 @@ std::vector<UnitLayout> unit_layouts(const ArrayList& g, const ArrayList& p, int
     return layouts;
 }
 
+// The scalar results (global_norm, zero_nonfinite_) are Python numbers on the CPU and
+// 0-d device arrays on a GPU, written there without a host wait.
 py::object global_norm_binding(py::handle arrays, py::handle ord_arg) {
     const double ord = norm_order(ord_arg);
     Call call("global_norm");
     const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
-    if (call.on_cuda()) {
-        const ArrayArg total = call.device_array({}, DType::float64, "total");
-        run(call, [] {}, [&](cuda::Stream s) {
-            cuda::global_norm(list.views.data(), list.size(), ord, total.as<double>(), s);
-        });
-        return total.object;
-    }
-    double total;
-    {
-        Release release;
-        total = global_norm(list.views.data(), list.size(), ord);
-    }
-    return py::float_(total);
+    double total = 0.0;
+    std::optional<ArrayArg> on_device;
+    if (call.on_cuda()) on_device = call.device_array({}, DType::float64, "total");
+    run(call, [&] { total = global_norm(list.views.data(), list.size(), ord); },
+        [&](cuda::Stream s) { cuda::global_norm(list.views.data(), list.size(), ord, on_device->as<double>(), s); });
+    return on_device ? on_device->object : py::float_(total);
 }
 
 py::object norms_binding(py::handle arrays, py::handle ord_arg) {
@@ -106,19 +101,13 @@ py::object clip_by_value_binding(py::handle arrays, py::handle clip_value, py::h
 py::object zero_nonfinite_binding(py::handle arrays) {
     Call call("zero_nonfinite_");
     const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
-    if (call.on_cuda()) {
-        const ArrayArg found = call.device_array({}, DType::int64, "count", /*zeroed=*/true);
-        run(call, [] {}, [&](cuda::Stream s) {
-            cuda::zero_nonfinite_(list.views.data(), list.size(), found.as<std::int64_t>(), s);
-        });
-        return found.object;
-    }
-    std::int64_t found;
-    {
-        Release release;
-        found = zero_nonfinite_(list.views.data(), list.size());
-    }
-    return py::int_(found);
+    std::int64_t found = 0;
+    std::optional<ArrayArg> on_device;
+    if (call.on_cuda()) on_device = call.device_array({}, DType::int64, "count", /*zeroed=*/true);
+    run(call, [&] { found = zero_nonfinite_(list.views.data(), list.size()); }, [&](cuda::Stream s) {
+        cuda::zero_nonfinite_(list.views.data(), list.size(), on_device->as<std::int64_t>(), s);
+    });
+    return on_device ? on_device->object : py::int_(found);
 }
 
 py::object clip_by_norm_binding(py::handle arrays, py::handle max_norm_arg, py::handle ord_arg, py::handle eps_arg) {
