@@ -38,8 +38,6 @@ std::optional<DType> numpy_dtype(const py::dtype& dt) {
     return std::nullopt;
 }
 
-py::dtype numpy_dtype_of(DType t) { return py::dtype(std::string(dtype_name(t))); }
-
 // NumPy-style name of a DLPack dtype ("float32", "int8", "complex64", "bool", ...).
 std::string dlpack_dtype_name(const dl::DLDataType& t) {
     static constexpr const char* kCodes[] = {"int", "uint", "float", "opaque_handle", "bfloat", "complex", "bool"};
@@ -230,6 +228,16 @@ py::array converted(py::handle obj, const std::string& label, Access access) {
 }  // namespace
 
 // ---- the descriptor -------------------------------------------------------------------
+
+py::dtype numpy_dtype_of(DType t) {
+    // By type number: parsing the name costs as much as allocating a small array.
+    switch (t) {
+        case DType::float16: return py::dtype(kNpyHalf);
+        case DType::float32: return py::dtype(kNpyFloat);
+        case DType::float64: return py::dtype(kNpyDouble);
+        default: return py::dtype(std::string(dtype_name(t)));
+    }
+}
 
 std::string Label::str() const {
     return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]";

@@ -77,6 +77,9 @@ T* data_or_null(const std::optional<ArrayArg>& a) {
 }
 inline py::object object_or_none(const std::optional<ArrayArg>& a) { return a ? a->object : py::none(); }
 
+// The NumPy dtype of a host dtype.
+py::dtype numpy_dtype_of(DType t);
+
 // ---- the readers, one per kind of object (Call::read picks one) ----------------------
 
 // What an object is, found without converting it.

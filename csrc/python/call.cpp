@@ -196,7 +196,7 @@ ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dty
 
 ArrayArg Call::new_array(const std::vector<std::int64_t>& shape, DType dtype, const char* name) {
     if (on_cuda()) return device_array(shape, dtype, name);
-    py::array out(py::dtype(std::string(dtype_name(dtype))), std::vector<py::ssize_t>(shape.begin(), shape.end()));
+    py::array out(numpy_dtype_of(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
     ArrayArg a;
     a.data = out.mutable_data();
     a.shape = shape;
