@@ -182,8 +182,9 @@ class _Units:
         return np.transpose(x, self.order).reshape(self.matrix_shape)
 
     def back(self, m):
-        return np.ascontiguousarray(np.transpose(m.reshape(self.moved_shape),
-                                                 np.argsort(self.order)))
+        inverse = sorted(range(len(self.order)), key=self.order.__getitem__)
+        # (np.ascontiguousarray would make a 0-d array 1-d)
+        return np.array(np.transpose(m.reshape(self.moved_shape), inverse), order="C")
 
 
 def adaptive_grad_clip(clipping, eps=1e-3, axis=None) -> optax.GradientTransformation:
