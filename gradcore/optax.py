@@ -112,7 +112,9 @@ def clip_by_global_norm(max_norm) -> optax.GradientTransformation:
     Differences from optax: the norm is gradcore's (exact, accumulated in float64, finite
     for float32 gradients whose squares overflow, where optax's ``inf`` zeroes every
     update); at ``norm == max_norm`` the updates pass unchanged, where optax multiplies by
-    ``max_norm / norm`` (1 up to rounding). A NaN or inf norm propagates as in optax.
+    ``max_norm / norm`` (1 up to rounding); all-zero updates with ``max_norm=0`` stay 0
+    (optax computes 0/0: NaN). A NaN or inf norm propagates as in optax (NaN everywhere;
+    finite entries 0 and infinite ones NaN).
     ``max_norm`` must be a concrete real >= 0.
     """
     bound = _nonnegative(max_norm, "max_norm")

@@ -91,6 +91,7 @@ def test_adaptive_grad_clip_default_units_every_rank(seed, ndim, eps, clipping):
 float32_trees = trees(leaves=arrays(dtypes=(np.float32,)))
 
 
+@settings(max_examples=30)  # optax's eager ops compile for every new shape
 @given(tree=float32_trees, max_norm=st.sampled_from([0.01, 1.0, 1e4]), seed=st.integers(0, 2**32 - 1))
 def test_random_trees_match_optax_outside_jit(tree, max_norm, seed):
     updates = to_jax([tree])  # (a whole tree of None is a params=None call: refused by both)
@@ -185,6 +186,21 @@ def test_float32_norms_that_overflow_in_optax_are_exact():
     exact = math.sqrt(10 * 1e40 + 3 * 9e38)
     np.testing.assert_allclose(np.asarray(ours["a"]), 1e20 / exact, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(ours["b"]), -3e19 / exact, rtol=1e-6)
+
+
+def test_nonfinite_norms_propagate_as_in_optax():
+    for values in ([1.0, np.nan, -2.0], [1.0, np.inf, -2.0], [-np.inf, np.inf, 0.0]):
+        updates = {"g": jnp.asarray(values, jnp.float32)}
+        ours, _ = jax.jit(gco.clip_by_global_norm(1.0).update)(updates, None)
+        theirs, _ = optax.clip_by_global_norm(1.0).update(updates, None)
+        np.testing.assert_array_equal(np.asarray(ours["g"]), np.asarray(theirs["g"]))
+
+
+def test_zero_updates_with_max_norm_zero_stay_zero():
+    ours, _ = gco.clip_by_global_norm(0.0).update({"g": jnp.zeros(3)}, None)
+    theirs, _ = optax.clip_by_global_norm(0.0).update({"g": jnp.zeros(3)}, None)
+    assert np.asarray(ours["g"]).tolist() == [0.0, 0.0, 0.0]
+    assert np.isnan(np.asarray(theirs["g"])).all()  # optax: 0 / 0
 
 
 def test_errors_name_the_argument():
