@@ -25,8 +25,12 @@ with the input's shapes and dtypes as the result's. Either way every step pays o
 device -> host -> device copy of all the gradients, and XLA can neither fuse the clip
 with its neighbours nor overlap it with other work on the device; on an accelerator
 this is a synchronisation point of every step. On the CPU backend the copies are plain
-memory copies. The host function is not differentiable (no ``jax.grad`` through the
-update, e.g. for meta-gradients); under ``jax.vmap`` it runs once per batch element.
+memory copies, but the callback's own overhead remains: measured on a 2-core CPU, 12
+float32 arrays of 768 x 768 (28 MB) took 28 ms per jitted step against 3 ms for optax's
+fused clip (and 10 ms against 23 ms outside ``jit``). The reason to use these
+transformations is exactness, not speed inside ``jit``. The host function is not
+differentiable (no ``jax.grad`` through the update, e.g. for meta-gradients); under
+``jax.vmap`` it runs once per batch element.
 
 **Where the results differ from optax's.** The formulas are optax's (see each function),
 but norms are computed by gradcore: float32 data are accumulated in float64, so norms are
@@ -91,11 +95,17 @@ def _on_host(host_fn, leaf_lists):
                                               for leaves in leaf_lists])]
 
 
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _check_dtypes(leaves, name):
+    """Before any tracing, so that the error names the leaf rather than a callback."""
     for path, x in leaves:
-        if jnp.dtype(x.dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
-            raise TypeError(f"{name}{jax.tree_util.keystr(path)}: dtype {x.dtype} is not "
-                            "supported (expected float32 or float64)")
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or np.dtype(dtype) not in _DTYPES:
+            what = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
+            raise TypeError(f"{name}{jax.tree_util.keystr(path)}: {what} is not supported "
+                            "(expected a float32 or float64 array)")
 
 
 def _flat(tree, name):

@@ -222,3 +222,5 @@ def test_errors_name_the_argument():
         gco.clip(1.0).update({"n": jnp.arange(3)}, None)
     with pytest.raises(TypeError, match=r"updates\['n'\]: dtype int32"):
         jax.jit(gco.clip_by_global_norm(1.0).update)({"n": jnp.arange(3)}, None)
+    with pytest.raises(TypeError, match=r"updates\[1\]: a float is not supported"):
+        gco.clip(1.0).update([jnp.ones(2), 2.5], None)
