@@ -179,7 +179,31 @@ def leaves(tree, name: str = "arrays") -> list:
     so a flat list or tuple of NumPy arrays is answered without walking a structure."""
     if (type(tree) is list or type(tree) is tuple) and all(type(x) is np.ndarray for x in tree):
         return list(tree)
-    return flatten(tree, name).leaves
+    out = []
+    try:
+        if _collect(tree, out):
+            return out
+    except TypeError:  # (unsortable keys)
+        pass
+    return flatten(tree, name).leaves  # the slow walk: labels for the error, JAX's nodes
+
+
+def _collect(obj, out) -> bool:
+    """The leaves of a tree of standard containers, without labels or structure (False
+    for anything else, which flatten then explains or hands to JAX)."""
+    if obj is None:
+        return True
+    if _is_leaf(obj):
+        out.append(obj)
+        return True
+    t = type(obj)
+    if t is list or t is tuple or _is_namedtuple(obj):
+        return all(_collect(x, out) for x in obj)
+    if t is dict or t is defaultdict:
+        return all(_collect(obj[k], out) for k in sorted(obj))
+    if t is OrderedDict:
+        return all(_collect(x, out) for x in obj.values())
+    return False
 
 
 def _build(node, it):
@@ -207,11 +231,18 @@ def _build(node, it):
 def unflatten(structure: _Node, new_leaves):
     """The tree of ``structure`` with ``new_leaves`` (in :func:`leaves` order) in place of
     its leaves; ``None`` entries come back as ``None``, containers as their own types."""
-    it = iter(new_leaves)
-    tree = _build(structure, it)
-    if next(it, it) is not it:
-        raise ValueError("more leaves than the structure holds")
-    return tree
+    new_leaves = list(new_leaves)
+    if len(new_leaves) != _count(structure):
+        raise ValueError(f"{len(new_leaves)} leaves for a structure of {_count(structure)}")
+    return _build(structure, iter(new_leaves))
+
+
+def _count(node):
+    if node.kind == _LEAF:
+        return 1
+    if node.kind == _JAX:
+        return sum(node.meta[1])
+    return sum(map(_count, node.children))
 
 
 def _mismatch(label, what, like_label):

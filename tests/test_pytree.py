@@ -169,6 +169,10 @@ def test_bad_trees_name_the_argument_and_the_path():
     a = np.ones(2)
     with pytest.raises(TypeError, match=r"arrays\['w'\]\[1\] must be an array or a container"):
         gradcore.clip_by_global_norm({"w": [a, "x"]}, 1.0)
+    with pytest.raises(TypeError, match=r"grads\['w'\]\[1\] must be an array or a container"):
+        _pytree.leaves({"w": [a, "x"]}, "grads")
+    with pytest.raises(TypeError, match="keys of arrays cannot be sorted"):
+        _pytree.leaves({1: a, "b": a})
     with pytest.raises(TypeError, match=r"arrays\[0\]\.b must be an array"):
         gradcore.clip_by_value([Grads(w=a, b=object())], 1.0)
     with pytest.raises(TypeError, match=r"arrays\['x'\]: dtype"):
@@ -195,6 +199,14 @@ def test_adaptive_clip_structure_mismatch_names_params():
 def test_a_generator_is_read_as_a_list():
     out, total = gradcore.clip_by_global_norm((x for x in [np.array([3.0]), None, np.array([4.0])]), 1.0)
     assert isinstance(out, list) and out[1] is None and total == 5.0
+
+
+def test_unflatten_needs_one_leaf_per_leaf():
+    flat = _pytree.flatten({"a": [np.ones(1), None], "b": np.ones(2)})
+    assert _pytree.unflatten(flat.structure, ["x", "y"]) == {"a": ["x", None], "b": "y"}
+    for wrong in (["x"], ["x", "y", "z"]):
+        with pytest.raises(ValueError, match="leaves for a structure of 2"):
+            _pytree.unflatten(flat.structure, wrong)
 
 
 def test_flat_lists_take_the_fast_path():
