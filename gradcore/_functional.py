@@ -20,18 +20,16 @@ from . import _core, _norms, _pytree
 _CLIP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _copies(tree, name):
-    """(fresh writeable copies of the leaves, the flattened tree that rebuilds them)."""
-    flat = _pytree.flatten(tree, name)
-    out = [np.array(_core.host_array(v, label, False), order="C", copy=True)
-           for v, label in zip(flat.leaves, flat.labels)]
-    for a, label in zip(out, flat.labels):
+def _copies(flat):
+    """Fresh writeable C-contiguous copies of a flattened tree's leaves."""
+    views = [_core.host_array(v, label, False) for v, label in zip(flat.leaves, flat.labels)]
+    for a, label in zip(views, flat.labels):
         # Checked here so that the message names the leaf's path in the caller's tree,
         # not its index in the flat list the kernel sees.
         if a.dtype not in _CLIP_DTYPES:
             raise TypeError(f"{label}: dtype {a.dtype} is not supported (expected float32 "
                             "or float64)")
-    return out, flat
+    return [np.array(a, order="C", copy=True) for a in views]
 
 
 def clip_by_global_norm(arrays, max_norm, ord=2, *, eps=1e-6, nonfinite="propagate",
@@ -39,7 +37,8 @@ def clip_by_global_norm(arrays, max_norm, ord=2, *, eps=1e-6, nonfinite="propaga
     """``clip_by_global_norm_`` without modifying ``arrays``: returns
     ``(clipped_copies, total_norm_before_clipping)``. With ``nonfinite="error"`` a non-finite
     total raises ``NonFiniteGradientError``; with ``"skip"`` the copies are returned unscaled."""
-    out, flat = _copies(arrays, "arrays")
+    flat = _pytree.flatten(arrays, "arrays")
+    out = _copies(flat)
     total = _norms.clip_by_global_norm_(out, max_norm, ord, eps=eps, nonfinite=nonfinite,
                                         total_norm=total_norm)
     return _pytree.unflatten(flat.structure, out), total
@@ -49,14 +48,16 @@ def clip_by_norm(arrays, max_norm, ord=2, *, eps=1e-6):
     """``clip_by_norm_`` (each array on its own) without modifying ``arrays``: returns
     ``(clipped_copies, norms_before_clipping)``, the norms a float64 array with one entry
     per non-None leaf, in ``jax.tree_util.tree_leaves`` order (dict keys sorted)."""
-    out, flat = _copies(arrays, "arrays")
+    flat = _pytree.flatten(arrays, "arrays")
+    out = _copies(flat)
     norms = _norms.clip_by_norm_(out, max_norm, ord, eps=eps)
     return _pytree.unflatten(flat.structure, out), norms
 
 
 def clip_by_value(arrays, clip_value=None, *, min=None, max=None):
     """``clip_by_value_`` without modifying ``arrays``: returns the clamped copies."""
-    out, flat = _copies(arrays, "arrays")
+    flat = _pytree.flatten(arrays, "arrays")
+    out = _copies(flat)
     _norms.clip_by_value_(out, clip_value, min=min, max=max)
     return _pytree.unflatten(flat.structure, out)
 
@@ -66,7 +67,8 @@ def adaptive_clip(grads, params, clipping=0.01, *, eps=1e-3, unit_axis=0):
     gradients (``params`` are only read). ``params`` must have the structure of ``grads``
     (``ValueError`` naming the first difference otherwise; dicts match by key, whatever
     their order); where a gradient is ``None`` its parameter is not read."""
-    out, flat = _copies(grads, "grads")
+    flat = _pytree.flatten(grads, "grads")
     matched = _pytree.flatten_like(params, flat, "params", "grads")
+    out = _copies(flat)
     _norms.adaptive_clip_(out, matched.leaves, clipping, eps=eps, unit_axis=unit_axis)
     return _pytree.unflatten(flat.structure, out)
