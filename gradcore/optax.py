@@ -98,20 +98,22 @@ def _on_host(host_fn, leaf_lists):
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _check_dtypes(leaves, name):
+def _check_dtype(x, label):
     """Before any tracing, so that the error names the leaf rather than a callback."""
-    for path, x in leaves:
-        dtype = getattr(x, "dtype", None)
-        if dtype is None or np.dtype(dtype) not in _DTYPES:
-            what = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
-            raise TypeError(f"{name}{jax.tree_util.keystr(path)}: {what} is not supported "
-                            "(expected a float32 or float64 array)")
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or np.dtype(dtype) not in _DTYPES:
+        what = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
+        raise TypeError(f"{label}: {what} is not supported (expected a float32 or float64 "
+                        "array)")
 
 
 def _flat(tree, name):
+    """(leaves, treedef, labels such as ``updates['dense']['w']``) of a JAX tree."""
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    _check_dtypes(with_paths, name)
-    return [x for _, x in with_paths], treedef
+    labels = [name + jax.tree_util.keystr(path) for path, _ in with_paths]
+    for (_, x), label in zip(with_paths, labels):
+        _check_dtype(x, label)
+    return [x for _, x in with_paths], treedef, labels
 
 
 def clip_by_global_norm(max_norm) -> optax.GradientTransformation:
@@ -135,7 +137,7 @@ def clip_by_global_norm(max_norm) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        leaves, treedef = _flat(updates, "updates")
+        leaves, treedef, _ = _flat(updates, "updates")
         return jax.tree_util.tree_unflatten(treedef, _on_host(host, [leaves])), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
@@ -152,7 +154,7 @@ def clip(max_delta) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        leaves, treedef = _flat(updates, "updates")
+        leaves, treedef, _ = _flat(updates, "updates")
         return jax.tree_util.tree_unflatten(treedef, _on_host(host, [leaves])), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
@@ -218,8 +220,7 @@ def adaptive_grad_clip(clipping, eps=1e-3, axis=None) -> optax.GradientTransform
     floor = _nonnegative(eps, "eps")
 
     def host(grads, params):
-        units = [_Units(g.shape, _reduced_axes(g.shape, axis, f"updates leaf {i}"))
-                 for i, g in enumerate(grads)]
+        units = [_Units(g.shape, _reduced_axes(g.shape, axis, "")) for g in grads]
         out = _functional.adaptive_clip([u.matrix(g) for u, g in zip(units, grads)],
                                         [u.matrix(p) for u, p in zip(units, params)],
                                         factor, eps=floor, unit_axis=1)
@@ -229,16 +230,19 @@ def adaptive_grad_clip(clipping, eps=1e-3, axis=None) -> optax.GradientTransform
         if params is None:
             raise ValueError("adaptive_grad_clip needs params: call update(updates, state, "
                              "params)")
-        leaves, treedef = _flat(updates, "updates")
+        leaves, treedef, labels = _flat(updates, "updates")
         try:
             param_leaves = treedef.flatten_up_to(params)
         except (ValueError, TypeError) as error:
             raise ValueError(f"params must have the structure of updates: {error}") from None
-        for i, (g, p) in enumerate(zip(leaves, param_leaves)):
-            if not hasattr(p, "shape") or tuple(p.shape) != tuple(g.shape):
-                raise ValueError(f"params leaf {i} has shape {getattr(p, 'shape', None)}, "
-                                 f"its update {tuple(g.shape)}")
-            _reduced_axes(g.shape, axis, f"updates leaf {i}")  # shape errors before tracing
+        # Every check before tracing: inside jit a callback's error is an opaque runtime one.
+        for g, p, label in zip(leaves, param_leaves, labels):
+            where = "params" + label[len("updates"):]
+            _check_dtype(p, where)
+            if tuple(p.shape) != tuple(g.shape):
+                raise ValueError(f"{where} has shape {tuple(p.shape)}, {label} "
+                                 f"{tuple(g.shape)}")
+            _reduced_axes(g.shape, axis, label)
         return (jax.tree_util.tree_unflatten(treedef, _on_host(host, [leaves, param_leaves])),
                 state)
 

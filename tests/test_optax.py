@@ -214,9 +214,13 @@ def test_errors_name_the_argument():
         gco.adaptive_grad_clip(0.1).update(UPDATES, None)
     with pytest.raises(ValueError, match="params"):
         gco.adaptive_grad_clip(0.1).update(UPDATES, None, (PARAMS[0],))
+    with pytest.raises(ValueError, match=r"params\['w'\] has shape \(3,\), updates\['w'\] \(2,\)"):
+        gco.adaptive_grad_clip(0.1).update({"w": jnp.ones(2)}, None, {"w": jnp.ones(3)})
+    with pytest.raises(TypeError, match=r"params\['w'\]: dtype int32"):
+        gco.adaptive_grad_clip(0.1).update({"w": jnp.ones(2)}, None, {"w": jnp.arange(2)})
     with pytest.raises(ValueError, match="axis="):
         gco.adaptive_grad_clip(0.1).update([jnp.ones((2,) * 6)], None, [jnp.ones((2,) * 6)])
-    with pytest.raises(ValueError, match="axis 3 is out of range"):
+    with pytest.raises(ValueError, match=r"axis 3 is out of range for updates\[0\] of shape"):
         gco.adaptive_grad_clip(0.1, axis=3).update([jnp.ones((2, 2))], None, [jnp.ones((2, 2))])
     with pytest.raises(TypeError, match=r"updates\['n'\]: dtype int32"):
         gco.clip(1.0).update({"n": jnp.arange(3)}, None)
