@@ -13,7 +13,8 @@ The rules, the same with or without JAX:
 - Leaves are arrays in the sense of ``_args.is_one_array`` (NumPy arrays, memoryviews,
   anything with ``__dlpack__``, ``__array__`` or ``__cuda_array_interface__``) and, below
   the top level, plain real numbers (NumPy reads them as 0-d arrays; JAX calls them
-  leaves too).
+  leaves too) and other buffer-protocol objects (``array.array``), as list elements have
+  always been read.
 - Containers are ``dict`` (leaves in sorted key order, as JAX orders them; a rebuilt dict
   keeps the caller's key order), ``collections.OrderedDict`` and ``defaultdict`` (as JAX),
   ``list``, ``tuple`` and namedtuples (in order). ``None`` is an empty subtree: it has no
@@ -67,8 +68,25 @@ class Flat:
     structure: _Node
 
 
-def _is_leaf(obj) -> bool:
+def _is_array_or_number(obj) -> bool:
     return is_one_array(obj) or (isinstance(obj, numbers.Real) and not isinstance(obj, bool))
+
+
+def _has_buffer(obj) -> bool:
+    """The buffer protocol (array.array, bytearray): an array inside a container, as the
+    compiled reader has always read list elements (at the top level such an object is an
+    iterable, by gradcore's one-array rule)."""
+    if isinstance(obj, (list, tuple, dict, str)):
+        return False
+    try:
+        with memoryview(obj):
+            return True
+    except TypeError:
+        return False
+
+
+def _is_leaf(obj) -> bool:
+    return _is_array_or_number(obj) or _has_buffer(obj)
 
 
 def _is_namedtuple(obj) -> bool:
@@ -114,7 +132,7 @@ def _jax_node(obj, label, out, labels):
 def _flatten(obj, label, out, labels):
     if obj is None:
         return NONE
-    if _is_leaf(obj):
+    if _is_array_or_number(obj):
         out.append(obj)
         labels.append(label)
         return LEAF
@@ -131,6 +149,10 @@ def _flatten(obj, label, out, labels):
         children = tuple(_flatten(obj[k], f"{label}[{k!r}]", out, labels) for k in keys)
         factory = obj.default_factory if t is defaultdict else None
         return _Node(_DICT, (t, keys, factory), children, tuple(obj))
+    if _has_buffer(obj):
+        out.append(obj)
+        labels.append(label)
+        return LEAF
     node = _jax_node(obj, label, out, labels)
     if node is None:
         raise _not_a_tree(obj, label)
@@ -139,7 +161,8 @@ def _flatten(obj, label, out, labels):
 
 def _top_level(tree, name):
     """The one-array and any-iterable rules of a whole argument (gradcore's list rule)."""
-    if (tree is None or _is_leaf(tree) or type(tree) in (list, tuple, dict, OrderedDict, defaultdict)
+    if (tree is None or _is_array_or_number(tree)
+            or type(tree) in (list, tuple, dict, OrderedDict, defaultdict)
             or _is_namedtuple(tree)):
         return tree
     if isinstance(tree, (str, bytes)) or not hasattr(tree, "__iter__"):
@@ -193,7 +216,7 @@ def _collect(obj, out) -> bool:
     for anything else, which flatten then explains or hands to JAX)."""
     if obj is None:
         return True
-    if _is_leaf(obj):
+    if _is_array_or_number(obj):
         out.append(obj)
         return True
     t = type(obj)
@@ -203,6 +226,9 @@ def _collect(obj, out) -> bool:
         return all(_collect(obj[k], out) for k in sorted(obj))
     if t is OrderedDict:
         return all(_collect(x, out) for x in obj.values())
+    if _has_buffer(obj):
+        out.append(obj)
+        return True
     return False
 
 
@@ -245,8 +271,12 @@ def _count(node):
     return sum(map(_count, node.children))
 
 
-def _mismatch(label, what, like_label):
-    return ValueError(f"{label} must have the same structure as {like_label}: {what}")
+def _mismatch(label, what, names):
+    """The error for a difference at ``label`` (e.g. ``params['w']``), naming the same
+    place in the other tree (``grads['w']``)."""
+    name, like_name = names
+    return ValueError(f"{label} must have the same structure as {like_name}"
+                      f"{label[len(name):]}: {what}")
 
 
 def _flatten_like(obj, node, label, like, out, labels):
@@ -260,10 +290,11 @@ def _flatten_like(obj, node, label, like, out, labels):
         labels.append(label)
         return
     if kind in (_LIST, _TUPLE, _NAMEDTUPLE):
-        expected = {_LIST: list, _TUPLE: tuple}.get(kind, node.meta)
-        if type(obj) is not expected or len(obj) != len(node.children):
-            raise _mismatch(label, f"a {expected.__name__} of {len(node.children)} was "
-                            f"expected, got {_describe(obj)}", like)
+        # Sequences match by length whatever their kind: gradcore has always paired a
+        # list of grads with a tuple or generator of params.
+        if not isinstance(obj, (list, tuple)) or len(obj) != len(node.children):
+            raise _mismatch(label, f"a sequence of {len(node.children)} was expected, got "
+                            f"{_describe(obj)}", like)
         for i, (x, c) in enumerate(zip(obj, node.children)):
             _flatten_like(x, c, f"{label}[{i}]", like, out, labels)
         return
@@ -299,9 +330,11 @@ def _describe(obj):
 
 def flatten_like(tree, like: Flat, name: str, like_name: str) -> Flat:
     """``tree`` flattened along the structure of ``like`` (e.g. params along grads): one
-    leaf per leaf of ``like``, in the same order. Where ``like`` has ``None``, whatever
-    ``tree`` holds is skipped; any other difference raises ``ValueError`` naming the path."""
+    leaf per leaf of ``like``, in the same order. Lists, tuples and namedtuples match any
+    sequence of their length, dicts any dict with their keys; where ``like`` has ``None``,
+    whatever ``tree`` holds is skipped; any other difference raises ``ValueError`` naming
+    the path."""
     tree = _top_level(tree, name)
     out, labels = [], []
-    _flatten_like(tree, like.structure, name, like_name, out, labels)
+    _flatten_like(tree, like.structure, name, (name, like_name), out, labels)
     return Flat(out, labels, like.structure)

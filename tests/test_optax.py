@@ -10,18 +10,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-jax = pytest.importorskip("jax", reason="jax is not installed: no optax tests")
-optax = pytest.importorskip("optax", reason="optax is not installed: no optax tests")
-import jax.numpy as jnp  # noqa: E402
+from trees import Pair, arrays, trees
 
-import gradcore.optax as gco  # noqa: E402
-from trees import Pair, arrays, trees  # noqa: E402
+jax = jnp = optax = gco = None
+PARAMS = UPDATES = None
 
 F32_RTOL = 1e-5  # optax sums float32 in float32; gradcore's norms are exactly rounded
 
-# optax's _clipping_test.py inputs
-PARAMS = (jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0]))
-UPDATES = (jnp.array([500.0, 5.0]), jnp.array([300.0, 3.0]))
+
+@pytest.fixture(autouse=True, scope="module")
+def _jax_and_optax():
+    """JAX is imported when this module's first test runs, not when pytest collects it:
+    JAX starts threads, and tests/test_concurrency.py forks."""
+    global jax, jnp, optax, gco, PARAMS, UPDATES
+    jax = pytest.importorskip("jax", reason="jax is not installed: no optax tests")
+    optax = pytest.importorskip("optax", reason="optax is not installed: no optax tests")
+    import jax.numpy
+    import gradcore.optax
+
+    jnp, gco = jax.numpy, gradcore.optax
+    # optax's _clipping_test.py inputs
+    PARAMS = (jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0]))
+    UPDATES = (jnp.array([500.0, 5.0]), jnp.array([300.0, 3.0]))
 
 
 def pairs(max_norm=1.0, max_delta=0.5, clipping=0.05):

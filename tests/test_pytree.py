@@ -147,6 +147,12 @@ def test_dict_leaves_are_sorted_but_keys_keep_their_order():
     assert _same_leaves(_pytree.leaves(OrderedDict([("w", a), ("b", b)])), [a, b])  # as JAX
 
 
+def test_buffers_are_leaves_inside_containers():
+    import array
+    out, total = gradcore.clip_by_global_norm({"a": array.array("d", [3.0, 4.0])}, 1.0)
+    assert total == 5.0 and out["a"].dtype == np.float64 and out["a"].shape == (2,)
+
+
 def test_numbers_are_leaves_inside_containers():
     out, total = gradcore.clip_by_global_norm({"a": 3.0, "b": [4.0]}, 1.0)
     assert total == 5.0 and isinstance(out["a"], np.ndarray) and out["a"].shape == ()
@@ -186,12 +192,15 @@ def test_bad_trees_name_the_argument_and_the_path():
 
 def test_adaptive_clip_structure_mismatch_names_params():
     g = {"w": np.ones((2, 2)), "b": np.ones(2)}
-    with pytest.raises(ValueError, match=r"params must have the same structure as grads.*'b'"):
+    with pytest.raises(ValueError, match=r"params must have the same structure as grads: .*'b'"):
         gradcore.adaptive_clip(g, {"w": np.ones((2, 2)), "c": np.ones(2)})
-    with pytest.raises(ValueError, match=r"params\['b'\] must have the same structure"):
+    with pytest.raises(ValueError, match=r"params\['b'\] must have the same structure as grads\['b'\]"):
         gradcore.adaptive_clip(g, {"w": np.ones((2, 2)), "b": None})
-    with pytest.raises(ValueError, match=r"params\[0\] must .*a tuple of 2 was expected, got a list"):
-        gradcore.adaptive_clip([(np.ones(2), np.ones(2))], [[np.ones(2), np.ones(2)]])
+    with pytest.raises(ValueError, match=r"params\[0\] must .* as grads\[0\]: a sequence of 2 was expected, got a list of 1"):
+        gradcore.adaptive_clip([(np.ones(2), np.ones(2))], [[np.ones(2)]])
+    # sequences pair by length whatever their kind (a list of grads, a tuple of params)
+    out = gradcore.adaptive_clip([(np.ones(2), np.ones(2))], ([np.ones(2), np.ones(2)],), 0.1)
+    assert isinstance(out, list) and isinstance(out[0], tuple)
     with pytest.raises(ValueError, match="shape"):
         gradcore.adaptive_clip([np.ones(2)], [np.ones(3)])
 
