@@ -221,18 +221,19 @@ def test_unflatten_needs_one_leaf_per_leaf():
 def test_flat_lists_take_the_fast_path():
     arrays = [np.ones(2), np.zeros(3)]
     got = _pytree.leaves(arrays)
-    assert got == arrays and got is not arrays and _pytree.leaves(np.ones(1))[0].shape == (1,)
+    assert _same_leaves(got, arrays) and got is not arrays and _pytree.leaves(np.ones(1))[0].shape == (1,)
 
 
-def test_gradcore_does_not_import_jax_and_reads_trees_without_it():
+def test_gradcore_does_not_import_jax_and_reads_trees_without_it(tmp_path):
+    # (from tmp_path: the checkout's root would put the source tree first on sys.path)
     code = ("import sys; sys.modules['jax'] = None\n"   # an import attempt would fail
             "import numpy as np, gradcore\n"
             "out, t = gradcore.clip_by_global_norm({'a': (np.ones(4), None)}, 1.0)\n"
             "assert t == 2.0 and isinstance(out['a'], tuple) and out['a'][1] is None\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=tmp_path)
     plain = subprocess.run([sys.executable, "-c", "import gradcore, sys; print('jax' in sys.modules, "
                             "'optax' in sys.modules)"], capture_output=True, text=True, check=True,
-                           timeout=120)
+                           timeout=120, cwd=tmp_path)
     assert plain.stdout.split() == ["False", "False"]
 
 
