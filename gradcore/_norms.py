@@ -18,7 +18,7 @@ from ._types import DeviceClipResult, GradStats, NonFiniteGradientError
 
 __all__ = ["DeviceClipResult", "GradStats", "NonFiniteGradientError", "adaptive_clip_",
            "clip_by_global_norm_", "clip_by_norm_", "clip_by_value_", "global_norm", "grad_stats",
-           "norms"]
+           "norms", "unit_norms"]
 
 
 def global_norm(arrays, ord=2) -> float:
@@ -102,3 +102,15 @@ def adaptive_clip_(grads, params, clipping=0.01, *, eps=1e-3, unit_axis=0):
     must have the same shape. Returns ``grads``.
     """
     return _core.adaptive_clip_(grads, params, clipping, eps, unit_axis)
+
+
+def unit_norms(grads, unit_axis=0) -> list:
+    """The L2 norm of every unit of every array: the norms ``adaptive_clip_`` compares.
+
+    Units are the slices along ``unit_axis`` of an array with ndim >= 2 (the output
+    units of a torch-layout weight with the default 0; -1 for a flax/JAX kernel), and the
+    whole array otherwise. Returns one float64 array per array (per leaf of a tree, in
+    the order of ``norms``), of length ``shape[unit_axis]``, or 1 for ndim < 2. Runs on
+    the CPU; norms are accumulated in float64 and exact over the float64 range.
+    """
+    return _core.unit_norms(grads, unit_axis)

@@ -235,6 +235,24 @@ def ref_clip_by_global_norm(arrays, max_norm, ord=2, *, eps=1e-6, nonfinite="pro
     return [_scaled(z, f) for z in zeroed], total
 
 
+def _unit_rows(a64, unit_axis):
+    """The units of an array as the rows of a matrix: slices along unit_axis for ndim >= 2,
+    the whole array (one row) otherwise."""
+    if a64.ndim < 2:
+        return a64.reshape(1, -1)
+    ax = unit_axis + a64.ndim if unit_axis < 0 else unit_axis
+    if not 0 <= ax < a64.ndim:
+        raise ValueError(f"unit_axis {unit_axis} out of range for ndim {a64.ndim}")
+    m = np.moveaxis(a64, ax, 0)
+    return m.reshape(m.shape[0], int(np.prod(m.shape[1:], dtype=np.int64)))
+
+
+def ref_unit_norms(arrays, unit_axis=0):
+    """The L2 norm of every unit of every array (the units of ref_adaptive_clip), one
+    float64 array per input."""
+    return [_row_norms(_unit_rows(_f64(np.asarray(a)), unit_axis), 2.0) for a in _as_list(arrays)]
+
+
 def ref_adaptive_clip(grads, params, clipping=0.01, *, eps=1e-3, unit_axis=0):
     """Adaptive gradient clipping (Brock et al. 2021). Returns the clipped grads.
 
@@ -254,18 +272,9 @@ def ref_adaptive_clip(grads, params, clipping=0.01, *, eps=1e-3, unit_axis=0):
             raise ValueError(f"shape mismatch {g.shape} vs {prm.shape}")
         g64 = _f64(g)
         p64 = _f64(prm)
+        gmat, pmat = _unit_rows(g64, unit_axis), _unit_rows(p64, unit_axis)
         if g.ndim >= 2:
             ax = unit_axis + g.ndim if unit_axis < 0 else unit_axis
-            if not 0 <= ax < g.ndim:
-                raise ValueError(f"unit_axis {unit_axis} out of range for ndim {g.ndim}")
-            gm = np.moveaxis(g64, ax, 0)
-            pm = np.moveaxis(p64, ax, 0)
-            inner = int(np.prod(gm.shape[1:], dtype=np.int64))
-            gmat = gm.reshape(gm.shape[0], inner)
-            pmat = pm.reshape(pm.shape[0], inner)
-        else:
-            gmat = g64.reshape(1, -1)
-            pmat = p64.reshape(1, -1)
         gn = _row_norms(gmat, 2.0)
         pn = _row_norms(pmat, 2.0)
         maxn = clipping * np.maximum(pn, eps)

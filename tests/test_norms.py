@@ -406,3 +406,53 @@ def test_torch_cpu_tensors_are_accepted():
         check(gradcore.global_norm(tensors, ord), ref_norm(as_np, ord), ord)
         check(gradcore.norms(tensors, ord), ref_norms(as_np, ord), ord)
     check(gradcore.grad_stats(tensors).l2_norm, ref_grad_stats(as_np)[0], 2)
+
+
+# =============================================================================== unit_norms
+
+def _unit_shapes():
+    return st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple)
+
+
+@given(shapes=st.lists(_unit_shapes(), min_size=0, max_size=5), seed=st.integers(0, 2**32 - 1),
+       unit_axis=st.integers(-4, 3), scale=st.sampled_from([1e-200, 1e-3, 1.0, 1e30, 1e200]),
+       dtype=st.sampled_from([F16, F32, F64]))
+def test_unit_norms_match_reference(isa, threads, shapes, seed, unit_axis, scale, dtype):
+    from reference import ref_unit_norms
+    shapes = [s for s in shapes if len(s) < 2 or -len(s) <= unit_axis < len(s)]
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore", under="ignore"):
+        arrays = [(scale * rng.standard_normal(s)).astype(dtype) for s in shapes]
+    got, expected = gradcore.unit_norms(arrays, unit_axis), ref_unit_norms(arrays, unit_axis)
+    assert len(got) == len(arrays)
+    for g, e, a in zip(got, expected, arrays):
+        assert g.dtype == np.float64 and g.shape == ((a.shape[unit_axis],) if a.ndim >= 2 else (1,))
+        assert_close(g, e, 1e-12)
+
+
+def test_unit_norms_are_what_adaptive_clip_bounds(isa, threads):
+    rng = np.random.default_rng(5)
+    grads = [rng.standard_normal((6, 4, 3)), rng.standard_normal(7).astype(np.float32)]
+    params = [0.05 * rng.standard_normal((6, 4, 3)), rng.standard_normal(7).astype(np.float32)]
+    limits = [0.1 * np.maximum(p, 1e-3) for p in gradcore.unit_norms(params, unit_axis=1)]
+    gradcore.adaptive_clip_(grads, params, 0.1, unit_axis=1)
+    for n, limit in zip(gradcore.unit_norms(grads, unit_axis=1), limits):
+        assert np.all(n <= limit * (1 + 1e-6))
+
+
+def test_unit_norms_of_a_tree_follow_the_leaves():
+    w, b = np.arange(6.0).reshape(2, 3), np.array([3.0, 4.0])
+    got = gradcore.unit_norms({"w": w, "b": b, "frozen": None}, unit_axis=-1)
+    np.testing.assert_array_equal(got[0], [5.0])            # "b" < "w": the whole bias
+    np.testing.assert_allclose(got[1], np.linalg.norm(w, axis=0), rtol=1e-15)
+
+
+def test_unit_norms_reject_bad_arguments():
+    a = np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"unit_axis 2 is out of range for grads\[0\] with 2 dimensions"):
+        gradcore.unit_norms([a], unit_axis=2)
+    with pytest.raises(TypeError, match="unit_axis must be an int"):
+        gradcore.unit_norms([a], unit_axis=0.5)
+    with pytest.raises(TypeError, match=r"grads\[1\]: dtype int32 is not supported"):
+        gradcore.unit_norms([a, np.ones(3, np.int32)])
+    assert gradcore.unit_norms([]) == []

@@ -32,7 +32,7 @@ std::vector<UnitLayout> unit_layouts(const ArrayList& g, const ArrayList& p, int
     same_shapes(g.arrays, "grads", p.arrays, "params");
     std::vector<UnitLayout> layouts;
     layouts.reserve(g.size());
-    for (std::size_t i = 0; i < g.size(); ++i) layouts.push_back(unit_layout(g.arrays[i].shape, unit_axis, i));
+    for (std::size_t i = 0; i < g.size(); ++i) layouts.push_back(unit_layout(g.arrays[i].shape, unit_axis, "grads", i));
     return layouts;
 }
 
@@ -195,6 +195,29 @@ py::object adaptive_clip_binding(py::handle grads, py::handle params, py::handle
     return g.sequence;
 }
 
+py::object unit_norms_binding(py::handle grads, py::handle unit_axis_arg) {
+    const int unit_axis = static_cast<int>(integer(unit_axis_arg, "unit_axis", -64, 63));
+    Call call("unit_norms", Call::cpu_only);
+    const ArrayList list = call.list(grads, "grads", Access::read, kNormInputs, Keep::arrays);
+    std::vector<UnitLayout> layouts;
+    std::int64_t total = 0;
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        layouts.push_back(unit_layout(list.arrays[i].shape, unit_axis, "grads", i));
+        total += layouts.back().units;
+    }
+    const ArrayArg out = call.new_array({total}, DType::float64, "out");
+    run(call, [&] { unit_norms(list.views.data(), layouts.data(), layouts.size(), out.as<double>()); },
+        [](cuda::Stream) {});
+    // One array per input: consecutive views of the one output.
+    py::list per_array;
+    std::int64_t at = 0;
+    for (const UnitLayout& l : layouts) {
+        per_array.append(out.object[py::slice(at, at + l.units, 1)]);
+        at += l.units;
+    }
+    return std::move(per_array);
+}
+
 }  // namespace
 
 void bind_norms(py::module_& m) {
@@ -211,6 +234,7 @@ void bind_norms(py::module_& m) {
     m.def("clip_by_global_norm_", &clip_by_global_norm_binding, py::arg("arrays"), py::arg("max_norm"),
           py::arg("ord") = 2.0, py::arg("eps") = 1e-6, py::arg("nonfinite") = "propagate",
           py::arg("total_norm") = none);
+    m.def("unit_norms", &unit_norms_binding, py::arg("grads"), py::arg("unit_axis") = 0);
     m.def("adaptive_clip_", &adaptive_clip_binding, py::arg("grads"), py::arg("params"), py::arg("clipping") = 0.01,
           py::arg("eps") = 1e-3, py::arg("unit_axis") = 0);
 }

@@ -146,16 +146,16 @@ inline bool truth(pybind11::handle v) {
     return r != 0;
 }
 
-// Unit layout of adaptive clipping for grads[i] of this shape: units along `axis` when
+// Unit layout of adaptive clipping for <name>[i] of this shape: units along `axis` when
 // ndim >= 2, the whole array otherwise.
-inline UnitLayout unit_layout(const std::vector<std::int64_t>& shape, int axis, std::size_t i) {
+inline UnitLayout unit_layout(const std::vector<std::int64_t>& shape, int axis, const char* name, std::size_t i) {
     const int nd = static_cast<int>(shape.size());
     std::int64_t numel = 1;
     for (std::int64_t d : shape) numel *= d;
     if (nd < 2) return {1, 1, numel};
     const int ax = axis < 0 ? axis + nd : axis;
     if (ax < 0 || ax >= nd) {
-        throw pybind11::value_error("unit_axis " + std::to_string(axis) + " is out of range for grads[" +
+        throw pybind11::value_error("unit_axis " + std::to_string(axis) + " is out of range for " + name + "[" +
                                     std::to_string(i) + "] with " + std::to_string(nd) + " dimensions");
     }
     UnitLayout l{1, shape[static_cast<std::size_t>(ax)], 1};

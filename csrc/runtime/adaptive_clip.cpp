@@ -41,6 +41,27 @@ void scale_unit(const kernels::KernelTable& k, const TensorView& t, const UnitLa
     });
 }
 
+// One task per unit of every array, in list order, with the elements they read; each
+// layout checked against its array.
+std::vector<UnitTask> unit_tasks(const TensorView* arrays, const UnitLayout* layouts, std::size_t count,
+                                 const char* name, std::int64_t& work) {
+    if (count && !layouts) throw std::invalid_argument("layouts is null");
+    std::vector<UnitTask> tasks;
+    for (std::size_t i = 0; i < count; ++i) {
+        const UnitLayout& l = layouts[i];
+        if (l.outer < 0 || l.units < 0 || l.inner < 0) {
+            throw std::invalid_argument("layouts[" + std::to_string(i) + "]: sizes must be >= 0");
+        }
+        if (l.outer * l.units * l.inner != arrays[i].numel) {
+            throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +
+                                        "] does not match its unit layout");
+        }
+        for (std::int64_t u = 0; u < l.units; ++u) tasks.push_back({i, u});
+        work += arrays[i].numel;
+    }
+    return tasks;
+}
+
 }  // namespace
 
 void adaptive_clip_(const TensorView* grads, const TensorView* params, const UnitLayout* layouts,
@@ -49,21 +70,15 @@ void adaptive_clip_(const TensorView* grads, const TensorView* params, const Uni
     rules::finite_nonnegative(eps, "eps");
     runtime::require_writable_dtypes(grads, count, "grads");
     runtime::check_views(params, count, "params");
-    if (count && !layouts) throw std::invalid_argument("layouts is null");
-    std::vector<UnitTask> tasks;
-    std::int64_t work = 0;
     for (std::size_t i = 0; i < count; ++i) {
-        const UnitLayout& l = layouts[i];
-        if (l.outer < 0 || l.units < 0 || l.inner < 0) {
-            throw std::invalid_argument("layouts[" + std::to_string(i) + "]: sizes must be >= 0");
+        if (grads[i].numel != params[i].numel) {
+            throw std::invalid_argument("grads[" + std::to_string(i) + "] and params[" + std::to_string(i) +
+                                        "] have different sizes");
         }
-        if (grads[i].numel != params[i].numel || l.outer * l.units * l.inner != grads[i].numel) {
-            throw std::invalid_argument("grads[" + std::to_string(i) + "] and params[" +
-                                        std::to_string(i) + "] do not match the unit layout");
-        }
-        for (std::int64_t u = 0; u < l.units; ++u) tasks.push_back({i, u});
-        work += 2 * grads[i].numel;
     }
+    std::int64_t work = 0;
+    const std::vector<UnitTask> tasks = unit_tasks(grads, layouts, count, "grads", work);
+    work *= 2;  // the params' units are read too
     const kernels::KernelTable& k = runtime::active_table();
     auto task = [&](std::size_t t) {
         const auto [i, u] = tasks[t];
@@ -72,6 +87,19 @@ void adaptive_clip_(const TensorView* grads, const TensorView* params, const Uni
         if (std::isnan(p)) return;  // no limit exists: the unit is left as it is, like a NaN g
         const double limit = clipping * (p > eps ? p : eps);
         if (g > limit) scale_unit(k, grads[i], layouts[i], u, limit / g);
+    };
+    runtime::parallel_for(tasks.size(), work, runtime::TaskFn(task));
+}
+
+void unit_norms(const TensorView* arrays, const UnitLayout* layouts, std::size_t count, double* out) {
+    runtime::check_views(arrays, count, "arrays");
+    std::int64_t work = 0;
+    const std::vector<UnitTask> tasks = unit_tasks(arrays, layouts, count, "arrays", work);
+    if (!tasks.empty() && !out) throw std::invalid_argument("out is null");
+    const kernels::KernelTable& k = runtime::active_table();
+    auto task = [&](std::size_t t) {
+        const auto [i, u] = tasks[t];
+        out[t] = unit_norm(k, arrays[i], layouts[i], u);
     };
     runtime::parallel_for(tasks.size(), work, runtime::TaskFn(task));
 }

@@ -82,4 +82,9 @@ GRADCORE_API void adaptive_clip_(const TensorView* grads, const TensorView* para
                                  const UnitLayout* layouts, std::size_t count, double clipping,
                                  double eps);
 
+// The L2 norm of every unit of every array (the norms adaptive_clip_ compares), in list
+// order: layouts[0].units entries for arrays[0], then those of arrays[1], ...
+GRADCORE_API void unit_norms(const TensorView* arrays, const UnitLayout* layouts, std::size_t count,
+                             double* out);
+
 }  // namespace gradcore
