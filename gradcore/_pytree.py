@@ -13,8 +13,9 @@ The rules, the same with or without JAX:
 - Leaves are arrays in the sense of ``_args.is_one_array`` (NumPy arrays, memoryviews,
   anything with ``__dlpack__``, ``__array__`` or ``__cuda_array_interface__``) and, below
   the top level, plain real numbers (NumPy reads them as 0-d arrays; JAX calls them
-  leaves too) and other buffer-protocol objects (``array.array``), as list elements have
-  always been read.
+  leaves too), non-empty lists of numbers (nested too: one array, as NumPy reads it,
+  where JAX would see a list of number leaves) and other buffer-protocol objects
+  (``array.array``), as list elements have always been read.
 - Containers are ``dict`` (leaves in sorted key order, as JAX orders them; a rebuilt dict
   keeps the caller's key order), ``collections.OrderedDict`` and ``defaultdict`` (as JAX),
   ``list``, ``tuple`` and namedtuples (in order). ``None`` is an empty subtree: it has no
@@ -72,6 +73,16 @@ def _is_array_or_number(obj) -> bool:
     return is_one_array(obj) or (isinstance(obj, numbers.Real) and not isinstance(obj, bool))
 
 
+def _is_number_list(obj) -> bool:
+    """A non-empty list or tuple of real numbers, or of such lists: inside a container one
+    array, as NumPy reads it and as gradcore has always read a list element
+    (``norms([[3.0, 4.0], x])`` has two entries)."""
+    t = type(obj)
+    if (t is not list and t is not tuple) or not obj:
+        return False
+    return all((isinstance(x, numbers.Real) and not isinstance(x, bool)) or _is_number_list(x) for x in obj)
+
+
 def _has_buffer(obj) -> bool:
     """The buffer protocol (array.array, bytearray): an array inside a container, as the
     compiled reader has always read list elements (at the top level such an object is an
@@ -86,7 +97,7 @@ def _has_buffer(obj) -> bool:
 
 
 def _is_leaf(obj) -> bool:
-    return _is_array_or_number(obj) or _has_buffer(obj)
+    return _is_array_or_number(obj) or _is_number_list(obj) or _has_buffer(obj)
 
 
 def _is_namedtuple(obj) -> bool:
@@ -129,10 +140,10 @@ def _jax_node(obj, label, out, labels):
     return _Node(_JAX, (treedef, present, paths))
 
 
-def _flatten(obj, label, out, labels):
+def _flatten(obj, label, out, labels, top=False):
     if obj is None:
         return NONE
-    if _is_array_or_number(obj):
+    if _is_array_or_number(obj) or (not top and _is_number_list(obj)):
         out.append(obj)
         labels.append(label)
         return LEAF
@@ -191,7 +202,7 @@ def flatten(tree, name: str = "arrays") -> Flat:
     if isinstance(tree, numbers.Real) and not is_one_array(tree):
         raise _not_a_tree(tree, name)
     out, labels = [], []
-    structure = _flatten(tree, name, out, labels)
+    structure = _flatten(tree, name, out, labels, top=True)
     return Flat(out, labels, structure)
 
 
@@ -204,19 +215,19 @@ def leaves(tree, name: str = "arrays") -> list:
         return list(tree)
     out = []
     try:
-        if _collect(tree, out):
+        if _collect(tree, out, top=True):
             return out
     except TypeError:  # (unsortable keys)
         pass
     return flatten(tree, name).leaves  # the slow walk: labels for the error, JAX's nodes
 
 
-def _collect(obj, out) -> bool:
+def _collect(obj, out, top=False) -> bool:
     """The leaves of a tree of standard containers, without labels or structure (False
     for anything else, which flatten then explains or hands to JAX)."""
     if obj is None:
         return True
-    if _is_array_or_number(obj):
+    if _is_array_or_number(obj) or (not top and _is_number_list(obj)):
         out.append(obj)
         return True
     t = type(obj)

@@ -517,9 +517,10 @@ def expect_container(expect, rec, built, name, ok, functional=False):
         return [obj]
     for i, b in enumerate(built):
         label = f"{name}[" if kind == "dict" else f"{name}[{i}]"
-        if functional and (b.obj is None or isinstance(b.obj, (list, tuple, dict))):
-            # A subtree for the functional forms (None, nested containers, lists of
-            # numbers): tests/test_pytree.py checks what comes back against the reference.
+        if b.obj is None or isinstance(b.obj, (list, tuple, dict)):
+            # A subtree (None, nested containers, lists of numbers), which every list
+            # argument takes: tests/test_pytree.py and tests/test_pytree_inplace.py check
+            # what it gives against the reference.
             expect.either(label)
             continue
         if not ok(b.obj):

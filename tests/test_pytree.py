@@ -156,8 +156,16 @@ def test_buffers_are_leaves_inside_containers():
 def test_numbers_are_leaves_inside_containers():
     out, total = gradcore.clip_by_global_norm({"a": 3.0, "b": [4.0]}, 1.0)
     assert total == 5.0 and isinstance(out["a"], np.ndarray) and out["a"].shape == ()
-    with pytest.raises(TypeError, match=r"arrays\['b'\]\[0\]: dtype int64"):
+    assert out["b"].shape == (1,)  # a list of numbers is one array, as NumPy reads it
+    with pytest.raises(TypeError, match=r"arrays\['b'\]: dtype int64"):
         gradcore.clip_by_global_norm({"a": 3.0, "b": [4]}, 1.0)
+
+
+def test_lists_of_numbers_are_one_array_below_the_top_level():
+    nested = [[3.0, 4.0], [0.0, 1.0]]
+    assert gradcore._pytree.leaves([np.ones(2), nested, None])[1] is nested
+    assert gradcore.norms([nested, None, np.array([12.0])]).tolist() == [math.sqrt(26.0), 12.0]
+    assert len(gradcore._pytree.leaves([3.0, 4.0])) == 2  # the top level is the list itself
 
 
 def test_results_match_the_flat_in_place_call_bit_for_bit():

@@ -240,6 +240,7 @@ py::dtype numpy_dtype_of(DType t) {
 }
 
 std::string Label::str() const {
+    if (path) return py::reinterpret_borrow<py::str>(path).cast<std::string>();
     return index < 0 ? std::string(name) : std::string(name) + "[" + std::to_string(index) + "]";
 }
 

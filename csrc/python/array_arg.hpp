@@ -45,10 +45,12 @@ struct Device {
     bool is_cuda() const { return kind == cuda; }
 };
 
-// An argument's name in messages: "arrays[3]", "x".
+// An argument's name in messages: "arrays[3]", "x", or a leaf's path in a tree
+// ("grads['dense'].kernel").
 struct Label {
     const char* name;
-    long index = -1;  // -1: not a list element
+    long index = -1;            // -1: not a list element
+    PyObject* path = nullptr;   // a str, borrowed from the tree's labels
     std::string str() const;
 };
 

@@ -154,10 +154,28 @@ std::optional<ArrayArg> Call::optional(py::handle obj, const char* name, Access 
     return read(obj, Label{name}, access, dtypes);
 }
 
-ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dtypes, Keep keep) {
-    ArrayList out;
+namespace {
+
+bool is_tree_node(PyObject* o) { return o == Py_None || PyList_Check(o) || PyTuple_Check(o) || PyDict_Check(o); }
+
+// Whether a list argument is a tree: a dict, or a sequence with a None or a container in
+// it (None itself is refused: as a whole argument it is more likely a mistake).
+bool is_tree(PyObject* seq) {
+    if (PyDict_Check(seq)) return true;
+    const bool is_list = PyList_Check(seq);
+    const Py_ssize_t n = is_list ? PyList_GET_SIZE(seq) : PyTuple_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        if (is_tree_node(is_list ? PyList_GET_ITEM(seq, i) : PyTuple_GET_ITEM(seq, i))) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dtypes, Keep keep, const ArrayList* like) {
+    ArrayList out{name};
     PyObject* o = arg.ptr();
-    if (PyList_Check(o) || PyTuple_Check(o)) {
+    if (PyList_Check(o) || PyTuple_Check(o) || PyDict_Check(o)) {
         out.sequence = py::reinterpret_borrow<py::object>(arg);
     } else if (is_one_array(arg)) {
         py::list one;
@@ -170,7 +188,16 @@ ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dty
         if (items == nullptr) throw py::error_already_set();
         out.sequence = py::reinterpret_steal<py::object>(items);
     }
-    PyObject* seq = out.sequence.ptr();
+    py::object leaves = out.sequence, paths;
+    if (trees_ && ((like && like->tree) || is_tree(out.sequence.ptr()))) {
+        // gradcore._pytree decides what a container and a leaf are; the paths name them.
+        const py::module_ pytree = py::module_::import("gradcore._pytree");
+        out.tree = like && like->tree ? pytree.attr("flatten_like")(out.sequence, like->tree, name, like->name)
+                                      : pytree.attr("flatten")(out.sequence, name);
+        leaves = out.tree.attr("leaves");
+        paths = out.tree.attr("labels");
+    }
+    PyObject* seq = leaves.ptr();
     const bool is_list = PyList_Check(seq);
     const auto n = static_cast<std::size_t>(is_list ? PyList_GET_SIZE(seq) : PyTuple_GET_SIZE(seq));
     if (keep == Keep::arrays) out.arrays.reserve(n);
@@ -181,7 +208,7 @@ ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dty
         if (is_list && k >= PyList_GET_SIZE(seq)) throw py::value_error(std::string(name) + " changed size while read");
         const py::object item =
             py::reinterpret_borrow<py::object>(is_list ? PyList_GET_ITEM(seq, k) : PyTuple_GET_ITEM(seq, k));
-        const Label label{name, static_cast<long>(i)};
+        const Label label{name, static_cast<long>(i), paths ? PyList_GET_ITEM(paths.ptr(), k) : nullptr};
         if (keep == Keep::views && i > 0 && !on_cuda() && py::isinstance<py::array>(item)) {
             // Host lists of NumPy arrays, the common case: a view per array, nothing more.
             out.views.push_back(numpy_view(py::reinterpret_borrow<py::array>(item), label, access, dtypes.cpu, keep_));

@@ -21,27 +21,38 @@
 
 namespace gradcore::python {
 
-// A list argument as read: the sequence (returned by in-place functions), the table of
-// views the C++ API takes, and the arrays' descriptors when asked for (Keep::arrays).
+// A list argument as read: what in-place functions return (the caller's list or tree),
+// the table of views the C++ API takes, the arrays' descriptors when asked for
+// (Keep::arrays), and, for a tree, its flattening (a gradcore._pytree.Flat).
 enum class Keep { views, arrays };
 struct ArrayList {
+    const char* name;
     py::object sequence;
     std::vector<ArrayArg> arrays;
     std::vector<TensorView> views;
+    py::object tree;
     std::size_t size() const { return views.size(); }
 };
 
 class Call {
 public:
+    // What a call takes besides the defaults: cpu_only refuses CUDA device arrays (the
+    // operation has no GPU version); flat_lists reads list arguments without the tree
+    // rules (lists paired by position with state the caller keeps: the optimisers').
+    enum Option : unsigned { cpu_only = 1, flat_lists = 2 };
     // `function` names the operation in messages ("global_norm").
-    explicit Call(const char* function, bool cpu_only = false) : function_(function), cpu_only_(cpu_only) {}
+    explicit Call(const char* function, unsigned options = 0)
+        : function_(function), cpu_only_(options & cpu_only), trees_(!(options & flat_lists)) {}
     Call(const Call&) = delete;
     Call& operator=(const Call&) = delete;
     ~Call();
 
     // A list argument: a list or tuple as is, one array as a list of one, any other
-    // iterable materialised.
-    ArrayList list(py::handle arg, const char* name, Access access, DTypes dtypes, Keep keep = Keep::views);
+    // iterable materialised. A tree (a dict, or a sequence holding None, a dict or a
+    // sequence) is read as its leaves, in gradcore._pytree's order; with `like`, a tree
+    // is flattened along like's structure (params along grads: None there skips a leaf).
+    ArrayList list(py::handle arg, const char* name, Access access, DTypes dtypes, Keep keep = Keep::views,
+                   const ArrayList* like = nullptr);
     ArrayArg array(py::handle obj, const char* name, Access access, DTypes dtypes);
     std::optional<ArrayArg> optional(py::handle obj, const char* name, Access access, DTypes dtypes);
 
@@ -73,7 +84,7 @@ private:
     void* cuda_stream();
 
     const char* function_;
-    bool cpu_only_;
+    bool cpu_only_, trees_;
     Device device_;
     py::object lead_;                    // the first array argument
     std::string lead_label_;

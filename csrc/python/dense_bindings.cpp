@@ -67,7 +67,7 @@ ArrayArg output(Call& call, py::handle given, const char* name, const ArrayArg& 
 py::object matmul_binding(py::handle a_arg, py::handle b_arg, bool trans_a, bool trans_b, py::handle alpha_arg,
                           py::handle beta_arg, py::handle out) {
     const double alpha = real(alpha_arg, "alpha"), beta = real(beta_arg, "beta");
-    Call call("matmul", /*cpu_only=*/true);
+    Call call("matmul", Call::cpu_only);
     const ArrayArg a = call.array(a_arg, "a", Access::read_strided, kLayerFloats);
     const ArrayArg b = call.array(b_arg, "b", Access::read_strided, kLayerFloats);
     same_dtype(a, "a", b, "b");

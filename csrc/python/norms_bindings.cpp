@@ -186,7 +186,7 @@ py::object adaptive_clip_binding(py::handle grads, py::handle params, py::handle
     const int unit_axis = static_cast<int>(integer(unit_axis_arg, "unit_axis", -64, 63));
     Call call("adaptive_clip_");
     const ArrayList g = call.list(grads, "grads", Access::write, kInPlaceFloats, Keep::arrays);
-    const ArrayList p = call.list(params, "params", Access::read, kNormInputs, Keep::arrays);
+    const ArrayList p = call.list(params, "params", Access::read, kNormInputs, Keep::arrays, &g);
     const std::vector<UnitLayout> layouts = unit_layouts(g, p, unit_axis);
     run(call, [&] { adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps); },
         [&](cuda::Stream s) {

@@ -17,7 +17,7 @@ void bind_optim(py::module_& m) {
     // Host arrays for the Python side to keep (the optimisers' parameters, the NumPy
     // models' inputs): NumPy views of the caller's memory, or converted copies for reading.
     m.def("host_arrays", [](py::handle arrays, const char* name, bool writeable) {
-        Call call("host_arrays", /*cpu_only=*/true);
+        Call call("host_arrays", Call::cpu_only | Call::flat_lists);
         const DTypes any{~0u, 0};
         const ArrayList list = call.list(arrays, name, writeable ? Access::write : Access::read, any, Keep::arrays);
         py::list out;
@@ -26,13 +26,13 @@ void bind_optim(py::module_& m) {
     }, py::arg("arrays"), py::arg("name"), py::arg("writeable"));
 
     m.def("host_array", [](py::handle array, const char* label, bool writeable) {
-        Call call("host_array", /*cpu_only=*/true);
+        Call call("host_array", Call::cpu_only);
         return call.array(array, label, writeable ? Access::write : Access::read, {~0u, 0}).memory;
     }, py::arg("array"), py::arg("label"), py::arg("writeable"));
 
     m.def("sgd_step", [](py::handle params, py::handle grads, py::handle buffers, double lr, double momentum,
                          double dampening, bool nesterov, double weight_decay, double grad_scale, bool first_step) {
-        Call call("sgd_step", /*cpu_only=*/true);
+        Call call("sgd_step", Call::cpu_only | Call::flat_lists);
         const ArrayList p = call.list(params, "params", Access::write, kHostFloats, Keep::arrays);
         const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats, Keep::arrays);
         same_shapes(p.arrays, "params", g.arrays, "grads");
@@ -52,7 +52,7 @@ void bind_optim(py::module_& m) {
     m.def("adam_step", [](py::handle params, py::handle grads, py::handle exp_avg, py::handle exp_avg_sq,
                           double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
                           double grad_scale, long long step) {
-        Call call("adam_step", /*cpu_only=*/true);
+        Call call("adam_step", Call::cpu_only | Call::flat_lists);
         const ArrayList p = call.list(params, "params", Access::write, kHostFloats, Keep::arrays);
         const ArrayList g = call.list(grads, "grads", Access::read, kHostFloats, Keep::arrays);
         const ArrayList m1 = call.list(exp_avg, "exp_avg", Access::write, kHostFloats, Keep::arrays);

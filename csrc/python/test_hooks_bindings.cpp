@@ -19,7 +19,7 @@ void bind_test_hooks(py::module_& m) {
         static constexpr Named<MathFunction> kFunctions[] = {
             {"exp", MathFunction::exp}, {"tanh", MathFunction::tanh}, {"sigmoid", MathFunction::sigmoid}};
         const MathFunction fn = by_name(name, "name", kFunctions);
-        Call call("_vector_math", /*cpu_only=*/true);
+        Call call("_vector_math", Call::cpu_only);
         const ArrayArg in = call.array(x, "x", Access::read, {kFloat32or64, 0});
         ArrayArg out = call.new_array(in.shape, in.dtype, "out");
         std::memcpy(out.data, in.data, static_cast<std::size_t>(in.numel * itemsize(in.dtype)));
