@@ -19,7 +19,10 @@ namespace {
 
 // An array of x's dtype and the given shape.
 void check_like(const ArrayArg& a, const char* name, const ArrayArg& x, const std::vector<std::int64_t>& shape) {
-    same_dtype(x, "x", a, name);
+    if (a.dtype != x.dtype) {
+        throw py::type_error(std::string(name) + " has dtype " + dtype_name(a.dtype) + " but x has " +
+                             dtype_name(x.dtype));
+    }
     require_shape(a, name, shape);
 }
 
