@@ -8,13 +8,13 @@ import numbers
 
 import numpy as np
 
+from . import _core
 
-def is_one_array(obj) -> bool:
-    """One array rather than a collection of them: a NumPy array, a buffer (iterating a
-    memoryview would split it up), or anything with ``__dlpack__``, ``__array__`` or
-    ``__cuda_array_interface__``."""
-    return (isinstance(obj, (np.ndarray, memoryview)) or hasattr(obj, "__dlpack__")
-            or hasattr(obj, "__array__") or hasattr(obj, "__cuda_array_interface__"))
+
+# One array rather than a collection of them: a NumPy array, a buffer (iterating a
+# memoryview would split it up), a DLPack capsule, or anything with ``__dlpack__``,
+# ``__array__`` or ``__cuda_array_interface__``. The compiled list reader's own rule.
+is_one_array = _core.is_one_array
 
 
 def array_list(arrays, name: str = "arrays"):

@@ -25,6 +25,8 @@ void bind_optim(py::module_& m) {
         return out;
     }, py::arg("arrays"), py::arg("name"), py::arg("writeable"));
 
+    m.def("is_one_array", [](py::handle obj) { return is_one_array(obj); }, py::arg("obj"));
+
     m.def("host_array", [](py::handle array, const char* label, bool writeable) {
         Call call("host_array", Call::cpu_only);
         return call.array(array, label, writeable ? Access::write : Access::read, {~0u, 0}).memory;
