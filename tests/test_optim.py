@@ -347,3 +347,16 @@ def test_grad_shape_mismatch_raises(shape):
     params = [np.zeros((4, 2))]
     with pytest.raises(ValueError):
         optim.SGD(params, 0.1).step([np.ones(shape)])
+
+
+def test_optimisers_take_flat_lists_only():
+    """The optimisers pair grads with params by position, so their lists are flat: a dict
+    or a None entry is refused by name, never flattened out of step with the params."""
+    w = np.ones(3, np.float32)
+    for bad in ({"w": w}, [w, None]):
+        with pytest.raises(TypeError, match=r"params\[\d\]"):
+            gradcore.optim.SGD(bad, lr=0.1)
+    opt = gradcore.optim.SGD([w], lr=0.1)
+    with pytest.raises(TypeError, match=r"grads\[0\]"):
+        opt.step([None])
+    assert w.tolist() == [1.0, 1.0, 1.0]

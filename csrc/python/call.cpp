@@ -175,7 +175,7 @@ bool is_tree(PyObject* seq) {
 ArrayList Call::list(py::handle arg, const char* name, Access access, DTypes dtypes, Keep keep, const ArrayList* like) {
     ArrayList out{name};
     PyObject* o = arg.ptr();
-    if (PyList_Check(o) || PyTuple_Check(o) || PyDict_Check(o)) {
+    if (PyList_Check(o) || PyTuple_Check(o) || (trees_ && PyDict_Check(o))) {
         out.sequence = py::reinterpret_borrow<py::object>(arg);
     } else if (is_one_array(arg)) {
         py::list one;
