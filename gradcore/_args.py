@@ -1,33 +1,11 @@
-"""Argument checks of the pure-Python parts of the API (the optimisers' hyper-parameters,
-the containers of the functional forms); the compiled core checks its own arguments."""
+"""Argument checks of the pure-Python parts of the API (the optimisers' hyper-parameters);
+the compiled core checks its own arguments, and gradcore._pytree the containers."""
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
-
-from . import _core
-
-
-# One array rather than a collection of them: a NumPy array, a buffer (iterating a
-# memoryview would split it up), a DLPack capsule, or anything with ``__dlpack__``,
-# ``__array__`` or ``__cuda_array_interface__``. The compiled list reader's own rule.
-is_one_array = _core.is_one_array
-
-
-def array_list(arrays, name: str = "arrays"):
-    """A list or tuple of arrays as is; one array becomes a list of one; any other
-    iterable (e.g. a generator over ``model.parameters()``) is materialised."""
-    if isinstance(arrays, (list, tuple)):
-        return arrays
-    if is_one_array(arrays):
-        return [arrays]
-    if isinstance(arrays, (str, bytes)) or not hasattr(arrays, "__iter__"):
-        raise TypeError(f"{name} must be an array or a sequence of arrays, "
-                        f"got {type(arrays).__name__}")
-    return list(arrays)
 
 
 def real(value, name: str) -> float:

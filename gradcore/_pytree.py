@@ -10,12 +10,13 @@ container, so both see the same leaves in the same order.
 
 The rules, the same with or without JAX:
 
-- Leaves are arrays in the sense of ``_args.is_one_array`` (NumPy arrays, memoryviews,
-  anything with ``__dlpack__``, ``__array__`` or ``__cuda_array_interface__``) and, below
-  the top level, plain real numbers (NumPy reads them as 0-d arrays; JAX calls them
-  leaves too), non-empty lists of numbers (nested too: one array, as NumPy reads it,
-  where JAX would see a list of number leaves) and other buffer-protocol objects
-  (``array.array``), as list elements have always been read.
+- Leaves are arrays in the sense of ``_core.is_one_array``, the compiled reader's rule
+  (NumPy arrays, memoryviews, DLPack capsules, anything with ``__dlpack__``,
+  ``__array__`` or ``__cuda_array_interface__``) and, below the top level, plain real
+  numbers (NumPy reads them as 0-d arrays; JAX calls them leaves too), non-empty lists
+  of numbers (nested too: one array, as NumPy reads it, where JAX would see a list of
+  number leaves) and other buffer-protocol objects (``array.array``), as list elements
+  have always been read.
 - Containers are ``dict`` (leaves in sorted key order, as JAX orders them; a rebuilt dict
   keeps the caller's key order), ``collections.OrderedDict`` and ``defaultdict`` (as JAX),
   ``list``, ``tuple`` and namedtuples (in order). ``None`` is an empty subtree: it has no
@@ -39,9 +40,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._args import is_one_array
+from ._core import is_one_array
 
-__all__ = ["Flat", "flatten", "flatten_like", "leaves", "unflatten"]
+__all__ = ["Flat", "flatten", "flatten_like", "leaf_list", "leaves", "unflatten"]
 
 _LEAF, _NONE, _LIST, _TUPLE, _NAMEDTUPLE, _DICT, _JAX = range(7)
 
@@ -220,6 +221,18 @@ def leaves(tree, name: str = "arrays") -> list:
     except TypeError:  # (unsortable keys)
         pass
     return flatten(tree, name).leaves  # the slow walk: labels for the error, JAX's nodes
+
+
+def leaf_list(tree, name: str = "arrays"):
+    """A list argument as the compiled reader takes it, for the pure-Python functions
+    that keep per-array state (gradcore.monitor, gradcore.distributed): a flat list or
+    tuple of arrays as it is, one array as a list of one, a tree as its leaves."""
+    if (type(tree) is list or type(tree) is tuple) and not any(
+            x is None or isinstance(x, (list, tuple, dict)) for x in tree):
+        return tree
+    if is_one_array(tree):
+        return [tree]
+    return leaves(tree, name)
 
 
 def _collect(obj, out, top=False) -> bool:

@@ -53,7 +53,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._args import array_list
+from ._pytree import leaf_list
 from ._norms import clip_by_global_norm_ as _clip_local
 from ._norms import global_norm as _norm_local
 
@@ -84,7 +84,7 @@ def global_norm(local_arrays, ord=2, *, comm, sharded=True) -> float:
     gather = _exchange(comm)
     p = _core.norm_order(ord)
     _check_sharded(sharded)
-    local_arrays = array_list(local_arrays, "local_arrays")
+    local_arrays = leaf_list(local_arrays, "local_arrays")
     if not sharded:
         return _norm_local(local_arrays, p)
     try:
@@ -116,7 +116,7 @@ def clip_by_global_norm_(local_arrays, max_norm, ord=2, *, comm, sharded=True, e
     _core.clip_by_global_norm_([], max_norm, p, eps, nonfinite)
     max_norm, eps = float(max_norm), float(eps)
     _check_sharded(sharded)
-    local_arrays = array_list(local_arrays, "local_arrays")
+    local_arrays = leaf_list(local_arrays, "local_arrays")
     if not sharded:
         return _clip_local(local_arrays, max_norm, p, eps=eps, nonfinite=nonfinite)
 

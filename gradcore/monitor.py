@@ -58,7 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._args import array_list
+from ._pytree import leaf_list
 from ._norms import grad_stats
 
 __all__ = ["Event", "GradientMonitor", "EVENT_KINDS"]
@@ -390,17 +390,18 @@ class GradientMonitor:
     def step(self, grads, params=None, loss=None) -> list:
         """Record one training step and return the ``Event`` objects flagged at it.
 
-        ``grads``: the gradient arrays (a list/tuple, one array, or any iterable; NumPy
-        arrays or DLPack tensors, as ``grad_stats`` takes). ``params``: optionally the
+        ``grads``: the gradient arrays (a list/tuple, one array, any iterable, or a tree
+        whose leaves are the arrays, in leaf order; NumPy arrays or DLPack tensors, as
+        ``grad_stats`` takes). ``params``: optionally the
         parameters, in the same order and number, for the parameter norms. ``loss``:
         optionally the loss, any real scalar (``float(loss)`` must work).
 
         Makes one ``grad_stats`` pass over ``grads`` and, when given, one over ``params``.
         """
-        grads = array_list(grads, "grads")
+        grads = leaf_list(grads, "grads")
         self._check_len(grads, "grads")
         if params is not None:
-            params = array_list(params, "params")
+            params = leaf_list(params, "params")
             if len(params) != self._n:
                 raise ValueError(f"params has {len(params)} arrays but grads has {self._n}")
         if loss is not None:

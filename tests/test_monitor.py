@@ -434,3 +434,16 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
     m = _eventful_monitor()
     with pytest.raises(ImportError, match=r"gradcore\[plot\]"):
         m.plot()
+
+
+def test_a_tree_of_gradients_is_watched_leaf_by_leaf():
+    """A tree (here with a parameter that has no gradient) is watched as its leaves, in
+    leaf order, like the flat list of the same arrays."""
+    flat, tree = GradientMonitor(), GradientMonitor()
+    for norms in [[1.0, 0.5]] * 30 + [[100.0, 0.5]]:
+        w, b = arrays_with_norms(norms)
+        flat_events = flat.step([b, w])
+        tree_events = tree.step({"w": w, "b": b, "frozen": None})  # leaves: b, then w
+        assert [(e.step, e.kind, e.arrays) for e in tree_events] == \
+            [(e.step, e.kind, e.arrays) for e in flat_events]
+    assert tree.event_counts == flat.event_counts and tree.event_counts.get("spike") == 1
