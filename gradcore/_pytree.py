@@ -240,7 +240,8 @@ def _collect(obj, out, top=False) -> bool:
     for anything else, which flatten then explains or hands to JAX)."""
     if obj is None:
         return True
-    if _is_array_or_number(obj) or (not top and _is_number_list(obj)):
+    # (a number is a leaf inside a container only; flatten explains the top-level one)
+    if is_one_array(obj) or (not top and (_is_array_or_number(obj) or _is_number_list(obj))):
         out.append(obj)
         return True
     t = type(obj)
@@ -250,7 +251,7 @@ def _collect(obj, out, top=False) -> bool:
         return all(_collect(obj[k], out) for k in sorted(obj))
     if t is OrderedDict:
         return all(_collect(x, out) for x in obj.values())
-    if _has_buffer(obj):
+    if not top and _has_buffer(obj):
         out.append(obj)
         return True
     return False

@@ -272,3 +272,14 @@ def test_custom_jax_nodes_are_flattened_by_jax():
     np.testing.assert_allclose(clipped["params"].items["w"], [0.1], rtol=1e-6)
     with pytest.raises(TypeError, match=r"arrays\['params'\].*must be an array"):
         gradcore.clip_by_value({"params": Frozen({"w": "text"})}, 1.0)
+
+
+@pytest.mark.parametrize("bad", [3.0, 7, "text", b"raw"])
+def test_a_number_or_a_string_is_not_a_list_argument(bad):
+    """As a whole argument a number or a string is refused before anything runs (the
+    distributed functions rely on it: no collective is called)."""
+    for fn in (_pytree.leaves, _pytree.leaf_list, _pytree.flatten):
+        with pytest.raises(TypeError, match="arrays"):
+            fn(bad, "arrays")
+    with pytest.raises(TypeError, match="arrays"):
+        gradcore.global_norm(bad)
