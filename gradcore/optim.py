@@ -53,11 +53,12 @@ class _Optimizer:
             if g.shape != p.shape or g.dtype != p.dtype:
                 raise ValueError(f"grads[{i}] has shape {g.shape} and dtype {g.dtype}, "
                                  f"but params[{i}] has shape {p.shape} and dtype {p.dtype}")
+        given_total = None if total_norm is None else real(total_norm, "total_norm")
         if self.clip_value is not None:
             clip_by_value_(grads, self.clip_value)
         scale = 1.0
         if self.clip_norm is not None or self.skip_nonfinite:
-            total = global_norm(grads) if total_norm is None else real(total_norm, "total_norm")
+            total = global_norm(grads) if given_total is None else given_total
             self.last_grad_norm = total
             if not math.isfinite(total):
                 if self.skip_nonfinite:

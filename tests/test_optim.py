@@ -360,3 +360,12 @@ def test_optimisers_take_flat_lists_only():
     with pytest.raises(TypeError, match=r"grads\[0\]"):
         opt.step([None])
     assert w.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_bad_total_norm_modifies_nothing():
+    """total_norm is checked before clip_value clamps the gradients in place."""
+    p, g = np.ones(3, np.float32), np.full(3, 5.0, np.float32)
+    opt = gradcore.optim.Adam([p], lr=0.1, clip_value=1.0, clip_norm=1.0)
+    with pytest.raises(TypeError, match="total_norm must be a real number"):
+        opt.step([g], total_norm="1.0")
+    assert g.tolist() == [5.0, 5.0, 5.0] and p.tolist() == [1.0, 1.0, 1.0]
