@@ -235,6 +235,7 @@ py::dtype numpy_dtype_of(DType t) {
         case DType::float16: return py::dtype(kNpyHalf);
         case DType::float32: return py::dtype(kNpyFloat);
         case DType::float64: return py::dtype(kNpyDouble);
+        case DType::int64: return py::dtype::of<std::int64_t>();
         default: return py::dtype(std::string(dtype_name(t)));
     }
 }

@@ -27,12 +27,13 @@ using Release = py::gil_scoped_release;
     throw py::error_already_set();
 }
 
-// The unit layout of every (grads[i], params[i]) pair, which must have one shape.
-std::vector<UnitLayout> unit_layouts(const ArrayList& g, const ArrayList& p, int unit_axis) {
-    same_shapes(g.arrays, "grads", p.arrays, "params");
+// The unit layout of every array of a list read with Keep::arrays.
+std::vector<UnitLayout> unit_layouts(const ArrayList& list, int unit_axis) {
     std::vector<UnitLayout> layouts;
-    layouts.reserve(g.size());
-    for (std::size_t i = 0; i < g.size(); ++i) layouts.push_back(unit_layout(g.arrays[i].shape, unit_axis, "grads", i));
+    layouts.reserve(list.size());
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        layouts.push_back(unit_layout(list.arrays[i].shape, unit_axis, list.name, i));
+    }
     return layouts;
 }
 
@@ -187,7 +188,8 @@ py::object adaptive_clip_binding(py::handle grads, py::handle params, py::handle
     Call call("adaptive_clip_");
     const ArrayList g = call.list(grads, "grads", Access::write, kInPlaceFloats, Keep::arrays);
     const ArrayList p = call.list(params, "params", Access::read, kNormInputs, Keep::arrays, &g);
-    const std::vector<UnitLayout> layouts = unit_layouts(g, p, unit_axis);
+    same_shapes(g.arrays, "grads", p.arrays, "params");
+    const std::vector<UnitLayout> layouts = unit_layouts(g, unit_axis);
     run(call, [&] { adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps); },
         [&](cuda::Stream s) {
             cuda::adaptive_clip_(g.views.data(), p.views.data(), layouts.data(), layouts.size(), clipping, eps, s);
@@ -199,12 +201,9 @@ py::object unit_norms_binding(py::handle grads, py::handle unit_axis_arg) {
     const int unit_axis = static_cast<int>(integer(unit_axis_arg, "unit_axis", -64, 63));
     Call call("unit_norms", Call::cpu_only);
     const ArrayList list = call.list(grads, "grads", Access::read, kNormInputs, Keep::arrays);
-    std::vector<UnitLayout> layouts;
+    const std::vector<UnitLayout> layouts = unit_layouts(list, unit_axis);
     std::int64_t total = 0;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-        layouts.push_back(unit_layout(list.arrays[i].shape, unit_axis, "grads", i));
-        total += layouts.back().units;
-    }
+    for (const UnitLayout& l : layouts) total += l.units;
     const ArrayArg out = call.new_array({total}, DType::float64, "out");
     run(call, [&] { unit_norms(list.views.data(), layouts.data(), layouts.size(), out.as<double>()); },
         [](cuda::Stream) {});
