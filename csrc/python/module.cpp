@@ -15,6 +15,7 @@ namespace gradcore::python {
 
 namespace py = pybind11;
 
+void bind_arrays(py::module_& m);
 void bind_norms(py::module_& m);
 void bind_dense(py::module_& m);
 void bind_rnn(py::module_& m);
@@ -42,6 +43,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_num_threads", &get_num_threads);
     m.def("_version", &version);
     m.def("_compiler", &compiler);
+    python::bind_arrays(m);
     python::bind_norms(m);
     python::bind_dense(m);
     python::bind_rnn(m);

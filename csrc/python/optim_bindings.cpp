@@ -14,24 +14,6 @@ constexpr DTypes kHostFloats{kFloat32or64, 0};
 }  // namespace
 
 void bind_optim(py::module_& m) {
-    // Host arrays for the Python side to keep (the optimisers' parameters, the NumPy
-    // models' inputs): NumPy views of the caller's memory, or converted copies for reading.
-    m.def("host_arrays", [](py::handle arrays, const char* name, bool writeable) {
-        Call call("host_arrays", Call::cpu_only | Call::flat_lists);
-        const DTypes any{~0u, 0};
-        const ArrayList list = call.list(arrays, name, writeable ? Access::write : Access::read, any, Keep::arrays);
-        py::list out;
-        for (const ArrayArg& a : list.arrays) out.append(a.memory);
-        return out;
-    }, py::arg("arrays"), py::arg("name"), py::arg("writeable"));
-
-    m.def("is_one_array", [](py::handle obj) { return is_one_array(obj); }, py::arg("obj"));
-
-    m.def("host_array", [](py::handle array, const char* label, bool writeable) {
-        Call call("host_array", Call::cpu_only);
-        return call.array(array, label, writeable ? Access::write : Access::read, {~0u, 0}).memory;
-    }, py::arg("array"), py::arg("label"), py::arg("writeable"));
-
     m.def("sgd_step", [](py::handle params, py::handle grads, py::handle buffers, double lr, double momentum,
                          double dampening, bool nesterov, double weight_decay, double grad_scale, bool first_step) {
         Call call("sgd_step", Call::cpu_only | Call::flat_lists);
