@@ -53,6 +53,14 @@ MatrixRef<T> matrix(const ArrayArg& a, bool transpose = false) {
     return m;
 }
 
+// The layer's weight, (out_features, in_features), against its input (batch, in_features).
+void require_weight_for(const ArrayArg& x, const ArrayArg& w) {
+    if (w.shape[1] != x.shape[1]) {
+        throw py::value_error("x has shape " + shape_str(x.shape) + " but weight has shape " + shape_str(w.shape) +
+                              " (expected (out_features, " + std::to_string(x.shape[1]) + "))");
+    }
+}
+
 // A given output (the dtype of `like` and the result's shape) or a new one on the call's
 // device.
 ArrayArg output(Call& call, py::handle given, const char* name, const ArrayArg& like, const char* like_name,
@@ -111,10 +119,7 @@ py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::ha
     same_dtype(x, "x", w, "weight");
     require_ndim(x, "x", 2);
     require_ndim(w, "weight", 2);
-    if (x.shape[1] != w.shape[1]) {
-        throw py::value_error("x has shape " + shape_str(x.shape) + " but weight has shape " + shape_str(w.shape) +
-                              " (expected (out_features, " + std::to_string(x.shape[1]) + "))");
-    }
+    require_weight_for(x, w);
     const std::int64_t batch = x.shape[0], n_out = w.shape[0];
     if (bias) {
         same_dtype(x, "x", *bias, "bias");
@@ -149,10 +154,7 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
     same_dtype(x, "x", y, "y");
     for (auto [a, name] : {Named{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&y, "y"}}) require_ndim(*a, name, 2);
     const std::int64_t batch = x.shape[0], n_in = x.shape[1], n_out = w.shape[0];
-    if (w.shape[1] != n_in) {
-        throw py::value_error("x has shape " + shape_str(x.shape) + " but weight has shape " + shape_str(w.shape) +
-                              " (expected (out_features, " + std::to_string(n_in) + "))");
-    }
+    require_weight_for(x, w);
     require_shape(gy, "grad_y", {batch, n_out});
     require_shape(y, "y", {batch, n_out});
     const auto grad = [&](py::handle given, const char* name, const std::vector<std::int64_t>& shape) {

@@ -82,8 +82,7 @@ py::object clip_by_value_binding(py::handle arrays, py::handle clip_value, py::h
         if (!min.is_none() || !max.is_none()) {
             throw py::type_error("clip_by_value_: give either clip_value or min/max, not both");
         }
-        const double bound = real(clip_value, "clip_value");
-        rules::nonnegative(bound, "clip_value");
+        const double bound = real(clip_value, "clip_value", rules::nonnegative);
         lo = -bound;
         hi = bound;
     } else {
@@ -112,11 +111,9 @@ py::object zero_nonfinite_binding(py::handle arrays) {
 }
 
 py::object clip_by_norm_binding(py::handle arrays, py::handle max_norm_arg, py::handle ord_arg, py::handle eps_arg) {
-    const double max_norm = real(max_norm_arg, "max_norm");
-    rules::nonnegative(max_norm, "max_norm");
+    const double max_norm = real(max_norm_arg, "max_norm", rules::nonnegative);
     const double ord = norm_order(ord_arg);
-    const double eps = real(eps_arg, "eps");
-    rules::finite_nonnegative(eps, "eps");
+    const double eps = real(eps_arg, "eps", rules::finite_nonnegative);
     Call call("clip_by_norm_");
     const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
     const ArrayArg out = call.new_array({static_cast<std::int64_t>(list.size())}, DType::float64, "norms");
@@ -129,11 +126,9 @@ py::object clip_by_norm_binding(py::handle arrays, py::handle max_norm_arg, py::
 py::object clip_by_global_norm_binding(py::handle arrays, py::handle max_norm_arg, py::handle ord_arg,
                                        py::handle eps_arg, py::handle nonfinite, py::handle total_norm) {
     const NonFinitePolicy policy = parse_policy(nonfinite);
-    const double max_norm = real(max_norm_arg, "max_norm");
-    rules::nonnegative(max_norm, "max_norm");
+    const double max_norm = real(max_norm_arg, "max_norm", rules::nonnegative);
     const double ord = norm_order(ord_arg);
-    const double eps = real(eps_arg, "eps");
-    rules::finite_nonnegative(eps, "eps");
+    const double eps = real(eps_arg, "eps", rules::finite_nonnegative);
     const bool given_on_host = !total_norm.is_none() && is_real_number(total_norm);
     double given = 0.0;
     if (given_on_host) {
@@ -179,12 +174,9 @@ py::object clip_by_global_norm_binding(py::handle arrays, py::handle max_norm_ar
 
 py::object adaptive_clip_binding(py::handle grads, py::handle params, py::handle clipping_arg, py::handle eps_arg,
                                  py::handle unit_axis_arg) {
-    const double clipping = real(clipping_arg, "clipping");
-    rules::finite_nonnegative(clipping, "clipping");
-    const double eps = real(eps_arg, "eps");
-    rules::finite_nonnegative(eps, "eps");
-    // NumPy arrays have at most 64 axes.
-    const int unit_axis = static_cast<int>(integer(unit_axis_arg, "unit_axis", -64, 63));
+    const double clipping = real(clipping_arg, "clipping", rules::finite_nonnegative);
+    const double eps = real(eps_arg, "eps", rules::finite_nonnegative);
+    const int unit_axis = axis(unit_axis_arg, "unit_axis");
     Call call("adaptive_clip_");
     const ArrayList g = call.list(grads, "grads", Access::write, kInPlaceFloats, Keep::arrays);
     const ArrayList p = call.list(params, "params", Access::read, kNormInputs, Keep::arrays, &g);
@@ -198,7 +190,7 @@ py::object adaptive_clip_binding(py::handle grads, py::handle params, py::handle
 }
 
 py::object unit_norms_binding(py::handle grads, py::handle unit_axis_arg) {
-    const int unit_axis = static_cast<int>(integer(unit_axis_arg, "unit_axis", -64, 63));
+    const int unit_axis = axis(unit_axis_arg, "unit_axis");
     Call call("unit_norms", Call::cpu_only);
     const ArrayList list = call.list(grads, "grads", Access::read, kNormInputs, Keep::arrays);
     const std::vector<UnitLayout> layouts = unit_layouts(list, unit_axis);

@@ -47,6 +47,13 @@ inline double real(pybind11::handle v, const char* name) {
     return d;
 }
 
+// A real number that obeys one of the C++ API's rules (rules::nonnegative, ...).
+inline double real(pybind11::handle v, const char* name, void (*rule)(double, const char*)) {
+    const double d = real(v, name);
+    rule(d, name);
+    return d;
+}
+
 // The order of a norm: any real p > 0 or inf (also the string 'inf', as torch accepts).
 inline double norm_order(pybind11::handle ord) {
     if (PyUnicode_Check(ord.ptr())) {
@@ -76,6 +83,9 @@ inline long long integer(pybind11::handle v, const char* name, long long lo, lon
     }
     return x;
 }
+
+// An axis of an array (NumPy arrays have at most 64).
+inline int axis(pybind11::handle v, const char* name) { return static_cast<int>(integer(v, name, -64, 63)); }
 
 // The names of the enums the API takes as strings, each written once: for parsing, for
 // the messages that list them, and for printing a value.

@@ -142,11 +142,10 @@ py::object rnn_backward_binding(py::handle cache_arg, py::handle grad_y_arg, py:
     const ArrayArg norms = call.new_array({T}, DType::float64, "hidden_grad_norms");
     with_float(c.dtype, [&](auto tag) {
         using TT = decltype(tag);
-        const RnnBackward<TT> b{states_of(c.forward<TT>()), static_cast<const TT*>(gy.data), data_or_null<const TT>(ghn),
-                                data_or_null<const TT>(gcn), clip, static_cast<TT*>(gx.data),
-                                static_cast<TT*>(gh0.data), data_or_null<TT>(gc0), static_cast<TT*>(gwih.data),
-                                static_cast<TT*>(gwhh.data), data_or_null<TT>(gbih), data_or_null<TT>(gbhh),
-                                static_cast<double*>(norms.data)};
+        const RnnBackward<TT> b{states_of(c.forward<TT>()), gy.as<const TT>(), data_or_null<const TT>(ghn),
+                                data_or_null<const TT>(gcn), clip, gx.as<TT>(), gh0.as<TT>(), data_or_null<TT>(gc0),
+                                gwih.as<TT>(), gwhh.as<TT>(), data_or_null<TT>(gbih), data_or_null<TT>(gbhh),
+                                norms.as<double>()};
         run(call, [&] { rnn_backward(b); }, [&](cuda::Stream s) { cuda::rnn_backward(b, s); });
     });
     return result_type("RNNGrads")(gx.object, gh0.object, object_or_none(gc0), gwih.object, gwhh.object,
