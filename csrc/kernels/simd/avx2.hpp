@@ -59,6 +59,9 @@ struct Avx2 {
         const __m128d s = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
         return _mm_cvtsd_f64(_mm_max_sd(s, _mm_unpackhi_pd(s, s)));
     }
+    // The kLanesD sums of adjacent pairs of the 2 * kLanesD values a then b, in a lane
+    // order of the struct's choosing: after load2_f64, (re^2, im^2) pairs become |z|^2.
+    static Vd pair_sums(Vd a, Vd b) { return _mm256_hadd_pd(a, b); }  // a0+a1, b0+b1, a2+a3, b2+b3
 
     static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
     static __m256d load(const double* p) { return _mm256_loadu_pd(p); }

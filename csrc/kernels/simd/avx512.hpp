@@ -53,6 +53,13 @@ struct Avx512 {
     }
     static double reduce_add(Vd a) { return _mm512_reduce_add_pd(a); }
     static double reduce_max(Vd a) { return _mm512_reduce_max_pd(a); }
+    // The kLanesD sums of adjacent pairs of the 2 * kLanesD values a then b, in a lane
+    // order of the struct's choosing: after load2_f64, (re^2, im^2) pairs become |z|^2.
+    static Vd pair_sums(Vd a, Vd b) {
+        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+        return _mm512_add_pd(_mm512_permutex2var_pd(a, even, b), _mm512_permutex2var_pd(a, odd, b));
+    }
 
     static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
     static __m512d load(const double* p) { return _mm512_loadu_pd(p); }

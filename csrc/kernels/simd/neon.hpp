@@ -55,6 +55,9 @@ struct Neon {
     }
     static double reduce_add(Vd a) { return vaddvq_f64(a); }
     static double reduce_max(Vd a) { return vmaxvq_f64(a); }
+    // The kLanesD sums of adjacent pairs of the 2 * kLanesD values a then b, in a lane
+    // order of the struct's choosing: after load2_f64, (re^2, im^2) pairs become |z|^2.
+    static Vd pair_sums(Vd a, Vd b) { return vpaddq_f64(a, b); }
 
     static float32x4_t load(const float* p) { return vld1q_f32(p); }
     static float64x2_t load(const double* p) { return vld1q_f64(p); }

@@ -61,6 +61,9 @@ struct Scalar {
     }
     static double reduce_add(Vd a) { return a; }
     static double reduce_max(Vd a) { return a; }
+    // The kLanesD sums of adjacent pairs of the 2 * kLanesD values a then b, in a lane
+    // order of the struct's choosing: after load2_f64, (re^2, im^2) pairs become |z|^2.
+    static Vd pair_sums(Vd a, Vd b) { return a + b; }  // one lane: the pair is (a, b)
 
     template <class T>
     static T load(const T* p) { return *p; }
