@@ -33,6 +33,21 @@ struct NormTable {
     }
 };
 
+// The norms of |z| over complex data given as interleaved components of C (float for
+// complex64, double for complex128); n counts complex elements. L2 and scaling are the
+// real tables' over the 2n components.
+template <class C>
+struct ComplexNormTable {
+    ScaledSum (*l1)(const C*, std::int64_t n);
+    double (*max_abs)(const C*, std::int64_t n);
+    double (*lp_sum)(const C*, std::int64_t n, double p, double max_abs);
+
+    template <class K>
+    static constexpr ComplexNormTable of() {
+        return {.l1 = &K::l1, .max_abs = &K::max_abs, .lp_sum = &K::lp_sum};
+    }
+};
+
 template <class T>
 struct ClipTable {
     void (*scale)(T*, std::int64_t, double factor);
@@ -133,6 +148,8 @@ struct KernelTable {
     NormTable<std::uint16_t> norm_f16;
     NormTable<float> norm_f32;
     NormTable<double> norm_f64;
+    ComplexNormTable<float> complex_norm_c64;
+    ComplexNormTable<double> complex_norm_c128;
     ClipTable<float> clip_f32;
     ClipTable<double> clip_f64;
     GemmTable<float> gemm_f32;

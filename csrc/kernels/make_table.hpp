@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "clip_kernels.hpp"
+#include "complex_norm_kernels.hpp"
 #include "dense_kernels.hpp"
 #include "gemm_kernels.hpp"
 #include "kernel_table.hpp"
@@ -25,6 +26,8 @@ constexpr KernelTable make_table(const TargetConfig& config) {
             .norm_f16 = NormTable<std::uint16_t>::of<NormKernels<S, std::uint16_t>>(),
             .norm_f32 = NormTable<float>::of<NormKernels<S, float>>(),
             .norm_f64 = NormTable<double>::of<NormKernels<S, double>>(),
+            .complex_norm_c64 = ComplexNormTable<float>::of<ComplexNormKernels<S, float>>(),
+            .complex_norm_c128 = ComplexNormTable<double>::of<ComplexNormKernels<S, double>>(),
             .clip_f32 = ClipTable<float>::of<ClipKernels<S, float>>(),
             .clip_f64 = ClipTable<double>::of<ClipKernels<S, double>>(),
             .gemm_f32 = GemmTable<float>::of<GemmKernels<S, float>, DenseKernels<S, float>>(config.gemm_f32),

@@ -20,6 +20,11 @@ static_assert(GC_FLOAT16 == static_cast<int>(gradcore::DType::float16));
 static_assert(GC_FLOAT32 == static_cast<int>(gradcore::DType::float32));
 static_assert(GC_FLOAT64 == static_cast<int>(gradcore::DType::float64));
 static_assert(GC_BFLOAT16 == static_cast<int>(gradcore::DType::bfloat16));
+static_assert(GC_COMPLEX64 == static_cast<int>(gradcore::DType::complex64));
+static_assert(GC_COMPLEX128 == static_cast<int>(gradcore::DType::complex128));
+
+// 4 is gradcore::DType::int64, a count output only: not a gc_dtype.
+bool known_dtype(int32_t t) { return (t >= GC_FLOAT16 && t <= GC_BFLOAT16) || t == GC_COMPLEX64 || t == GC_COMPLEX128; }
 
 thread_local std::string t_last_error;
 
@@ -27,7 +32,7 @@ std::vector<gradcore::TensorView> views(const gc_tensor* arrays, size_t count) {
     if (count && !arrays) throw std::invalid_argument("arrays is NULL");
     std::vector<gradcore::TensorView> v(count);
     for (size_t i = 0; i < count; ++i) {
-        if (arrays[i].dtype < GC_FLOAT16 || arrays[i].dtype > GC_BFLOAT16) {
+        if (!known_dtype(arrays[i].dtype)) {
             throw std::invalid_argument("arrays[" + std::to_string(i) + "]: unknown dtype " +
                                         std::to_string(arrays[i].dtype));
         }

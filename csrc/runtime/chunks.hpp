@@ -28,8 +28,9 @@ struct ChunkList {
     std::int64_t total_elements = 0;
 };
 
-inline ChunkList make_chunks(const TensorView* arrays, std::size_t count) {
-    check_views(arrays, count);
+// Chunks count elements, so a complex element (two components) is never split.
+inline ChunkList make_chunks(const TensorView* arrays, std::size_t count, Complex complex = Complex::refused) {
+    check_views(arrays, count, "arrays", complex);
     ChunkList out;
     std::size_t n = 0;
     for (std::size_t a = 0; a < count; ++a) {

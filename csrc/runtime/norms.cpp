@@ -22,12 +22,14 @@ using kernels::KernelTable;
 using kernels::ScaledSum;
 using runtime::Chunk;
 using runtime::ChunkList;
+using runtime::Complex;
 using runtime::make_chunks;
 using runtime::NormCombiner;
 using runtime::NormOrder;
 using runtime::OrderKind;
 using runtime::require_writable_dtypes;
 using runtime::with_clip_kernels;
+using runtime::with_complex_norm_kernels;
 using runtime::with_norm_kernels;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -41,8 +43,30 @@ NormOrder parse_order(double ord) {
     return {OrderKind::lp, ord};
 }
 
-// Per-chunk partial of an L1, L2 or L-inf norm.
+// A chunk as the real kernels see it: a complex array's chunk (whole elements) as the
+// chunk of its components, two per element; a real array's as it is.
+struct RealChunk {
+    TensorView view;
+    Chunk chunk;
+};
+RealChunk real_chunk(const TensorView& t, const Chunk& c) {
+    if (!is_complex(t.dtype)) return {t, c};
+    return {runtime::components(t), {c.array, 2 * c.begin, 2 * c.size}};
+}
+
+// Per-chunk partial of an L1, L2 or L-inf norm. A complex array's L2 norm is the L2 norm
+// of its components; L1 and L-inf need |z| per element.
 ScaledSum chunk_partial(const KernelTable& k, const TensorView& t, const Chunk& c, OrderKind kind) {
+    if (is_complex(t.dtype)) {
+        if (kind == OrderKind::l2) {
+            const RealChunk r = real_chunk(t, c);
+            return chunk_partial(k, r.view, r.chunk, kind);
+        }
+        return with_complex_norm_kernels(k, t, [&](const auto& tab, const auto* x) -> ScaledSum {
+            x += 2 * c.begin;
+            return kind == OrderKind::l1 ? tab.l1(x, c.size) : ScaledSum{tab.max_abs(x, c.size), 0};
+        });
+    }
     return with_norm_kernels(k, t, [&](const auto& tab, const auto* x) -> ScaledSum {
         x += c.begin;
         switch (kind) {
@@ -53,11 +77,21 @@ ScaledSum chunk_partial(const KernelTable& k, const TensorView& t, const Chunk& 
     });
 }
 
+// Per-chunk sum of (|x| / m)^p.
+double chunk_lp_sum(const KernelTable& k, const TensorView& t, const Chunk& c, double p, double m) {
+    if (is_complex(t.dtype)) {
+        return with_complex_norm_kernels(k, t, [&](const auto& tab, const auto* x) {
+            return tab.lp_sum(x + 2 * c.begin, c.size, p, m);
+        });
+    }
+    return with_norm_kernels(k, t, [&](const auto& tab, const auto* x) { return tab.lp_sum(x + c.begin, c.size, p, m); });
+}
+
 // Norms of a chunked list: per array when `per_array` is non-null, and of everything
 // together as the return value.
 double list_norms(const TensorView* arrays, std::size_t count, NormOrder order, double* per_array) {
     const KernelTable& k = runtime::active_table();
-    const ChunkList list = make_chunks(arrays, count);
+    const ChunkList list = make_chunks(arrays, count, Complex::accepted);
     const std::vector<Chunk>& chunks = list.chunks;
 
     // L1, L2, L-inf: one pass, partials folded in order.
@@ -91,11 +125,10 @@ double list_norms(const TensorView* arrays, std::size_t count, NormOrder order, 
     std::vector<double> sums(chunks.size() * (per_array ? 2 : 1), 0.0);
     runtime::for_each_chunk(list, [&](std::size_t i) {
         const Chunk& c = chunks[i];
-        with_norm_kernels(k, arrays[c.array], [&](const auto& tab, const auto* x) {
-            if (!settled(list_max)) sums[i] = tab.lp_sum(x + c.begin, c.size, order.p, list_max);
-            const double m = array_max[c.array];
-            if (per_array && !settled(m)) sums[chunks.size() + i] = tab.lp_sum(x + c.begin, c.size, order.p, m);
-        });
+        const TensorView& t = arrays[c.array];
+        if (!settled(list_max)) sums[i] = chunk_lp_sum(k, t, c, order.p, list_max);
+        const double m = array_max[c.array];
+        if (per_array && !settled(m)) sums[chunks.size() + i] = chunk_lp_sum(k, t, c, order.p, m);
     });
     const auto finish = [&](double m, double sum) {
         return settled(m) ? m : m * std::pow(sum, 1.0 / order.p);
@@ -131,13 +164,30 @@ void scale_arrays(const TensorView* arrays, std::size_t count, const double* fac
             todo_factor.push_back(factors[a]);
         }
     }
-    const ChunkList list = make_chunks(todo.data(), todo.size());
+    const ChunkList list = make_chunks(todo.data(), todo.size(), Complex::accepted);
     runtime::for_each_chunk(list, [&](std::size_t i) {
-        const Chunk& c = list.chunks[i];
-        with_clip_kernels(k, todo[c.array], [&](const auto& tab, auto* x) {
-            tab.scale(x + c.begin, c.size, todo_factor[c.array]);
+        const RealChunk r = real_chunk(todo[list.chunks[i].array], list.chunks[i]);
+        with_clip_kernels(k, r.view, [&](const auto& tab, auto* x) {
+            tab.scale(x + r.chunk.begin, r.chunk.size, todo_factor[r.chunk.array]);
         });
     });
+}
+
+// NaN/inf set to 0 in every array, complex ones component by component (as
+// np.nan_to_num(z, nan=0, posinf=0, neginf=0)); returns how many values were.
+std::int64_t zero_nonfinite_arrays(const TensorView* arrays, std::size_t count) {
+    const KernelTable& k = runtime::active_table();
+    const ChunkList list = make_chunks(arrays, count, Complex::accepted);
+    std::vector<std::int64_t> found(list.chunks.size(), 0);
+    runtime::for_each_chunk(list, [&](std::size_t i) {
+        const RealChunk r = real_chunk(arrays[list.chunks[i].array], list.chunks[i]);
+        found[i] = with_clip_kernels(k, r.view, [&](const auto& tab, auto* x) {
+            return tab.zero_nonfinite(x + r.chunk.begin, r.chunk.size);
+        });
+    });
+    std::int64_t total = 0;
+    for (std::int64_t f : found) total += f;
+    return total;
 }
 
 }  // namespace
@@ -203,18 +253,7 @@ void clip_by_value_(const TensorView* arrays, std::size_t count, double lo, doub
 
 std::int64_t zero_nonfinite_(const TensorView* arrays, std::size_t count) {
     require_writable_dtypes(arrays, count);
-    const KernelTable& k = runtime::active_table();
-    const ChunkList list = make_chunks(arrays, count);
-    std::vector<std::int64_t> found(list.chunks.size(), 0);
-    runtime::for_each_chunk(list, [&](std::size_t i) {
-        const Chunk& c = list.chunks[i];
-        found[i] = with_clip_kernels(k, arrays[c.array], [&](const auto& tab, auto* x) {
-            return tab.zero_nonfinite(x + c.begin, c.size);
-        });
-    });
-    std::int64_t total = 0;
-    for (std::int64_t f : found) total += f;
-    return total;
+    return zero_nonfinite_arrays(arrays, count);
 }
 
 void clip_by_norm_(const TensorView* arrays, std::size_t count, double max_norm, double ord,
@@ -222,7 +261,7 @@ void clip_by_norm_(const TensorView* arrays, std::size_t count, double max_norm,
     rules::nonnegative(max_norm, "max_norm");
     rules::finite_nonnegative(eps, "eps");
     const NormOrder order = parse_order(ord);
-    require_writable_dtypes(arrays, count);
+    require_writable_dtypes(arrays, count, "arrays", Complex::accepted);
     list_norms(arrays, count, order, norms_out);
     std::vector<double> factors(count);
     for (std::size_t a = 0; a < count; ++a) factors[a] = clip_factor(max_norm, norms_out[a], eps);
@@ -235,7 +274,7 @@ GlobalClipResult clip_by_global_norm_(const TensorView* arrays, std::size_t coun
     rules::nonnegative(max_norm, "max_norm");
     rules::finite_nonnegative(eps, "eps");
     const NormOrder order = parse_order(ord);
-    require_writable_dtypes(arrays, count);
+    require_writable_dtypes(arrays, count, "arrays", Complex::accepted);
     if (has_given_total) rules::given_total(given_total);
     GlobalClipResult r{};
     r.total_norm = has_given_total ? given_total : list_norms(arrays, count, order, nullptr);
@@ -249,7 +288,7 @@ GlobalClipResult clip_by_global_norm_(const TensorView* arrays, std::size_t coun
                 return r;
             case NonFinitePolicy::zero:
                 // Zeroing writes the arrays: `clipped` says so even if no scaling follows.
-                r.clipped = zero_nonfinite_(arrays, count) > 0;
+                r.clipped = zero_nonfinite_arrays(arrays, count) > 0;
                 norm_for_factor = list_norms(arrays, count, order, nullptr);
                 break;
             case NonFinitePolicy::propagate:

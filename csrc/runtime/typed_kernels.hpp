@@ -40,6 +40,19 @@ decltype(auto) with_norm_kernels(const kernels::KernelTable& k, const TensorView
     return f(k.norm_f64, static_cast<const double*>(t.data));
 }
 
+// Calls f(complex_norm_table_for_C, const C* components) for a complex64/complex128 array.
+template <class F>
+decltype(auto) with_complex_norm_kernels(const kernels::KernelTable& k, const TensorView& t, F&& f) {
+    if (t.dtype == DType::complex64) return f(k.complex_norm_c64, static_cast<const float*>(t.data));
+    return f(k.complex_norm_c128, static_cast<const double*>(t.data));
+}
+
+// A complex array as its 2 * numel real components, the view of the kernels whose
+// result is the same for components as for complex elements (L2, scaling, zeroing).
+inline TensorView components(const TensorView& t) {
+    return {t.data, 2 * t.numel, t.dtype == DType::complex64 ? DType::float32 : DType::float64};
+}
+
 // Calls f(clip_table_for_T, T* data); float32 and float64 only (see below).
 template <class F>
 decltype(auto) with_clip_kernels(const kernels::KernelTable& k, const TensorView& t, F&& f) {
@@ -47,11 +60,12 @@ decltype(auto) with_clip_kernels(const kernels::KernelTable& k, const TensorView
     return f(k.clip_f64, static_cast<double*>(t.data));
 }
 
-// In-place kernels exist for float32 and float64; checked for the whole list before
-// anything is written.
+// In-place kernels exist for float32 and float64 (and, for the operations that accept
+// complex arrays, their components); checked for the whole list before anything is
+// written.
 inline void require_writable_dtypes(const TensorView* arrays, std::size_t count,
-                                    const char* name = "arrays") {
-    check_views(arrays, count, name);
+                                    const char* name = "arrays", Complex complex = Complex::refused) {
+    check_views(arrays, count, name, complex);
     for (std::size_t i = 0; i < count; ++i) {
         if (arrays[i].dtype == DType::float16) {
             throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +

@@ -11,7 +11,7 @@
 // crash there is reported as a failed check instead of ending the program, and then
 // again in this process (so that the sanitizers see their error paths too).
 //
-// Areas: runtime, norms, clip, adaptive_clip, gemm, dense, vector_math, rnn, optim,
+// Areas: runtime, norms, clip, adaptive_clip, complex, gemm, dense, vector_math, rnn, optim,
 // c_api, invalid_args. Runs in a few seconds in Release; the references are computed once
 // per case, outside the loop over configurations.
 
@@ -1351,6 +1351,271 @@ bool check_matrix(Where w, const char* what, const Mat<T>& got, const std::vecto
     });
 }
 
+// ================================================================== area: complex
+
+bool same_double(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+
+// A complex64 (C = float) or complex128 (C = double) array as interleaved components.
+struct ComplexArray {
+    gc::DType dtype;
+    i64 n;
+    std::vector<float> f;
+    std::vector<double> d;
+    ComplexArray(gc::DType t, i64 size) : dtype(t), n(size) {
+        (t == gc::DType::complex64 ? f.assign(2 * size, 0.0f) : d.assign(2 * size, 0.0));
+    }
+    ld re(i64 i) const { return dtype == gc::DType::complex64 ? f[2 * i] : d[2 * i]; }
+    ld im(i64 i) const { return dtype == gc::DType::complex64 ? f[2 * i + 1] : d[2 * i + 1]; }
+    ld component(i64 k) const { return dtype == gc::DType::complex64 ? f[k] : d[k]; }
+    void set(i64 k, double v) { dtype == gc::DType::complex64 ? void(f[k] = static_cast<float>(v)) : void(d[k] = v); }
+    gc::TensorView view() { return {dtype == gc::DType::complex64 ? static_cast<void*>(f.data()) : d.data(), n, dtype}; }
+};
+using ComplexList = std::vector<ComplexArray>;
+
+enum class ComplexFill { normal, huge, tiny, special, zero };
+const char* complex_fill_name(ComplexFill p) {
+    switch (p) {
+        case ComplexFill::normal: return "normal";
+        case ComplexFill::huge: return "huge";
+        case ComplexFill::tiny: return "tiny";
+        case ComplexFill::special: return "nan/inf components";
+        case ComplexFill::zero: return "zero";
+    }
+    return "?";
+}
+
+// huge and tiny: components whose squares overflow or underflow float64 (complex128),
+// or the extremes of float32 (complex64), where |z| is still a finite, normal number.
+ComplexArray make_complex(gc::DType t, i64 n, ComplexFill p, Rng& r) {
+    ComplexArray a(t, n);
+    const bool wide = t == gc::DType::complex128;
+    for (i64 k = 0; k < 2 * n; ++k) {
+        double v = r.uniform(-2.0, 2.0);
+        if (p == ComplexFill::huge) v *= wide ? 1e300 : 1e37;
+        if (p == ComplexFill::tiny) v *= wide ? 1e-300 : 1e-40;
+        if (p == ComplexFill::zero) v = 0.0;
+        a.set(k, v);
+    }
+    if (p == ComplexFill::special && n > 0) {
+        a.set(2 * r.below(n) + 1, kInf);  // an inf imaginary part
+        if (n > 2) a.set(2 * r.below(n), r.coin() ? kNaN : -kInf);
+    }
+    return a;
+}
+
+// The ord-norm of |z| = hypot(re, im) over all elements; NaN if any component is NaN.
+ld reference_complex_norm(const std::vector<const ComplexArray*>& arrays, double ord) {
+    bool nan = false, inf = false;
+    ld m = 0;
+    for (const ComplexArray* a : arrays) {
+        for (i64 i = 0; i < a->n; ++i) {
+            const ld x = a->re(i), y = a->im(i);
+            nan |= std::isnan(x) || std::isnan(y);
+            inf |= std::isinf(x) || std::isinf(y);
+            if (std::isfinite(x) && std::isfinite(y)) m = std::max(m, std::hypot(x, y));
+        }
+    }
+    if (nan) return kNaNL;
+    if (inf) return std::numeric_limits<ld>::infinity();
+    if (m == 0 || ord == kInf) return m;
+    ld sum = 0;
+    for (const ComplexArray* a : arrays) {
+        for (i64 i = 0; i < a->n; ++i) {
+            const ld q = std::hypot(a->re(i), a->im(i)) / m;
+            sum += ord == 1.0 ? q : ord == 2.0 ? q * q : std::pow(q, static_cast<ld>(ord));
+        }
+    }
+    return ord == 1.0 ? m * sum : ord == 2.0 ? m * std::sqrt(sum) : m * std::pow(sum, 1.0L / static_cast<ld>(ord));
+}
+
+// As norm_agrees, but the max is a rounded sqrt, not a copy of an element.
+bool complex_norm_agrees(double got, ld ref, double ord, i64 n) {
+    if (std::isnan(ref)) return std::isnan(got);
+    if (std::isinf(ref)) return got == kInf;
+    return std::fabs(static_cast<ld>(got) - ref) <= (norm_rtol(ord, n) + 4 * eps_of<double>()) * ref + 2 * denorm_of<double>();
+}
+
+// global_norm and norms of a list on every configuration: against the reference, each
+// SIMD target against the scalar target, 1 and 2 threads bit for bit.
+void complex_norm_case(ComplexList& arrays, const std::vector<gc::TensorView>& views, i64 total) {
+    const std::size_t count = views.size();
+    std::vector<const ComplexArray*> all;
+    for (const ComplexArray& a : arrays) all.push_back(&a);
+    std::vector<std::vector<double>> results;
+    std::vector<double> scalar;
+    for_each_config([&](const Config& c) {
+        std::vector<double> out;
+        for (double ord : kOrds) {
+            const double g = gc::global_norm(views.data(), count, ord);
+            const ld ref = reference_complex_norm(all, ord);
+            CHECK(complex_norm_agrees(g, ref, ord, total), "global_norm(ord=%g) = %.17g, expected %.17Lg", ord, g, ref);
+            std::vector<double> each(count, -7.0);
+            gc::norms(views.data(), count, ord, each.data());
+            for (std::size_t a = 0; a < count; ++a) {
+                const ld r1 = reference_complex_norm({all[a]}, ord);
+                CHECK(complex_norm_agrees(each[a], r1, ord, arrays[a].n), "norms(ord=%g)[%zu] = %.17g, expected %.17Lg",
+                      ord, a, each[a], r1);
+            }
+            out.push_back(g);
+            out.insert(out.end(), each.begin(), each.end());
+        }
+        if (c.isa == "scalar") scalar = out;
+        for (std::size_t k = 0; k < out.size() && k < scalar.size(); ++k) {
+            const ld s = scalar[k];
+            CHECK(complex_norm_agrees(out[k], s, 3.0, total), "result %zu = %.17g, the scalar target's %.17g", k, out[k],
+                  scalar[k]);
+        }
+        results.push_back(std::move(out));
+    });
+    check_thread_independent(HERE, results, "complex norms independent of the thread count");
+}
+
+void test_complex_norms(Rng& r) {
+    const i64 sizes[] = {0, 1, 2, 3, 5, 8, 9, 16, 17, 33, 1000, 32769};
+    const ComplexFill fills[] = {ComplexFill::normal, ComplexFill::huge, ComplexFill::tiny, ComplexFill::special,
+                                 ComplexFill::zero};
+    for (gc::DType t : {gc::DType::complex64, gc::DType::complex128}) {
+        for (i64 n : sizes) {
+            for (ComplexFill p : fills) {
+                if (n > 1000 && p != ComplexFill::normal && p != ComplexFill::tiny) continue;
+                ComplexList l;
+                l.push_back(make_complex(t, n, p, r));
+                g_case = strf("one array %s n=%lld %s", gc::dtype_name(t), ll(n), complex_fill_name(p));
+                std::vector<gc::TensorView> v{l[0].view()};
+                complex_norm_case(l, v, n);
+            }
+        }
+    }
+    // Mixed with real arrays, and huge with tiny in one list.
+    ComplexList l;
+    l.push_back(make_complex(gc::DType::complex128, 40, ComplexFill::huge, r));
+    l.push_back(make_complex(gc::DType::complex64, 100, ComplexFill::normal, r));
+    l.push_back(make_complex(gc::DType::complex128, 33, ComplexFill::tiny, r));
+    std::vector<gc::TensorView> v;
+    for (ComplexArray& a : l) v.push_back(a.view());
+    g_case = "list: complex128 huge + complex64 normal + complex128 tiny";
+    complex_norm_case(l, v, 173);
+
+    Array real = make_array(gc::DType::float64, 50, Pattern::normal, r);
+    ComplexArray z = make_complex(gc::DType::complex64, 50, ComplexFill::normal, r);
+    ComplexArray as_complex(gc::DType::complex128, 50);  // the real array as complex numbers
+    for (i64 i = 0; i < 50; ++i) as_complex.set(2 * i, static_cast<double>(real.get(i)));
+    g_case = "list: float64 with complex64 is the norm of both as complex";
+    const std::vector<gc::TensorView> mixed{real.view(), z.view()}, both{as_complex.view(), z.view()};
+    for_each_config([&](const Config&) {
+        for (double ord : kOrds) {
+            const double a = gc::global_norm(mixed.data(), 2, ord), b = gc::global_norm(both.data(), 2, ord);
+            CHECK(complex_norm_agrees(a, b, ord, 100), "ord=%g: %.17g, as complex %.17g", ord, a, b);
+        }
+    });
+}
+
+// Clipping scales both components by the factor of the reference norm; policy zero
+// zeroes components one by one.
+void test_complex_clip(Rng& r) {
+    for (gc::DType t : {gc::DType::complex64, gc::DType::complex128}) {
+        for (i64 n : {i64{1}, i64{7}, i64{17}, i64{1000}}) {
+            g_case = strf("clip %s n=%lld", gc::dtype_name(t), ll(n));
+            const ComplexArray orig = make_complex(t, n, ComplexFill::normal, r);
+            const ld norm = reference_complex_norm({&orig}, 2.0);
+            // The factor of the norm the call returns (checked against the reference):
+            // the float32 kernel multiplies by it rounded to float32, hence 2 ulps.
+            ld factor = 0;
+            const ld ulps = 2;
+            auto scaled_ok = [&](const ComplexArray& got) {
+                for (i64 k = 0; k < 2 * n; ++k) {
+                    const ld want = orig.component(k) * factor;
+                    const bool ok = t == gc::DType::complex64 ? agrees_in<float>(got.f[k], want, ulps)
+                                                              : agrees_in<double>(got.d[k], want, ulps);
+                    if (!ok) return false;
+                }
+                return true;
+            };
+            for_each_config([&](const Config&) {
+                ComplexArray a = orig;
+                gc::TensorView v = a.view();
+                double out = -1;
+                gc::clip_by_norm_(&v, 1, 0.5, 2.0, 1e-6, &out);
+                CHECK(complex_norm_agrees(out, norm, 2.0, n), "clip_by_norm_ norm %.17g, expected %.17Lg", out, norm);
+                factor = clip_factor_ref(0.5L, out, 1e-6L);
+                CHECK(scaled_ok(a), "clip_by_norm_: components not scaled by %.17Lg", factor);
+                a = orig;
+                const gc::GlobalClipResult g = gc::clip_by_global_norm_(&v, 1, 0.5, 2.0, 1e-6,
+                                                                        gc::NonFinitePolicy::propagate, false, 0.0);
+                CHECK(g.clipped && complex_norm_agrees(g.total_norm, norm, 2.0, n), "clip_by_global_norm_ total %.17g",
+                      g.total_norm);
+                factor = clip_factor_ref(0.5L, g.total_norm, 1e-6L);
+                CHECK(scaled_ok(a), "clip_by_global_norm_: components not scaled by %.17Lg", factor);
+            });
+        }
+        g_case = strf("clip %s policy zero", gc::dtype_name(t));
+        ComplexArray orig = make_complex(t, 9, ComplexFill::normal, r);
+        orig.set(3, kNaN);   // re of element 1
+        orig.set(8, -kInf);  // re of element 4
+        orig.set(11, kInf);  // im of element 5
+        ComplexArray zeroed = orig;
+        for (i64 k : {3, 8, 11}) zeroed.set(k, 0.0);
+        const ld norm = reference_complex_norm({&zeroed}, 2.0);
+        for_each_config([&](const Config&) {
+            ComplexArray a = orig;
+            gc::TensorView v = a.view();
+            const gc::GlobalClipResult g =
+                gc::clip_by_global_norm_(&v, 1, 1e6, 2.0, 1e-6, gc::NonFinitePolicy::zero, false, 0.0);
+            CHECK(g.nonfinite && std::isnan(g.total_norm) && g.clipped, "zero: total %g clipped %d", g.total_norm,
+                  int(g.clipped));
+            bool same = true;
+            for (i64 k = 0; k < 18; ++k) same &= a.component(k) == zeroed.component(k);
+            CHECK(same, "zero: only the NaN/inf components become 0, the others keep their values");
+            a = orig;
+            gc::clip_by_global_norm_(&v, 1, 0.25, 2.0, 0.0, gc::NonFinitePolicy::zero, false, 0.0);
+            bool scaled = true;
+            for (i64 k = 0; k < 18; ++k) {
+                const ld want = zeroed.component(k) * (0.25L / norm);
+                scaled &= t == gc::DType::complex64 ? agrees_in<float>(a.f[k], want, 1) : agrees_in<double>(a.d[k], want, 2);
+            }
+            CHECK(scaled, "zero then clip: scaled by 0.25 / the norm of what remains (%.17Lg)", norm);
+        });
+    }
+}
+
+// The operations that have no meaning for complex numbers refuse them, writing nothing;
+// the C ABI takes complex where the C++ API does.
+void test_complex_refusals(Rng& r) {
+    g_case = "complex refused";
+    ComplexArray z = make_complex(gc::DType::complex64, 8, ComplexFill::normal, r);
+    const ComplexArray before = z;
+    gc::TensorView v = z.view();
+    double d[1];
+    std::int64_t c[1];
+    EXPECT_INVALID("clip_by_value_ of complex64", gc::clip_by_value_(&v, 1, -0.1, 0.1));
+    EXPECT_INVALID("zero_nonfinite_ of complex64", gc::zero_nonfinite_(&v, 1));
+    EXPECT_INVALID("scale_ of complex64", gc::scale_(&v, 1, 0.5));
+    EXPECT_INVALID("grad_stats of complex64", gc::grad_stats(&v, 1, d, d, c));
+    CHECK(z.f == before.f, "a refused call wrote the array");
+
+    g_case = "C ABI complex";
+    ComplexArray w = make_complex(gc::DType::complex128, 21, ComplexFill::normal, r);
+    gc::TensorView wv = w.view();
+    const gc_tensor t{wv.data, wv.numel, GC_COMPLEX128};
+    double out = -1;
+    CHECK(gc_global_norm(&t, 1, 1.0, &out) == GC_OK && same_double(out, gc::global_norm(&wv, 1, 1.0)),
+          "gc_global_norm of complex128: %s", gc_last_error());
+    CHECK(gc_clip_by_value(&t, 1, -1.0, 1.0) == GC_INVALID_ARGUMENT, "gc_clip_by_value took complex128");
+    const gc_tensor int64_code{wv.data, wv.numel, 4};
+    CHECK(gc_global_norm(&int64_code, 1, 2.0, &out) == GC_INVALID_ARGUMENT &&
+              std::strstr(gc_last_error(), "unknown dtype") != nullptr,
+          "dtype 4 is not a gc_dtype: %s", gc_last_error());
+}
+
+void test_complex() {
+    Rng r(1234);
+    test_complex_norms(r);
+    test_complex_clip(r);
+    test_complex_refusals(r);
+    g_case.clear();
+}
+
 // ================================================================== area: gemm
 
 template <class T>
@@ -2550,8 +2815,6 @@ void test_optim() {
 
 // ================================================================== area: c_api
 
-bool same_double(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
-
 void test_c_api() {
     Rng r(909);
     CHECK(gc_version() != nullptr && std::strcmp(gc_version(), gc::version()) == 0, "gc_version() != version()");
@@ -3143,7 +3406,7 @@ int main() {
         void (*fn)();
     };
     const AreaFn areas[] = {{"runtime", test_runtime},         {"norms", test_norms},   {"clip", test_clip},
-                            {"adaptive_clip", test_adaptive_clip}, {"gemm", test_gemm},     {"dense", test_dense},
+                            {"adaptive_clip", test_adaptive_clip}, {"complex", test_complex}, {"gemm", test_gemm},     {"dense", test_dense},
                             {"vector_math", test_vector_math}, {"rnn", test_rnn},       {"optim", test_optim},
                             {"c_api", test_c_api},             {"invalid_args", test_invalid_args}};
     for (const AreaFn& a : areas) {

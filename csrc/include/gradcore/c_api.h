@@ -20,8 +20,12 @@ typedef enum gc_status {
     GC_INTERNAL_ERROR = 3
 } gc_status;
 
-/* The values of gradcore::DType. The CPU takes float16 (read only), float32, float64. */
-typedef enum gc_dtype { GC_FLOAT16 = 0, GC_FLOAT32 = 1, GC_FLOAT64 = 2, GC_BFLOAT16 = 3 } gc_dtype;
+/* The values of gradcore::DType. The CPU takes float16 (read only), float32, float64;
+ * the norms and clip-by-norm also take complex64/complex128 (interleaved re, im; numel
+ * counts complex elements; |z| = hypot(re, im)). */
+typedef enum gc_dtype {
+    GC_FLOAT16 = 0, GC_FLOAT32 = 1, GC_FLOAT64 = 2, GC_BFLOAT16 = 3, GC_COMPLEX64 = 5, GC_COMPLEX128 = 6
+} gc_dtype;
 
 /* A C-contiguous run of `numel` numbers of one dtype. */
 typedef struct gc_tensor {

@@ -7,6 +7,11 @@
 // correctly rounded-ish norm. Results depend neither on the thread count nor on the
 // ISA target beyond the last bits of floating-point reassociation: partial sums are
 // formed per fixed-size chunk and combined in list order.
+//
+// Complex arrays (complex64, complex128) are taken by global_norm, norms, clip_by_norm_
+// and clip_by_global_norm_, with |z| = hypot(re, im) per element as NumPy and optax
+// define it (a NaN component gives NaN for every order); complex128 is rescaled like
+// float64. The other functions throw std::invalid_argument for them.
 #pragma once
 
 #include <cstddef>
@@ -62,7 +67,8 @@ struct GlobalClipResult {
 // made. When the total is NaN/inf: propagate scales anyway (NaN factor, or 0 for inf,
 // as PyTorch does); error and skip leave the arrays untouched (the caller reads
 // `nonfinite` and raises or skips); zero sets the non-finite elements to 0 and clips by
-// the norm of what remains. total_norm is returned as found, before any of this.
+// the norm of what remains (complex arrays component by component: a NaN or inf real
+// or imaginary part becomes 0). total_norm is returned as found, before any of this.
 GRADCORE_API GlobalClipResult clip_by_global_norm_(const TensorView* arrays, std::size_t count,
                                                    double max_norm, double ord, double eps,
                                                    NonFinitePolicy policy, bool has_given_total,
