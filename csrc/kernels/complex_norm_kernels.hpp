@@ -115,12 +115,14 @@ struct ComplexNormKernels {
     }
 
     // Any other p: sum of (|z| / m)^p with m the max |z| of the array or list (as the
-    // real lp_sum); std::hypot cannot overflow or underflow. The rare path: scalar.
+    // real lp_sum). The parts are divided by m before std::hypot: a |z| among the
+    // subnormals would be rounded to one of them first (the real lp_sum's |x| is exact).
+    // The rare path: scalar.
     static double lp_sum(const C* x, std::int64_t n, double p, double m) {
         double sum = 0.0;
         for (std::int64_t i = 0; i < n; ++i) {
-            const double modulus = std::hypot(static_cast<double>(x[2 * i]), static_cast<double>(x[2 * i + 1]));
-            sum += std::pow(modulus / m, p);
+            const double re = static_cast<double>(x[2 * i]) / m, im = static_cast<double>(x[2 * i + 1]) / m;
+            sum += std::pow(std::hypot(re, im), p);
         }
         return sum;
     }
