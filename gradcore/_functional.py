@@ -18,17 +18,20 @@ import numpy as np
 from . import _core, _norms, _pytree
 
 _CLIP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Clipping by a norm is defined for complex arrays too (|z| per element).
+_NORM_CLIP_DTYPES = _CLIP_DTYPES + (np.dtype(np.complex64), np.dtype(np.complex128))
 
 
-def _copies(flat):
+def _copies(flat, dtypes=_CLIP_DTYPES):
     """Fresh writeable C-contiguous copies of a flattened tree's leaves."""
     views = [_core.host_array(v, label, False) for v, label in zip(flat.leaves, flat.labels)]
     for a, label in zip(views, flat.labels):
         # Checked here so that the message names the leaf's path in the caller's tree,
         # not its index in the flat list the kernel sees.
-        if a.dtype not in _CLIP_DTYPES:
-            raise TypeError(f"{label}: dtype {a.dtype} is not supported (expected float32 "
-                            "or float64)")
+        if a.dtype not in dtypes:
+            names = [d.name for d in dtypes]
+            raise TypeError(f"{label}: dtype {a.dtype} is not supported (expected "
+                            f"{', '.join(names[:-1])} or {names[-1]})")
     return [np.array(a, order="C", copy=True) for a in views]
 
 
@@ -36,9 +39,10 @@ def clip_by_global_norm(arrays, max_norm, ord=2, *, eps=1e-6, nonfinite="propaga
                         total_norm=None):
     """``clip_by_global_norm_`` without modifying ``arrays``: returns
     ``(clipped_copies, total_norm_before_clipping)``. With ``nonfinite="error"`` a non-finite
-    total raises ``NonFiniteGradientError``; with ``"skip"`` the copies are returned unscaled."""
+    total raises ``NonFiniteGradientError``; with ``"skip"`` the copies are returned unscaled.
+    Complex leaves are taken and keep their dtype (see ``clip_by_global_norm_``)."""
     flat = _pytree.flatten(arrays, "arrays")
-    out = _copies(flat)
+    out = _copies(flat, _NORM_CLIP_DTYPES)
     total = _norms.clip_by_global_norm_(out, max_norm, ord, eps=eps, nonfinite=nonfinite,
                                         total_norm=total_norm)
     return _pytree.unflatten(flat.structure, out), total
@@ -47,9 +51,10 @@ def clip_by_global_norm(arrays, max_norm, ord=2, *, eps=1e-6, nonfinite="propaga
 def clip_by_norm(arrays, max_norm, ord=2, *, eps=1e-6):
     """``clip_by_norm_`` (each array on its own) without modifying ``arrays``: returns
     ``(clipped_copies, norms_before_clipping)``, the norms a float64 array with one entry
-    per non-None leaf, in ``jax.tree_util.tree_leaves`` order (dict keys sorted)."""
+    per non-None leaf, in ``jax.tree_util.tree_leaves`` order (dict keys sorted). Complex
+    leaves are taken and keep their dtype."""
     flat = _pytree.flatten(arrays, "arrays")
-    out = _copies(flat)
+    out = _copies(flat, _NORM_CLIP_DTYPES)
     norms = _norms.clip_by_norm_(out, max_norm, ord, eps=eps)
     return _pytree.unflatten(flat.structure, out), norms
 

@@ -28,6 +28,11 @@ def global_norm(arrays, ord=2) -> float:
     float64 data are rescaled when needed, so every finite input has a finite, correct
     norm. NaN anywhere gives NaN; otherwise an inf gives inf. An empty list gives 0.0.
 
+    Complex arrays (complex64, complex128; on the CPU) count ``|z| = hypot(re, im)`` per
+    element, as NumPy and optax do, and may be mixed with real ones; complex128 is
+    rescaled like float64 (``1e300+1e300j`` has a finite norm). A NaN real or imaginary
+    part gives NaN, for every ``ord``.
+
     CUDA device arrays (torch, CuPy, ...): computed on the GPU, returned as a 0-d float64
     device array of the caller's library without waiting for it (see ``gradcore.cuda``).
     """
@@ -36,7 +41,8 @@ def global_norm(arrays, ord=2) -> float:
 
 def norms(arrays, ord=2) -> np.ndarray:
     """The ``ord``-norm of each array: a float64 array with one entry per array (for CUDA
-    device arrays a float64 device array, see ``gradcore.cuda``)."""
+    device arrays a float64 device array, see ``gradcore.cuda``). Complex arrays are
+    taken on the CPU, as by ``global_norm``."""
     return _core.norms(arrays, ord)
 
 
@@ -60,7 +66,8 @@ def clip_by_norm_(arrays, max_norm, ord=2, *, eps=1e-6) -> np.ndarray:
     ``clipnorm``), with PyTorch's factor ``min(1, max_norm / (norm + eps))``.
 
     Returns the float64 norms before clipping (a device array for CUDA device arrays).
-    Arrays whose factor is 1 are not written.
+    Arrays whose factor is 1 are not written. Complex arrays (on the CPU) are clipped by
+    the norm of ``|z|`` (``global_norm``), both parts scaled by the factor.
     """
     return _core.clip_by_norm_(arrays, max_norm, ord, eps)
 
@@ -83,7 +90,11 @@ def clip_by_global_norm_(arrays, max_norm, ord=2, *, eps=1e-6, nonfinite="propag
     - ``"skip"``: leave the arrays untouched and return the non-finite total, so the
       caller can skip the step;
     - ``"zero"``: set the non-finite elements to 0, then clip by the norm of the rest;
-      the non-finite total (before zeroing) is returned.
+      the non-finite total (before zeroing) is returned. Complex arrays are zeroed
+      component by component: a NaN or inf real or imaginary part becomes 0 and the
+      other part stays, as ``np.nan_to_num(z, nan=0, posinf=0, neginf=0)`` does.
+
+    Complex arrays (on the CPU) are taken as by ``global_norm`` and scaled in both parts.
 
     CUDA device arrays: runs on the GPU without waiting for it and returns a
     ``gradcore.cuda.DeviceClipResult`` (device scalars ``total_norm`` and ``factor``);

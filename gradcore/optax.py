@@ -14,7 +14,8 @@ Import explicitly (``import gradcore`` never imports JAX or optax)::
 - :func:`adaptive_grad_clip` (``optax.adaptive_grad_clip``).
 
 Each returns an ``optax.GradientTransformation`` with optax's empty state, taking any
-pytree of float32/float64 arrays (``None`` entries stay ``None``) and returning the same
+pytree of float32/float64 arrays (complex64/complex128 too for
+:func:`clip_by_global_norm`; ``None`` entries stay ``None``) and returning the same
 structure with the same dtypes and shapes.
 
 **Where it runs, and what it costs.** Called on concrete arrays (outside ``jit``), the
@@ -96,23 +97,26 @@ def _on_host(host_fn, leaf_lists):
 
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# The global norm is defined for complex updates too (|z| per element, as optax's).
+_NORM_DTYPES = _DTYPES + (np.dtype(np.complex64), np.dtype(np.complex128))
 
 
-def _check_dtype(x, label):
+def _check_dtype(x, label, dtypes=_DTYPES):
     """Before any tracing, so that the error names the leaf rather than a callback."""
     dtype = getattr(x, "dtype", None)
-    if dtype is None or np.dtype(dtype) not in _DTYPES:
+    if dtype is None or np.dtype(dtype) not in dtypes:
         what = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
-        raise TypeError(f"{label}: {what} is not supported (expected a float32 or float64 "
-                        "array)")
+        names = [d.name for d in dtypes]
+        expected = ", ".join(names[:-1]) + " or " + names[-1]
+        raise TypeError(f"{label}: {what} is not supported (expected a {expected} array)")
 
 
-def _flat(tree, name):
+def _flat(tree, name, dtypes=_DTYPES):
     """(leaves, treedef, labels such as ``updates['dense']['w']``) of a JAX tree."""
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
     labels = [name + jax.tree_util.keystr(path) for path, _ in with_paths]
     for (_, x), label in zip(with_paths, labels):
-        _check_dtype(x, label)
+        _check_dtype(x, label, dtypes)
     return [x for _, x in with_paths], treedef, labels
 
 
@@ -127,6 +131,8 @@ def clip_by_global_norm(max_norm) -> optax.GradientTransformation:
     ``max_norm / norm`` (1 up to rounding); all-zero updates with ``max_norm=0`` stay 0
     (optax computes 0/0: NaN). A NaN or inf norm propagates as in optax (NaN everywhere;
     finite entries 0 and infinite ones NaN).
+    Complex updates (complex64/complex128) are clipped as by optax, with the norm of
+    ``|z|`` (``hypot(re, im)``) and both parts scaled; they keep their dtype.
     ``max_norm`` must be a concrete real >= 0.
     """
     bound = _nonnegative(max_norm, "max_norm")
@@ -137,7 +143,7 @@ def clip_by_global_norm(max_norm) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        leaves, treedef, _ = _flat(updates, "updates")
+        leaves, treedef, _ = _flat(updates, "updates", _NORM_DTYPES)
         return jax.tree_util.tree_unflatten(treedef, _on_host(host, [leaves])), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)

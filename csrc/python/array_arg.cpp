@@ -24,7 +24,7 @@ bool has_attr(py::handle obj, const char* name) {
 // ---- dtypes ---------------------------------------------------------------------------
 
 // NumPy's type numbers (stable across NumPy 1.x and 2.x) and flags.
-constexpr int kNpyHalf = 23, kNpyFloat = 11, kNpyDouble = 12;
+constexpr int kNpyHalf = 23, kNpyFloat = 11, kNpyDouble = 12, kNpyCFloat = 14, kNpyCDouble = 15;
 constexpr int kNpyAligned = 0x0100;
 
 std::optional<DType> numpy_dtype(const py::dtype& dt) {
@@ -32,6 +32,8 @@ std::optional<DType> numpy_dtype(const py::dtype& dt) {
         case kNpyHalf: return DType::float16;
         case kNpyFloat: return DType::float32;
         case kNpyDouble: return DType::float64;
+        case kNpyCFloat: return DType::complex64;
+        case kNpyCDouble: return DType::complex128;
         default: break;
     }
     if (dt.kind() == 'i' && dt.itemsize() == 8) return DType::int64;
@@ -54,12 +56,15 @@ std::optional<DType> dlpack_dtype(const dl::DLDataType& t) {
     if (t.code == dl::kDLFloat && t.bits == 64) return DType::float64;
     if (t.code == dl::kDLBfloat && t.bits == 16) return DType::bfloat16;
     if (t.code == dl::kDLInt && t.bits == 64) return DType::int64;
+    if (t.code == dl::kDLComplex && t.bits == 64) return DType::complex64;
+    if (t.code == dl::kDLComplex && t.bits == 128) return DType::complex128;
     return std::nullopt;
 }
 
 // "float16, float32 or float64".
 std::string dtype_list(unsigned set) {
-    static const DType order[] = {DType::float16, DType::bfloat16, DType::float32, DType::float64, DType::int64};
+    static const DType order[] = {DType::float16,   DType::bfloat16,  DType::float32,   DType::float64,
+                                  DType::complex64, DType::complex128, DType::int64};
     std::vector<const char*> names;
     for (DType t : order) {
         if (set & bit(t)) names.push_back(dtype_name(t));
@@ -235,6 +240,8 @@ py::dtype numpy_dtype_of(DType t) {
         case DType::float16: return py::dtype(kNpyHalf);
         case DType::float32: return py::dtype(kNpyFloat);
         case DType::float64: return py::dtype(kNpyDouble);
+        case DType::complex64: return py::dtype(kNpyCFloat);
+        case DType::complex128: return py::dtype(kNpyCDouble);
         case DType::int64: return py::dtype::of<std::int64_t>();
         default: return py::dtype(std::string(dtype_name(t)));
     }

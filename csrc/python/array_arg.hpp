@@ -38,6 +38,10 @@ constexpr unsigned kHalfFloats = bit(DType::float16) | bit(DType::bfloat16);
 constexpr DTypes kNormInputs{kFloat32or64 | bit(DType::float16), kFloat32or64 | kHalfFloats};
 constexpr DTypes kInPlaceFloats{kFloat32or64, kFloat32or64 | kHalfFloats};
 constexpr DTypes kLayerFloats{kFloat32or64, kFloat32or64};
+// The norms and clip-by-norm also take complex arrays, on the CPU (|z| per element).
+constexpr unsigned kComplex = bit(DType::complex64) | bit(DType::complex128);
+constexpr DTypes kNormInputsOrComplex{kNormInputs.cpu | kComplex, kNormInputs.cuda};
+constexpr DTypes kInPlaceFloatsOrComplex{kInPlaceFloats.cpu | kComplex, kInPlaceFloats.cuda};
 
 struct Device {
     enum Kind : std::uint8_t { cpu, cuda } kind = cpu;

@@ -42,7 +42,7 @@ std::vector<UnitLayout> unit_layouts(const ArrayList& list, int unit_axis) {
 py::object global_norm_binding(py::handle arrays, py::handle ord_arg) {
     const double ord = norm_order(ord_arg);
     Call call("global_norm");
-    const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
+    const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputsOrComplex);
     double total = 0.0;
     std::optional<ArrayArg> on_device;
     if (call.on_cuda()) on_device = call.device_array({}, DType::float64, "total");
@@ -54,7 +54,7 @@ py::object global_norm_binding(py::handle arrays, py::handle ord_arg) {
 py::object norms_binding(py::handle arrays, py::handle ord_arg) {
     const double ord = norm_order(ord_arg);
     Call call("norms");
-    const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputs);
+    const ArrayList list = call.list(arrays, "arrays", Access::read, kNormInputsOrComplex);
     const ArrayArg out = call.new_array({static_cast<std::int64_t>(list.size())}, DType::float64, "out");
     run(call, [&] { norms(list.views.data(), list.size(), ord, out.as<double>()); },
         [&](cuda::Stream s) { cuda::norms(list.views.data(), list.size(), ord, out.as<double>(), s); });
@@ -115,7 +115,7 @@ py::object clip_by_norm_binding(py::handle arrays, py::handle max_norm_arg, py::
     const double ord = norm_order(ord_arg);
     const double eps = real(eps_arg, "eps", rules::finite_nonnegative);
     Call call("clip_by_norm_");
-    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
+    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloatsOrComplex);
     const ArrayArg out = call.new_array({static_cast<std::int64_t>(list.size())}, DType::float64, "norms");
     const TensorView* views = list.views.data();
     run(call, [&] { clip_by_norm_(views, list.size(), max_norm, ord, eps, out.as<double>()); },
@@ -136,7 +136,7 @@ py::object clip_by_global_norm_binding(py::handle arrays, py::handle max_norm_ar
         rules::given_total(given);
     }
     Call call("clip_by_global_norm_");
-    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
+    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloatsOrComplex);
     if (call.on_cuda()) {
         // A total given on the device is used there as it is: no host read.
         std::optional<ArrayArg> given_total;
