@@ -15,7 +15,10 @@ The three functions have torch's signatures and return types:
 - :func:`clip_grad_value_` (``torch.nn.utils.clip_grad_value_``).
 
 **What gradcore does itself.** Dense, contiguous float32/float64 tensors on the CPU
-(plain ``torch.Tensor``, not subclasses), with ``norm_type`` a real p > 0 or inf. The
+(plain ``torch.Tensor``, not subclasses), with ``norm_type`` a real p > 0 or inf; the
+norms (``get_total_norm``, ``clip_grad_norm_``) also complex64/complex128, with
+``|z|`` per element as ``torch.linalg.vector_norm`` (a real total: float64 for
+complex128). The
 gradients are modified in place, zero-copy (gradcore works directly on the tensors'
 memory through DLPack; ``p.grad`` keeps its object and its ``data_ptr()``), and their
 autograd version counters are bumped as torch's in-place ops would.
@@ -32,7 +35,8 @@ on the host (a synchronisation), as torch does. Norms are accumulated in float64
 captured when this module was imported, so replacing ``torch.nn.utils.clip_grad_norm_``
 with this one is safe): meta/other non-CPU tensors, CUDA tensors when gradcore has no
 usable CUDA backend, and mixed devices; on the CPU, dtypes other than float32/float64
-(float16, bfloat16, ...); sparse or other non-strided layouts;
+(float16, bfloat16, ...; complex ones in ``clip_grad_value_``, where torch raises);
+conjugate and negative-bit views; sparse or other non-strided layouts;
 non-contiguous gradients (gradcore modifies only C-contiguous memory in place); tensor
 subclasses; ``norm_type`` 0 (torch counts non-zeros), negative, -inf, NaN or not a
 number; ``max_norm`` negative or NaN and ``clip_value`` negative or NaN (gradcore rejects
@@ -87,6 +91,10 @@ _torch_get_total_norm = torch.nn.utils.get_total_norm
 _torch_clip_grad_value_ = torch.nn.utils.clip_grad_value_
 
 _DTYPES = (torch.float32, torch.float64)
+# The norms and clipping by a norm take complex gradients too (|z| per element, as
+# torch.linalg.vector_norm); clamping them has no meaning.
+_NORM_DTYPES = _DTYPES + (torch.complex64, torch.complex128)
+_DOUBLE_DTYPES = (torch.float64, torch.complex128)
 _CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 _cuda_usable = None
@@ -111,19 +119,19 @@ def _nonnegative(value):
     return v if v >= 0.0 else None
 
 
-def _supported(tensors, p=None, in_place=False):
-    """The result dtype (float64 if any tensor is float64, else float32) when gradcore can
-    handle all of ``tensors`` itself, else None."""
+def _supported(tensors, p=None, in_place=False, dtypes=_DTYPES):
+    """The result dtype (float64 if any tensor is float64 or complex128, else float32, as
+    torch's norms give) when gradcore can handle all of ``tensors`` itself, else None."""
     if not tensors:
         return None
     any_double = False
     for t in tensors:
         if (type(t) not in _PLAIN_TYPES or not t.is_cpu or t.layout is not torch.strided
-                or t.dtype not in _DTYPES or not t.is_contiguous() or t.is_neg()):
+                or t.dtype not in dtypes or not t.is_contiguous() or t.is_neg() or t.is_conj()):
             return None
         if p == math.inf and t.numel() == 0:
             return None  # torch raises: the infinity norm of an empty tensor has no identity
-        any_double = any_double or t.dtype is torch.float64
+        any_double = any_double or t.dtype in _DOUBLE_DTYPES
     if in_place and len({t.data_ptr() for t in tensors}) != len(tensors):
         return None  # the same memory twice: let torch scale it (twice) as it always has
     return torch.float64 if any_double else torch.float32
@@ -192,11 +200,12 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
         foreach (bool, optional): ignored on gradcore's path; passed on to torch.
 
     Returns:
-        Tensor: 0-dim, on the CPU, float64 if any tensor is float64 else float32 (as
-        torch); for CUDA tensors on their device, in their promoted dtype. Without
+        Tensor: 0-dim, on the CPU, float64 if any tensor is float64 or complex128 else
+        float32 (as torch); for CUDA tensors on their device, in their promoted dtype. Without
         tensors: ``torch.tensor(0.0)``.
 
-    CPU float32/float64 contiguous tensors are read in place by gradcore; float32 data are
+    CPU float32/float64/complex64/complex128 contiguous tensors are read in place by
+    gradcore; float32 data are
     accumulated in float64, so the total may differ from torch's in the last bits, and is
     finite where torch's float32 norm overflows (see the module docstring). Anything else
     goes to ``torch.nn.utils.get_total_norm``.
@@ -206,7 +215,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     else:
         tensors = list(tensors)
     p = _norm_order(norm_type)
-    dtype = None if p is None else _supported(tensors, p)
+    dtype = None if p is None else _supported(tensors, p, dtypes=_NORM_DTYPES)
     if dtype is None:
         dtype = None if p is None else _supported_cuda(tensors, p)
         if dtype is None:
@@ -242,10 +251,11 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
     Returns:
         Tensor: the total norm before clipping, 0-dim, on the CPU, float64 if any gradient
-        is float64 else float32 (as torch); for CUDA gradients on their device, in their
+        is float64 or complex128 else float32 (as torch); for CUDA gradients on their device, in their
         promoted dtype, computed and applied without waiting for the GPU.
 
-    CPU float32/float64 contiguous gradients are clipped by gradcore in their own memory
+    CPU float32/float64/complex64/complex128 contiguous gradients are clipped by gradcore
+    in their own memory
     (no copy; ``p.grad`` keeps its storage). Differences from torch: last-bit rounding of
     float32 totals, and finite, correct totals (and properly clipped gradients) where
     torch's float32 norm overflows, e.g. gradients of 1e20; see the module docstring.
@@ -262,7 +272,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     grads = [p.grad for p in parameters if p.grad is not None]
     p = _norm_order(norm_type)
     bound = _nonnegative(max_norm)
-    dtype = None if p is None or bound is None else _supported(grads, p, in_place=True)
+    dtype = None if p is None or bound is None else _supported(grads, p, in_place=True,
+                                                                dtypes=_NORM_DTYPES)
     if dtype is None:
         dtype = None if p is None or bound is None else _supported_cuda(grads, p, in_place=True)
         if dtype is None:

@@ -306,6 +306,49 @@ def test_torch_complex_tensors_through_dlpack(isa, threads):
             gradcore.clip_by_value_([t.clone()], 1.0)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+@pytest.mark.parametrize("ord", [2.0, 1.0, INF, 3.0])
+def test_gradcore_torch_clips_complex_gradients_as_torch_does(ord):
+    """gradcore.torch serves complex gradients itself (in their own memory) and returns
+    what torch.nn.utils returns: a real total, float64 when a gradient is complex128."""
+    import torch
+
+    import gradcore.torch as gct
+
+    g = torch.Generator().manual_seed(1)
+    for dtypes in [(torch.complex64, torch.float32), (torch.complex128, torch.float32),
+                   (torch.complex64, torch.complex64)]:
+        ours = [torch.nn.Parameter(torch.zeros(n, dtype=d)) for n, d in zip((300, 7), dtypes)]
+        theirs = [torch.nn.Parameter(torch.zeros(n, dtype=d)) for n, d in zip((300, 7), dtypes)]
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn(a.shape, dtype=a.dtype, generator=g) * 5
+            b.grad = a.grad.clone()
+        storage = [p.grad.data_ptr() for p in ours]
+        want_total = torch.nn.utils.get_total_norm([p.grad for p in theirs], ord)
+        total = gct.get_total_norm([p.grad for p in ours], ord)
+        assert total.dtype == want_total.dtype
+        assert_close(float(total), float(want_total), 1e-6)
+        want = torch.nn.utils.clip_grad_norm_(theirs, 1.0, ord)
+        got = gct.clip_grad_norm_(ours, 1.0, ord)
+        assert got.dtype == want.dtype
+        assert_close(float(got), float(want), 1e-6)
+        assert [p.grad.data_ptr() for p in ours] == storage
+        for a, b in zip(ours, theirs):
+            assert a.grad.dtype == b.grad.dtype
+            assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=0)
+    # gradcore's own path, not torch's: complex64 squares of 5e30 overflow torch's float32
+    # norm; gradcore's is exact (and clips to max_norm).
+    big = torch.nn.Parameter(torch.zeros(4, dtype=torch.complex64))
+    big.grad = torch.full((4,), 3e30 + 4e30j, dtype=torch.complex64)
+    assert math.isinf(float(torch.nn.utils.get_total_norm([big.grad.clone()])))
+    assert float(gct.clip_grad_norm_([big], 1.0)) == pytest.approx(1e31, rel=1e-6)
+    assert float(torch.linalg.vector_norm(big.grad.to(torch.complex128))) == pytest.approx(1.0, rel=1e-5)
+    # A conjugate view (torch does not export it through DLPack) is handed to torch.
+    z = torch.randn(5, dtype=torch.complex64, generator=g).conj()
+    assert z.is_conj()
+    assert float(gct.get_total_norm([z])) == pytest.approx(float(torch.linalg.vector_norm(z)))
+
+
 def test_complex_device_arrays_are_refused():
     """No CUDA kernels for complex: a complex device array is refused by dtype, on the
     CPU-only build too (the dtype is checked before the device is used)."""
