@@ -45,7 +45,9 @@ class _Optimizer:
 
     def _prepare(self, grads, total_norm):
         """Returns (grads, grad_scale) or None when the step is skipped."""
-        grads = _core.host_arrays(grads, "grads", True)
+        # Read only, unless clip_value clamps them in place (a JAX array seen through
+        # NumPy, for one, is read-only).
+        grads = _core.host_arrays(grads, "grads", self.clip_value is not None)
         if len(grads) != len(self.params):
             raise ValueError(f"grads has {len(grads)} arrays, params has {len(self.params)}")
         # Every check before the first write (the clip below modifies grads in place).

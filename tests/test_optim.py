@@ -196,6 +196,33 @@ def test_sgd_clip_value(isa, dtype):
     check(params, want, dtype)
 
 
+@pytest.mark.parametrize("make_opt", [
+    lambda p: optim.SGD(p, 0.05, momentum=0.9, clip_norm=1.0),
+    lambda p: optim.AdamW(p, 0.01, clip_norm=1.0),
+], ids=["sgd", "adamw"])
+def test_read_only_grads_are_read_unless_clip_value_clamps_them(make_opt):
+    """Gradients are only read by a step (clip_norm scales inside the update pass), so
+    read-only ones (a JAX array seen through NumPy is one) are taken, unchanged; with
+    clip_value they are clamped in place, so they must be writeable."""
+    params, grad_steps = make(np.float64)
+    ref_params = [p.copy() for p in params]
+    opt, ref = make_opt(params), make_opt(ref_params)
+    for grads in grad_steps:
+        frozen = [g.copy() for g in grads]
+        for g in frozen:
+            g.flags.writeable = False
+        assert opt.step(frozen) and ref.step([g.copy() for g in grads])
+        for g, f in zip(grads, frozen):
+            np.testing.assert_array_equal(f, g)
+    for a, b in zip(params, ref_params):
+        np.testing.assert_array_equal(a, b)
+    clamping = optim.SGD([p.copy() for p in params], 0.05, clip_value=0.5)
+    frozen = [g.copy() for g in grad_steps[0]]
+    frozen[1].flags.writeable = False
+    with pytest.raises(ValueError, match=r"grads\[1\] is read-only"):
+        clamping.step(frozen)
+
+
 # ------------------------------------------------------------------ non-finite skip
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
