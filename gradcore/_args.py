@@ -1,5 +1,6 @@
-"""Argument checks of the pure-Python parts of the API (the optimisers' hyper-parameters);
-the compiled core checks its own arguments, and gradcore._pytree the containers."""
+"""Argument checks of the pure-Python parts of the API (the optimisers' hyper-parameters,
+the monitor's thresholds, the NumPy models' sizes); the compiled core checks its own
+arguments, and gradcore._pytree the containers."""
 
 from __future__ import annotations
 
@@ -34,4 +35,13 @@ def integer(value, name: str, lo: int, hi: int) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if not lo <= int(value) <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return int(value)
+
+
+def count(value, name: str, minimum: int = 1) -> int:
+    """An integer (not bool) >= minimum: a size, a window, a number of steps."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)

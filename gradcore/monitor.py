@@ -51,13 +51,13 @@ episode is one event rather than thousands.
 from __future__ import annotations
 
 import math
-import numbers
 from bisect import bisect_left, insort
 from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._args import count, real
 from ._pytree import leaf_list
 from ._norms import grad_stats
 
@@ -151,18 +151,8 @@ def _name_list(names, values, kind, limit=5) -> str:
     return ", ".join(parts)
 
 
-def _count(value, name, minimum=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _factor(value, name, minimum=0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
+    v = real(value, name)
     if not v > minimum:  # also rejects NaN; inf is allowed and disables the check
         raise ValueError(f"{name} must be > {minimum} (inf disables the check), got {v}")
     return v
@@ -329,16 +319,16 @@ class GradientMonitor:
             if len(set(names)) != len(names):
                 raise ValueError("names must be unique")
         self._names = names
-        self.window = _count(window, "window")
+        self.window = count(window, "window")
         self.spike_factor = _factor(spike_factor, "spike_factor")
-        self.warmup = _count(warmup, "warmup")
-        self.growth_steps = _count(growth_steps, "growth_steps")
+        self.warmup = count(warmup, "warmup")
+        self.growth_steps = count(growth_steps, "growth_steps")
         self.growth_factor = _factor(growth_factor, "growth_factor")
         self.weight_growth_factor = _factor(weight_growth_factor, "weight_growth_factor")
         self.layer_norm_threshold = _factor(layer_norm_threshold, "layer_norm_threshold")
         self.layer_norm_steps = (self.window if layer_norm_steps is None
-                                 else _count(layer_norm_steps, "layer_norm_steps"))
-        self.history = _count(history, "history")
+                                 else count(layer_norm_steps, "layer_norm_steps"))
+        self.history = count(history, "history")
         self._warmup_n = min(self.warmup, self.window)
 
         self._t = 0                         # the next step index

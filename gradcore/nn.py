@@ -40,27 +40,19 @@ i, f, g, o), 3 (GRU, gates r, z, n); in = input_size for layer 0, D*H above it.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from . import _core
+from ._args import count
 from ._rnn import rnn_backward, rnn_forward
 
 __all__ = ["GRU", "LSTM", "RNN", "Gradients", "IncompatibleKeys", "TBPTTResult", "from_torch",
            "truncated_bptt"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _count(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _layer_dtype(dtype):
@@ -153,9 +145,9 @@ class _RNNBase:
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dtype=np.float32, rng=None, _cell, _init=True):
-        self.input_size = _count(input_size, "input_size")
-        self.hidden_size = _count(hidden_size, "hidden_size")
-        self.num_layers = _count(num_layers, "num_layers")
+        self.input_size = count(input_size, "input_size")
+        self.hidden_size = count(hidden_size, "hidden_size")
+        self.num_layers = count(num_layers, "num_layers")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
@@ -643,7 +635,7 @@ def truncated_bptt(layer, x, k, loss_grad_fn: Callable, h0=None, *,
     """
     if not isinstance(layer, _RNNBase):
         raise TypeError(f"layer must be a gradcore.nn RNN, LSTM or GRU, got {type(layer).__name__}")
-    k = _count(k, "k")
+    k = count(k, "k")
     if not callable(loss_grad_fn):
         raise TypeError(f"loss_grad_fn must be callable, got {type(loss_grad_fn).__name__}")
     x = layer._array(x, "x")
