@@ -45,3 +45,9 @@ def count(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def dtype_names(dtypes) -> str:
+    """"float32, float64 or complex64": the dtypes a message lists as expected."""
+    names = [np.dtype(d).name for d in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, _norms, _pytree
+from ._args import dtype_names
 
 _CLIP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Clipping by a norm is defined for complex arrays too (|z| per element).
@@ -29,9 +30,8 @@ def _copies(flat, dtypes=_CLIP_DTYPES):
         # Checked here so that the message names the leaf's path in the caller's tree,
         # not its index in the flat list the kernel sees.
         if a.dtype not in dtypes:
-            names = [d.name for d in dtypes]
             raise TypeError(f"{label}: dtype {a.dtype} is not supported (expected "
-                            f"{', '.join(names[:-1])} or {names[-1]})")
+                            f"{dtype_names(dtypes)})")
     return [np.array(a, order="C", copy=True) for a in views]
 
 

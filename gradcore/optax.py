@@ -51,6 +51,7 @@ import numpy as np
 import optax
 
 from . import _functional
+from ._args import dtype_names
 
 __all__ = ["adaptive_grad_clip", "clip", "clip_by_global_norm"]
 
@@ -106,9 +107,8 @@ def _check_dtype(x, label, dtypes=_DTYPES):
     dtype = getattr(x, "dtype", None)
     if dtype is None or np.dtype(dtype) not in dtypes:
         what = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
-        names = [d.name for d in dtypes]
-        expected = ", ".join(names[:-1]) + " or " + names[-1]
-        raise TypeError(f"{label}: {what} is not supported (expected a {expected} array)")
+        raise TypeError(f"{label}: {what} is not supported (expected a {dtype_names(dtypes)} "
+                        "array)")
 
 
 def _flat(tree, name, dtypes=_DTYPES):
