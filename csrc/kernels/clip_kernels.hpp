@@ -1,5 +1,6 @@
-// In-place element-wise kernels over one contiguous chunk of float32 or float64, in the
-// array's own precision (no widening: these are pure memory passes).
+// In-place element-wise kernels over one contiguous chunk: float32 and float64 in the
+// array's own precision (no widening: these are pure memory passes), the 16-bit floats
+// in float64 (NarrowClipKernels below).
 #pragma once
 
 #include <cmath>
@@ -70,6 +71,40 @@ struct ClipKernels {
         for (std::int64_t i = 0; i < n; ++i) count += (x[i] - x[i]) == 0 ? 0 : 1;
         if (count == 0) return 0;
         Lane::transform(x, n, [](V v) { return S::zero_nonfinite(v); });
+        return count;
+    }
+};
+
+// The same operations on Float16/BFloat16: each element widened exactly to float64,
+// computed there and rounded once to nearest-even (narrow_float.hpp), so the result is
+// bit for bit NumPy's float64 computation cast back to the dtype, for any factor (no
+// splitting: a float64 factor cannot underflow against a 16-bit value's range). The
+// bounds of clamp stay float64: rounding is monotone and x is representable, so
+// rounding the clamped value equals clamping to the rounded bounds.
+template <class S, class N>
+struct NarrowClipKernels {
+    using Vd = typename S::Vd;
+    using Lane = NarrowLanes<S, N>;
+
+    static void scale(N* x, std::int64_t n, double factor) {
+        const Vd f = S::set1_d(factor);
+        Lane::transform(x, n, [&](Vd v) { return S::mul(v, f); });
+    }
+
+    static void clamp(N* x, std::int64_t n, double lo, double hi) {
+        const Vd l = S::set1_d(lo), h = S::set1_d(hi);
+        Lane::transform(x, n, [&](Vd v) { return S::clamp(v, l, h); });
+    }
+
+    // NaN and inf are the values whose exponent bits are all set: a test on the bits.
+    static std::int64_t zero_nonfinite(N* x, std::int64_t n) {
+        std::int64_t count = 0;
+        for (std::int64_t i = 0; i < n; ++i) {
+            if (is_nonfinite(x[i])) {
+                x[i] = N{};
+                ++count;
+            }
+        }
         return count;
     }
 };

@@ -48,10 +48,13 @@ struct ComplexNormTable {
     }
 };
 
-template <class T>
+// Bound: the type clamp's bounds are given in (T itself, or double for the 16-bit
+// floats, whose kernels compute in float64).
+template <class T, class Bound = T>
 struct ClipTable {
+    using bound_type = Bound;
     void (*scale)(T*, std::int64_t, double factor);
-    void (*clamp)(T*, std::int64_t, T, T);
+    void (*clamp)(T*, std::int64_t, Bound lo, Bound hi);
     std::int64_t (*zero_nonfinite)(T*, std::int64_t);
 
     template <class K>
@@ -145,11 +148,14 @@ struct TargetConfig {
 
 struct KernelTable {
     const char* name;
-    NormTable<std::uint16_t> norm_f16;
+    NormTable<Float16> norm_f16;
+    NormTable<BFloat16> norm_bf16;
     NormTable<float> norm_f32;
     NormTable<double> norm_f64;
     ComplexNormTable<float> complex_norm_c64;
     ComplexNormTable<double> complex_norm_c128;
+    ClipTable<Float16, double> clip_f16;
+    ClipTable<BFloat16, double> clip_bf16;
     ClipTable<float> clip_f32;
     ClipTable<double> clip_f64;
     GemmTable<float> gemm_f32;

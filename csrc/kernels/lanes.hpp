@@ -4,8 +4,10 @@
 // the last, partial one.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
+#include "narrow_float.hpp"
 #include "target.hpp"
 
 namespace gradcore::kernels::GRADCORE_TARGET {
@@ -36,6 +38,53 @@ struct Lanes {
     template <class F>
     static void transform(T* x, std::int64_t n, F&& f, std::int64_t i = 0) {
         for_each(n, [&](std::int64_t j, std::int64_t c) { store(x + j, f(load(x + j, c)), c); }, i);
+    }
+};
+
+// The same for the 16-bit floats, which no struct holds in a native vector: they are
+// read into float64 pairs (S::load2_f64 / store2_f64, 2 * kLanesD elements) or float32
+// vectors (S::load_f32 / store_f32, kLanes<float> elements), and a partial last step
+// goes through a small buffer (what the structs' own load_n/store_n do on NEON).
+template <class S, class N>
+struct NarrowLanes {
+    using Vd = typename S::Vd;
+    using Vf = typename S::template V<float>;
+    static constexpr std::int64_t L = 2 * S::kLanesD;
+    static constexpr std::int64_t Lf = S::template kLanes<float>;
+
+    static void load(const N* p, std::int64_t n, Vd& lo, Vd& hi) {
+        if (n == L) return S::load2_f64(p, lo, hi);
+        N buf[L] = {};
+        std::copy_n(p, n, buf);
+        S::load2_f64(buf, lo, hi);
+    }
+    static void store(N* p, Vd lo, Vd hi, std::int64_t n) {
+        if (n == L) return S::store2_f64(p, lo, hi);
+        N buf[L];
+        S::store2_f64(buf, lo, hi);
+        std::copy_n(buf, n, p);
+    }
+    static Vf load_f32(const N* p, std::int64_t n) {
+        if (n == Lf) return S::load_f32(p);
+        N buf[Lf] = {};
+        std::copy_n(p, n, buf);
+        return S::load_f32(buf);
+    }
+    static void store_f32(N* p, Vf v, std::int64_t n) {
+        if (n == Lf) return S::store_f32(p, v);
+        N buf[Lf];
+        S::store_f32(buf, v);
+        std::copy_n(buf, n, p);
+    }
+    // x[j] = f(x[j]) in float64 for every j, f taking and returning a Vd.
+    template <class F>
+    static void transform(N* x, std::int64_t n, F&& f) {
+        for (std::int64_t i = 0; i < n; i += L) {
+            const std::int64_t c = n - i < L ? n - i : L;
+            Vd lo, hi;
+            load(x + i, c, lo, hi);
+            store(x + i, f(lo), f(hi), c);
+        }
     }
 };
 

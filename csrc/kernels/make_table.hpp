@@ -23,11 +23,14 @@ namespace gradcore::kernels::GRADCORE_TARGET {
 template <class S>
 constexpr KernelTable make_table(const TargetConfig& config) {
     return {.name = S::kName,
-            .norm_f16 = NormTable<std::uint16_t>::of<NormKernels<S, std::uint16_t>>(),
+            .norm_f16 = NormTable<Float16>::of<NormKernels<S, Float16>>(),
+            .norm_bf16 = NormTable<BFloat16>::of<NormKernels<S, BFloat16>>(),
             .norm_f32 = NormTable<float>::of<NormKernels<S, float>>(),
             .norm_f64 = NormTable<double>::of<NormKernels<S, double>>(),
             .complex_norm_c64 = ComplexNormTable<float>::of<ComplexNormKernels<S, float>>(),
             .complex_norm_c128 = ComplexNormTable<double>::of<ComplexNormKernels<S, double>>(),
+            .clip_f16 = ClipTable<Float16, double>::of<NarrowClipKernels<S, Float16>>(),
+            .clip_bf16 = ClipTable<BFloat16, double>::of<NarrowClipKernels<S, BFloat16>>(),
             .clip_f32 = ClipTable<float>::of<ClipKernels<S, float>>(),
             .clip_f64 = ClipTable<double>::of<ClipKernels<S, double>>(),
             .gemm_f32 = GemmTable<float>::of<GemmKernels<S, float>, DenseKernels<S, float>>(config.gemm_f32),

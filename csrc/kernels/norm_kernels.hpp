@@ -1,8 +1,8 @@
 // Norm reductions over one contiguous chunk, generic over the SIMD struct S and the
-// element type T (std::uint16_t = float16, float, double). Every reduction widens to
-// float64 lanes with S::load2_f64, so one body serves all dtypes.
+// element type T (Float16, BFloat16, float, double). Every reduction widens to float64
+// lanes with S::load2_f64, so one body serves all dtypes.
 //
-// Accuracy: float16/float32 squares cannot overflow or underflow float64, so their fast
+// Accuracy: 16-bit and float32 squares cannot overflow or underflow float64, so their fast
 // path is always exact-range. For float64 the fast path is kept when its result lies in
 // [2^-960, DBL_MAX]; there, values whose squares underflowed contribute < 2^-1074 each,
 // far below an ulp of the result. Otherwise the chunk is summed again (it is still in
@@ -15,6 +15,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "narrow_float.hpp"
 #include "table_types.hpp"
 #include "target.hpp"
 
@@ -26,11 +27,8 @@ struct NormKernels {
     static constexpr std::int64_t kStep = 2 * S::kLanesD;  // elements per load2_f64
 
     static double to_double(T v) {
-        if constexpr (std::is_same_v<T, std::uint16_t>) {
-            Vd lo, hi;
-            const T pair[2 * S::kLanesD] = {v};
-            S::load2_f64(pair, lo, hi);
-            return S::reduce_add(lo);  // the other lanes hold +0.0
+        if constexpr (kIsNarrow<T>) {
+            return to_float(v);
         } else {
             return static_cast<double>(v);
         }

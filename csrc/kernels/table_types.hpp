@@ -11,6 +11,11 @@
 
 namespace gradcore::kernels {
 
+// The 16-bit floating-point element types, IEEE binary16 and bfloat16: distinct types
+// over the same bits, so that kernels overload on them (conversions: narrow_float.hpp).
+enum class Float16 : std::uint16_t {};
+enum class BFloat16 : std::uint16_t {};
+
 // A partial sum of |x|^p over one chunk, kept in scaled form so that no finite input
 // overflows or underflows: the true sum is `sum * 2^(p * exp)`. `exp` is 0 on the fast
 // path; the kernels set it only when the plain sum left the safe range. NaN and inf

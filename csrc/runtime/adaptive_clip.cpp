@@ -68,7 +68,7 @@ void adaptive_clip_(const TensorView* grads, const TensorView* params, const Uni
                     std::size_t count, double clipping, double eps) {
     rules::finite_nonnegative(clipping, "clipping");
     rules::finite_nonnegative(eps, "eps");
-    runtime::require_writable_dtypes(grads, count, "grads");
+    runtime::check_views(grads, count, "grads");
     runtime::check_views(params, count, "params");
     for (std::size_t i = 0; i < count; ++i) {
         if (grads[i].numel != params[i].numel) {

@@ -35,7 +35,8 @@ inline void check_views(const TensorView* arrays, std::size_t count, const char*
                                         " is not supported by this operation (complex arrays are taken by "
                                         "the norms and clip-by-norm only)");
         }
-        if (v.dtype != DType::float16 && v.dtype != DType::float32 && v.dtype != DType::float64) {
+        if (v.dtype != DType::float16 && v.dtype != DType::bfloat16 && v.dtype != DType::float32 &&
+            v.dtype != DType::float64) {
             throw std::invalid_argument(label + ": dtype " + dtype_name(v.dtype) +
                                         " is not supported on the CPU");
         }

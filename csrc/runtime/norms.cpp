@@ -27,7 +27,7 @@ using runtime::make_chunks;
 using runtime::NormCombiner;
 using runtime::NormOrder;
 using runtime::OrderKind;
-using runtime::require_writable_dtypes;
+using runtime::check_views;
 using runtime::with_clip_kernels;
 using runtime::with_complex_norm_kernels;
 using runtime::with_norm_kernels;
@@ -230,29 +230,30 @@ void grad_stats(const TensorView* arrays, std::size_t count, double* l2_out, dou
 }
 
 void scale_(const TensorView* arrays, std::size_t count, double factor) {
-    require_writable_dtypes(arrays, count);
+    check_views(arrays, count);
     const std::vector<double> factors(count, factor);
     scale_arrays(arrays, count, factors.data());
 }
 
 void clip_by_value_(const TensorView* arrays, std::size_t count, double lo, double hi) {
     rules::clip_bounds(lo, hi);
-    require_writable_dtypes(arrays, count);
+    check_views(arrays, count);
     const KernelTable& k = runtime::active_table();
     const ChunkList list = make_chunks(arrays, count);
     runtime::for_each_chunk(list, [&](std::size_t i) {
         const Chunk& c = list.chunks[i];
         with_clip_kernels(k, arrays[c.array], [&](const auto& tab, auto* x) {
-            using T = std::remove_pointer_t<decltype(x)>;
-            // Bounds rounded to the array's precision; rounding can only widen, never
+            // Bounds rounded to the array's precision (float64 for the 16-bit floats, whose
+            // kernels round the clamped value instead); rounding can only widen, never
             // swap them.
-            tab.clamp(x + c.begin, c.size, static_cast<T>(lo), static_cast<T>(hi));
+            using Bound = typename std::remove_cvref_t<decltype(tab)>::bound_type;
+            tab.clamp(x + c.begin, c.size, static_cast<Bound>(lo), static_cast<Bound>(hi));
         });
     });
 }
 
 std::int64_t zero_nonfinite_(const TensorView* arrays, std::size_t count) {
-    require_writable_dtypes(arrays, count);
+    check_views(arrays, count);
     return zero_nonfinite_arrays(arrays, count);
 }
 
@@ -261,7 +262,7 @@ void clip_by_norm_(const TensorView* arrays, std::size_t count, double max_norm,
     rules::nonnegative(max_norm, "max_norm");
     rules::finite_nonnegative(eps, "eps");
     const NormOrder order = parse_order(ord);
-    require_writable_dtypes(arrays, count, "arrays", Complex::accepted);
+    check_views(arrays, count, "arrays", Complex::accepted);
     list_norms(arrays, count, order, norms_out);
     std::vector<double> factors(count);
     for (std::size_t a = 0; a < count; ++a) factors[a] = clip_factor(max_norm, norms_out[a], eps);
@@ -274,7 +275,7 @@ GlobalClipResult clip_by_global_norm_(const TensorView* arrays, std::size_t coun
     rules::nonnegative(max_norm, "max_norm");
     rules::finite_nonnegative(eps, "eps");
     const NormOrder order = parse_order(ord);
-    require_writable_dtypes(arrays, count, "arrays", Complex::accepted);
+    check_views(arrays, count, "arrays", Complex::accepted);
     if (has_given_total) rules::given_total(given_total);
     GlobalClipResult r{};
     r.total_norm = has_given_total ? given_total : list_norms(arrays, count, order, nullptr);

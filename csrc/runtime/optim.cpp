@@ -28,7 +28,7 @@ void check_list(const TensorView* params, const TensorView* other, std::size_t c
             throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +
                                         "] does not match params[" + std::to_string(i) + "] in size or dtype");
         }
-        if (params[i].dtype == DType::float16) {
+        if (params[i].dtype != DType::float32 && params[i].dtype != DType::float64) {
             throw std::invalid_argument("params[" + std::to_string(i) + "]: optimisers support float32 and float64");
         }
     }

@@ -2,8 +2,6 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
 #include "gradcore/tensor.hpp"
 #include "runtime/checks.hpp"
@@ -33,7 +31,8 @@ const kernels::RnnTable<T>& rnn_kernels(const kernels::KernelTable& k) {
 template <class F>
 decltype(auto) with_norm_kernels(const kernels::KernelTable& k, const TensorView& t, F&& f) {
     switch (t.dtype) {
-        case DType::float16: return f(k.norm_f16, static_cast<const std::uint16_t*>(t.data));
+        case DType::float16: return f(k.norm_f16, static_cast<const kernels::Float16*>(t.data));
+        case DType::bfloat16: return f(k.norm_bf16, static_cast<const kernels::BFloat16*>(t.data));
         case DType::float32: return f(k.norm_f32, static_cast<const float*>(t.data));
         default: break;  // float64 (check_views refused the rest)
     }
@@ -53,26 +52,16 @@ inline TensorView components(const TensorView& t) {
     return {t.data, 2 * t.numel, t.dtype == DType::complex64 ? DType::float32 : DType::float64};
 }
 
-// Calls f(clip_table_for_T, T* data); float32 and float64 only (see below).
+// Calls f(clip_table_for_T, T* data) for a real array (check_views refused the rest).
 template <class F>
 decltype(auto) with_clip_kernels(const kernels::KernelTable& k, const TensorView& t, F&& f) {
-    if (t.dtype == DType::float32) return f(k.clip_f32, static_cast<float*>(t.data));
-    return f(k.clip_f64, static_cast<double*>(t.data));
-}
-
-// In-place kernels exist for float32 and float64 (and, for the operations that accept
-// complex arrays, their components); checked for the whole list before anything is
-// written.
-inline void require_writable_dtypes(const TensorView* arrays, std::size_t count,
-                                    const char* name = "arrays", Complex complex = Complex::refused) {
-    check_views(arrays, count, name, complex);
-    for (std::size_t i = 0; i < count; ++i) {
-        if (arrays[i].dtype == DType::float16) {
-            throw std::invalid_argument(std::string(name) + "[" + std::to_string(i) +
-                                        "]: in-place operations support float32 and float64, "
-                                        "not float16");
-        }
+    switch (t.dtype) {
+        case DType::float16: return f(k.clip_f16, static_cast<kernels::Float16*>(t.data));
+        case DType::bfloat16: return f(k.clip_bf16, static_cast<kernels::BFloat16*>(t.data));
+        case DType::float32: return f(k.clip_f32, static_cast<float*>(t.data));
+        default: break;
     }
+    return f(k.clip_f64, static_cast<double*>(t.data));
 }
 
 }  // namespace gradcore::runtime

@@ -20,7 +20,7 @@ typedef enum gc_status {
     GC_INTERNAL_ERROR = 3
 } gc_status;
 
-/* The values of gradcore::DType. The CPU takes float16 (read only), float32, float64;
+/* The values of gradcore::DType. The CPU takes float16, bfloat16, float32, float64;
  * the norms and clip-by-norm also take complex64/complex128 (interleaved re, im; numel
  * counts complex elements; |z| = hypot(re, im)). */
 typedef enum gc_dtype {

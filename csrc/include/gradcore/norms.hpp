@@ -2,9 +2,10 @@
 //
 // Every function takes the list as a table of TensorViews and makes one pass (or the
 // fewest passes the operation allows) over all of them, split into chunks across the
-// library's threads. float16 and float32 are accumulated in float64; float64 sums are
-// rescaled when they would overflow or underflow, so every finite input has a finite,
-// correctly rounded-ish norm. Results depend neither on the thread count nor on the
+// library's threads. float16, bfloat16 and float32 are accumulated in float64; float64
+// sums are rescaled when they would overflow or underflow, so every finite input has a
+// finite, correctly rounded-ish norm. In-place results in float16/bfloat16 are computed
+// in float64 from the exact values and rounded once to nearest-even. Results depend neither on the thread count nor on the
 // ISA target beyond the last bits of floating-point reassociation: partial sums are
 // formed per fixed-size chunk and combined in list order.
 //
@@ -37,8 +38,7 @@ GRADCORE_API void norms(const TensorView* arrays, std::size_t count, double ord,
 GRADCORE_API void grad_stats(const TensorView* arrays, std::size_t count, double* l2_norm, double* max_abs,
                              std::int64_t* nonfinite);
 
-// x *= factor for every element of every array (float32/float64 only, as every
-// in-place function: float16 throws std::invalid_argument before anything is written).
+// x *= factor for every element of every array, the product formed in double.
 GRADCORE_API void scale_(const TensorView* arrays, std::size_t count, double factor);
 
 // x = min(max(x, lo), hi); NaN stays NaN. Requires lo <= hi.

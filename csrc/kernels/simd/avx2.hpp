@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "../narrow_float.hpp"
 #include "../target.hpp"
 
 namespace gradcore::kernels::GRADCORE_TARGET::simd {
@@ -26,10 +27,52 @@ struct Avx2 {
 
     static Vd zero_d() { return _mm256_setzero_pd(); }
     static Vd set1_d(double v) { return _mm256_set1_pd(v); }
-    static void load2_f64(const std::uint16_t* p, Vd& lo, Vd& hi) {
-        const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    // The 16-bit floats (narrow_float.hpp): F16C for binary16; bfloat16 is the high half
+    // of a float32, so it widens by a shift and rounds in integer arithmetic.
+    static __m256 load_f32(const Float16* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static __m256 load_f32(const BFloat16* p) {
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    }
+    static void store_f32(Float16* p, __m256 v) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    static void store_f32(BFloat16* p, __m256 v) {
+        const __m256i u = _mm256_castps_si256(v), high = _mm256_srli_epi32(u, 16);
+        const __m256i lsb = _mm256_and_si256(high, _mm256_set1_epi32(1));
+        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+        const __m256i quiet_nan = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
+        r = _mm256_blendv_epi8(r, quiet_nan, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+        // packus narrows within each 128-bit half; qwords 0 and 2 hold the 8 results.
+        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+    }
+    // float64 -> float32 rounded to odd: the rounding cast, one step back toward zero
+    // where it rounded away from zero, and the last bit set where it was inexact.
+    static __m128 to_f32_odd(__m256d x) {
+        const __m128 f = _mm256_cvtpd_ps(x);
+        const __m256d back = _mm256_cvtps_pd(f);
+        const __m256i low_dwords = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        const auto to32 = [&](__m256d mask) {
+            return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_castpd_si256(mask), low_dwords));
+        };
+        const __m128i away = to32(_mm256_cmp_pd(abs(back), abs(x), _CMP_GT_OQ));  // -1 there
+        const __m128i inexact = to32(_mm256_cmp_pd(back, x, _CMP_NEQ_UQ));
+        const __m128i b = _mm_add_epi32(_mm_castps_si128(f), away);
+        return _mm_castsi128_ps(_mm_or_si128(b, _mm_and_si128(inexact, _mm_set1_epi32(1))));
+    }
+    template <class N>
+        requires kIsNarrow<N>
+    static void load2_f64(const N* p, Vd& lo, Vd& hi) {
+        const __m256 f = load_f32(p);
         lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f));
         hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+    }
+    template <class N>
+    static void store2_f64(N* p, Vd lo, Vd hi) {
+        store_f32(p, _mm256_set_m128(to_f32_odd(hi), to_f32_odd(lo)));
     }
     static void load2_f64(const float* p, Vd& lo, Vd& hi) {
         lo = _mm256_cvtps_pd(_mm_loadu_ps(p));

@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "../narrow_float.hpp"
 #include "../target.hpp"
 
 namespace gradcore::kernels::GRADCORE_TARGET::simd {
@@ -26,10 +27,42 @@ struct Avx512 {
 
     static Vd zero_d() { return _mm512_setzero_pd(); }
     static Vd set1_d(double v) { return _mm512_set1_pd(v); }
-    static void load2_f64(const std::uint16_t* p, Vd& lo, Vd& hi) {
-        const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    // The 16-bit floats (narrow_float.hpp): AVX-512F's conversions for binary16;
+    // bfloat16 is the high half of a float32, so it widens by a shift and rounds in
+    // integer arithmetic (AVX-512 BF16's vcvtneps2bf16 flushes subnormals to zero).
+    static __m512 load_f32(const Float16* p) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    static __m512 load_f32(const BFloat16* p) {
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    }
+    static void store_f32(Float16* p, __m512 v) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    static void store_f32(BFloat16* p, __m512 v) {
+        const __m512i u = _mm512_castps_si512(v), high = _mm512_srli_epi32(u, 16);
+        const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+        r = _mm512_mask_or_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), high, _mm512_set1_epi32(0x40));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
+    }
+    // float64 -> float32 rounded to odd: truncated, the last bit set where inexact.
+    static __m256 to_f32_odd(__m512d x) {
+        const __m256i f = _mm256_castps_si256(_mm512_cvt_roundpd_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC));
+        const __mmask8 inexact = _mm512_cmp_pd_mask(_mm512_cvtps_pd(_mm256_castsi256_ps(f)), x, _CMP_NEQ_UQ);
+        return _mm256_castsi256_ps(_mm256_mask_or_epi32(f, inexact, f, _mm256_set1_epi32(1)));
+    }
+    template <class N>
+        requires kIsNarrow<N>
+    static void load2_f64(const N* p, Vd& lo, Vd& hi) {
+        const __m512 f = load_f32(p);
         lo = _mm512_cvtps_pd(_mm512_castps512_ps256(f));
         hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1)));
+    }
+    template <class N>
+    static void store2_f64(N* p, Vd lo, Vd hi) {
+        store_f32(p, _mm512_insertf32x8(_mm512_castps256_ps512(to_f32_odd(lo)), to_f32_odd(hi), 1));
     }
     static void load2_f64(const float* p, Vd& lo, Vd& hi) {
         lo = _mm512_cvtps_pd(_mm256_loadu_ps(p));

@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "../narrow_float.hpp"
 #include "../target.hpp"
 
 namespace gradcore::kernels::GRADCORE_TARGET::simd {
@@ -26,10 +27,34 @@ struct Neon {
 
     static Vd zero_d() { return vdupq_n_f64(0.0); }
     static Vd set1_d(double v) { return vdupq_n_f64(v); }
-    static void load2_f64(const std::uint16_t* p, Vd& lo, Vd& hi) {
-        const float32x4_t f = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+    // The 16-bit floats (narrow_float.hpp): the FP16 conversions for binary16; bfloat16
+    // is the high half of a float32, so it widens by a shift and rounds in integer
+    // arithmetic. FCVTXN rounds float64 to float32 to odd in one instruction.
+    static const std::uint16_t* bits(const Float16* p) { return reinterpret_cast<const std::uint16_t*>(p); }
+    static const std::uint16_t* bits(const BFloat16* p) { return reinterpret_cast<const std::uint16_t*>(p); }
+    static float32x4_t load_f32(const Float16* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(bits(p)))); }
+    static float32x4_t load_f32(const BFloat16* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(bits(p)), 16)); }
+    static void store_f32(Float16* p, float32x4_t v) {
+        vst1_u16(reinterpret_cast<std::uint16_t*>(p), vreinterpret_u16_f16(vcvt_f16_f32(v)));
+    }
+    static void store_f32(BFloat16* p, float32x4_t v) {
+        const uint32x4_t u = vreinterpretq_u32_f32(v), high = vshrq_n_u32(u, 16);
+        const uint32x4_t lsb = vandq_u32(high, vdupq_n_u32(1));
+        const uint32x4_t r = vshrq_n_u32(vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), lsb), 16);
+        const uint32x4_t nan = vmvnq_u32(vceqq_f32(v, v));
+        const uint32x4_t out = vbslq_u32(nan, vorrq_u32(high, vdupq_n_u32(0x40)), r);
+        vst1_u16(reinterpret_cast<std::uint16_t*>(p), vmovn_u32(out));
+    }
+    template <class N>
+        requires kIsNarrow<N>
+    static void load2_f64(const N* p, Vd& lo, Vd& hi) {
+        const float32x4_t f = load_f32(p);
         lo = vcvt_f64_f32(vget_low_f32(f));
         hi = vcvt_high_f64_f32(f);
+    }
+    template <class N>
+    static void store2_f64(N* p, Vd lo, Vd hi) {
+        store_f32(p, vcvtx_high_f32_f64(vcvtx_f32_f64(lo), hi));
     }
     static void load2_f64(const float* p, Vd& lo, Vd& hi) {
         const float32x4_t f = vld1q_f32(p);

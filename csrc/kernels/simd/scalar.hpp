@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "../narrow_float.hpp"
 #include "../target.hpp"
 
 namespace gradcore::kernels::GRADCORE_TARGET::simd {
@@ -19,29 +20,24 @@ struct Scalar {
     template <class T>
     static constexpr int kLanes = 1;
 
-    // IEEE binary16 -> float64, exact for every input (normals, subnormals, inf, NaN).
-    static double half_to_double(std::uint16_t h) {
-        const int sign = (h >> 15) & 1;
-        const int exp = (h >> 10) & 0x1f;
-        const int mant = h & 0x3ff;
-        double v;
-        if (exp == 0) {
-            v = mant * 0x1p-24;
-        } else if (exp == 0x1f) {
-            v = mant ? std::numeric_limits<double>::quiet_NaN()
-                     : std::numeric_limits<double>::infinity();
-        } else {
-            v = std::ldexp(static_cast<double>(1024 + mant), exp - 25);
-        }
-        return sign ? -v : v;
-    }
-
     static Vd zero_d() { return 0.0; }
     static Vd set1_d(double v) { return v; }
-    static void load2_f64(const std::uint16_t* p, Vd& lo, Vd& hi) {
-        lo = half_to_double(p[0]);
-        hi = half_to_double(p[1]);
+    // The 16-bit floats: the reference conversions themselves (narrow_float.hpp).
+    template <class N>
+        requires kIsNarrow<N>
+    static void load2_f64(const N* p, Vd& lo, Vd& hi) {
+        lo = to_float(p[0]);
+        hi = to_float(p[1]);
     }
+    template <class N>
+    static void store2_f64(N* p, Vd lo, Vd hi) {
+        p[0] = to_narrow<N>(lo);
+        p[1] = to_narrow<N>(hi);
+    }
+    template <class N>
+    static float load_f32(const N* p) { return to_float(*p); }
+    template <class N>
+    static void store_f32(N* p, float v) { *p = to_narrow<N>(v); }
     static void load2_f64(const float* p, Vd& lo, Vd& hi) {
         lo = p[0];
         hi = p[1];
