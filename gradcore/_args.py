@@ -47,7 +47,13 @@ def count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+#: the real floating-point dtypes the kernels read and write in place, by name (bfloat16
+#: is ml_dtypes' NumPy dtype, which gradcore does not import)
+REAL_FLOATS = ("float16", "bfloat16", "float32", "float64")
+
+
 def dtype_names(dtypes) -> str:
-    """"float32, float64 or complex64": the dtypes a message lists as expected."""
-    names = [np.dtype(d).name for d in dtypes]
+    """"float32, float64 or complex64": the dtypes (or dtype names) a message lists as
+    expected."""
+    names = [d if isinstance(d, str) else np.dtype(d).name for d in dtypes]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]

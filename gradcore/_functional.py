@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, _norms, _pytree
-from ._args import dtype_names
+from ._args import REAL_FLOATS, dtype_names
 
-_CLIP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_CLIP_DTYPES = REAL_FLOATS
 # Clipping by a norm is defined for complex arrays too (|z| per element).
-_NORM_CLIP_DTYPES = _CLIP_DTYPES + (np.dtype(np.complex64), np.dtype(np.complex128))
+_NORM_CLIP_DTYPES = _CLIP_DTYPES + ("complex64", "complex128")
 
 
 def _copies(flat, dtypes=_CLIP_DTYPES):
@@ -29,7 +29,7 @@ def _copies(flat, dtypes=_CLIP_DTYPES):
     for a, label in zip(views, flat.labels):
         # Checked here so that the message names the leaf's path in the caller's tree,
         # not its index in the flat list the kernel sees.
-        if a.dtype not in dtypes:
+        if a.dtype.name not in dtypes or not a.dtype.isnative:
             raise TypeError(f"{label}: dtype {a.dtype} is not supported (expected "
                             f"{dtype_names(dtypes)})")
     return [np.array(a, order="C", copy=True) for a in views]

@@ -51,7 +51,7 @@ import numpy as np
 import optax
 
 from . import _functional
-from ._args import dtype_names
+from ._args import REAL_FLOATS, dtype_names
 
 __all__ = ["adaptive_grad_clip", "clip", "clip_by_global_norm"]
 
@@ -97,15 +97,15 @@ def _on_host(host_fn, leaf_lists):
                                               for leaves in leaf_lists])]
 
 
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_DTYPES = REAL_FLOATS
 # The global norm is defined for complex updates too (|z| per element, as optax's).
-_NORM_DTYPES = _DTYPES + (np.dtype(np.complex64), np.dtype(np.complex128))
+_NORM_DTYPES = _DTYPES + ("complex64", "complex128")
 
 
 def _check_dtype(x, label, dtypes=_DTYPES):
     """Before any tracing, so that the error names the leaf rather than a callback."""
     dtype = getattr(x, "dtype", None)
-    if dtype is None or np.dtype(dtype) not in dtypes:
+    if dtype is None or np.dtype(dtype).name not in dtypes:
         what = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
         raise TypeError(f"{label}: {what} is not supported (expected a {dtype_names(dtypes)} "
                         "array)")

@@ -103,6 +103,7 @@ from reference_rnn import ref_rnn_backward, ref_rnn_forward
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 READ_DTYPES = (F16, F32, F64)
 WRITE_DTYPES = (F32, F64)
+CLIP_DTYPES = (F16, F32, F64)  # the clipping functions also write float16 in place
 ISAS = list(gradcore.info()["isa_available"])
 ACCEPTED = (TypeError, ValueError)
 PYBIND_DISPATCH = "incompatible function arguments"
@@ -341,9 +342,9 @@ def write_view(obj):
     return None
 
 
-def write_ok(obj):
+def write_ok(obj, dtypes=WRITE_DTYPES):
     a = write_view(obj)
-    return (a is not None and a.dtype in WRITE_DTYPES and a.dtype.isnative
+    return (a is not None and a.dtype in dtypes and a.dtype.isnative
             and a.flags.c_contiguous and a.flags.writeable)
 
 
@@ -522,7 +523,7 @@ def expect_container(expect, rec, built, name, ok, functional=False, complex_ok=
                 expect.either(f"{name}[0]", name)
             else:
                 expect.bad(f"{name}[0]", name)
-        elif ok is write_ok and unaligned(obj):
+        elif ok in (write_ok, clip_write_ok) and unaligned(obj):
             expect.either(f"{name}[0]", name)
         return [obj]
     for i, b in enumerate(built):
@@ -536,11 +537,11 @@ def expect_container(expect, rec, built, name, ok, functional=False, complex_ok=
         if not ok(b.obj):
             if complex_ok and is_complex(b.obj):
                 expect.either(label)
-            elif ok is read_ok and byteswapped(b.obj):
+            elif ok in (read_ok, functional_ok) and byteswapped(b.obj):
                 expect.either(label, values=True)
             else:
                 expect.bad(label)
-        elif ok is write_ok and unaligned(b.obj):
+        elif ok in (write_ok, clip_write_ok) and unaligned(b.obj):
             expect.either(label)
     return [b.obj for b in built]
 
@@ -681,6 +682,8 @@ def norm_rtol(p):
 
 
 def value_rtol(dtype, p=2.0):
+    if np.dtype(dtype) == F16:
+        return 2e-3  # the result and the reference each rounded to float16
     return 3e-7 if np.dtype(dtype) == F32 else 4 * norm_rtol(p) + 4e-16
 
 
@@ -733,9 +736,14 @@ def case_norms(c):
             fail(f"grad_stats nonfinite {result.nonfinite!r} != {nf!r}")
 
 
+def clip_write_ok(obj):
+    """What the in-place clipping functions modify."""
+    return write_ok(obj, CLIP_DTYPES)
+
+
 def functional_ok(obj):
-    """What the functional forms accept: anything that converts to float32/float64."""
-    return read_ok(obj, WRITE_DTYPES)
+    """What the functional forms accept: anything that converts to float16/32/64."""
+    return read_ok(obj, CLIP_DTYPES)
 
 
 def _clip_setup(c, name="arrays", complex_ok=False):
@@ -744,12 +752,14 @@ def _clip_setup(c, name="arrays", complex_ok=False):
     functional = c.get("functional", False)
     arg, built = build_container(c[name], name)
     expect = Expect()
-    ok = functional_ok if functional else write_ok
+    ok = functional_ok if functional else clip_write_ok
     elems = expect_container(expect, c[name], built, name, ok, functional, complex_ok)
     before = None
     if elems is not None:
         view = read_view if functional else write_view
-        before = [np.array(view(e), copy=True) if ok(e) else None for e in elems]
+        # A byte-swapped input of a functional form is read by value.
+        before = [native(np.array(view(e), copy=True)) if ok(e) or (functional and byteswapped(e)) else None
+                  for e in elems]
     return arg, built, expect, elems, before
 
 

@@ -24,8 +24,39 @@ bool has_attr(py::handle obj, const char* name) {
 // ---- dtypes ---------------------------------------------------------------------------
 
 // NumPy's type numbers (stable across NumPy 1.x and 2.x) and flags.
-constexpr int kNpyHalf = 23, kNpyFloat = 11, kNpyDouble = 12, kNpyCFloat = 14, kNpyCDouble = 15;
+constexpr int kNpyUShort = 4, kNpyHalf = 23, kNpyFloat = 11, kNpyDouble = 12, kNpyCFloat = 14, kNpyCDouble = 15;
 constexpr int kNpyAligned = 0x0100;
+
+// bfloat16 has no NumPy type number of its own: ml_dtypes registers one when imported
+// (a number that varies), so its dtype is known by kind, size and name. Where ml_dtypes
+// is not installed, host bfloat16 memory from DLPack (a torch tensor) is viewed through
+// a uint16 dtype marked in its metadata; such a view stays inside the call.
+const py::dtype& bfloat16_bits_dtype() {
+    static const py::dtype* dt = new py::dtype(py::module_::import("numpy").attr("dtype")(
+        "uint16", py::arg("metadata") = py::dict(py::arg("gradcore") = "bfloat16")));
+    return *dt;
+}
+
+bool is_bfloat16(const py::dtype& dt) {
+    if (dt.itemsize() != 2) return false;
+    if (dt.kind() == 'V') return py::str(dt.attr("name")).cast<std::string>() == "bfloat16";
+    if (dt.num() != kNpyUShort) return false;
+    const py::object meta = dt.attr("metadata");
+    return !meta.is_none() && meta.contains("gradcore");
+}
+
+// ml_dtypes.bfloat16 where ml_dtypes is installed (what NumPy users of bfloat16 have),
+// else the marked uint16 dtype.
+py::dtype numpy_bfloat16() {
+    static const py::dtype* dt = [] {
+        try {
+            return new py::dtype(py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")));
+        } catch (const py::error_already_set&) {
+            return new py::dtype(bfloat16_bits_dtype());
+        }
+    }();
+    return *dt;
+}
 
 std::optional<DType> numpy_dtype(const py::dtype& dt) {
     switch (dt.num()) {
@@ -37,6 +68,7 @@ std::optional<DType> numpy_dtype(const py::dtype& dt) {
         default: break;
     }
     if (dt.kind() == 'i' && dt.itemsize() == 8) return DType::int64;
+    if (is_bfloat16(dt)) return DType::bfloat16;
     return std::nullopt;
 }
 
@@ -157,7 +189,9 @@ std::pair<py::array, DType> checked_numpy(py::array arr, const Label& label, Acc
             throw py::value_error(label.str() + " is read-only; in-place operations need writeable arrays");
         }
     } else if (!native || !aligned || (!contiguous && access == Access::read)) {
-        arr = arr.attr("astype")(numpy_dtype_of(*t), py::arg("order") = "C");
+        // A copy in native order; bfloat16 keeps its own dtype (its bits are copied, and
+        // the marked uint16 view must not be converted as integers).
+        arr = arr.attr("astype")(*t == DType::bfloat16 ? arr.dtype() : numpy_dtype_of(*t), py::arg("order") = "C");
         keep.push_back(arr);
     }
     return {std::move(arr), *t};
@@ -243,6 +277,7 @@ py::dtype numpy_dtype_of(DType t) {
         case DType::complex64: return py::dtype(kNpyCFloat);
         case DType::complex128: return py::dtype(kNpyCDouble);
         case DType::int64: return py::dtype::of<std::int64_t>();
+        case DType::bfloat16: return numpy_bfloat16();
         default: return py::dtype(std::string(dtype_name(t)));
     }
 }

@@ -35,8 +35,9 @@ struct DTypes {
 constexpr unsigned bit(DType t) { return 1u << static_cast<unsigned>(t); }
 constexpr unsigned kFloat32or64 = bit(DType::float32) | bit(DType::float64);
 constexpr unsigned kHalfFloats = bit(DType::float16) | bit(DType::bfloat16);
-constexpr DTypes kNormInputs{kFloat32or64 | bit(DType::float16), kFloat32or64 | kHalfFloats};
-constexpr DTypes kInPlaceFloats{kFloat32or64, kFloat32or64 | kHalfFloats};
+constexpr unsigned kRealFloats = kFloat32or64 | kHalfFloats;
+constexpr DTypes kNormInputs{kRealFloats, kRealFloats};
+constexpr DTypes kInPlaceFloats = kNormInputs;  // every dtype the norms read, on both devices
 constexpr DTypes kLayerFloats{kFloat32or64, kFloat32or64};
 // The norms and clip-by-norm also take complex arrays, on the CPU (|z| per element).
 constexpr unsigned kComplex = bit(DType::complex64) | bit(DType::complex128);
