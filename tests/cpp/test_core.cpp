@@ -1,7 +1,8 @@
 // The C++ tests of libgradcore alone, independent of Python: every public
 // kernel on every ISA target this CPU supports (gradcore::isa_available()), with 1 and 2
-// threads, for float32 and float64 (and float16 where the API reads it), against plain
-// references written here in long double.
+// threads, for float32 and float64 (and float16/bfloat16 where the API takes them), against
+// plain references written here in long double. The 16-bit in-place results are checked
+// bit for bit against a rounding written here (round_to_narrow), not the kernels' own.
 //
 // Self-contained on purpose: no test framework. CHECK counts every check, prints
 // file:line, the area, the configuration (target/threads) and the case of each failure,
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cfenv>
 #include <cfloat>
 #include <chrono>
 #include <cmath>
@@ -329,7 +331,7 @@ void fill_uniform(std::vector<T>& v, Rng& r, double lo, double hi) {
     for (T& x : v) x = static_cast<T>(r.uniform(lo, hi));
 }
 
-// ------------------------------------------------------------------ float16
+// ------------------------------------------------------------------ float16 and bfloat16
 
 // IEEE binary16 bits -> its exact value.
 double half_value(std::uint16_t h) {
@@ -346,13 +348,100 @@ double half_value(std::uint16_t h) {
     return (h & 0x8000) != 0 ? -v : v;
 }
 
+// bfloat16 bits -> its exact value: they are the high half of a float32's bits.
+double bf16_value(std::uint16_t b) {
+    const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 constexpr std::uint16_t kHalfNaN = 0x7E00, kHalfInf = 0x7C00, kHalfNegInf = 0xFC00;
+constexpr std::uint16_t kBf16NaN = 0x7FC0, kBf16Inf = 0x7F80, kBf16NegInf = 0xFF80;
+
+bool is_narrow(gc::DType t) { return t == gc::DType::float16 || t == gc::DType::bfloat16; }
+
+double narrow_value(gc::DType t, std::uint16_t bits) {
+    return t == gc::DType::float16 ? half_value(bits) : bf16_value(bits);
+}
+bool narrow_is_nan(gc::DType t, std::uint16_t bits) { return std::isnan(narrow_value(t, bits)); }
+
+// What the reference rounding needs to know of a 16-bit format.
+struct NarrowFormat {
+    int digits;       // significand bits, the implicit one included
+    int min_exp;      // the smallest normal is 2^min_exp; subnormals are spaced as it is
+    int bias;         // of the exponent field
+    std::uint16_t inf_bits, nan_bits;
+    ld max_finite;
+    ld overflow_at;   // half-way from max_finite to the next power of two: rounds to inf
+};
+
+const NarrowFormat& narrow_format(gc::DType t) {
+    static const NarrowFormat f16{11, -14, 15, kHalfInf, kHalfNaN, 65504.0L, 65520.0L};
+    static const NarrowFormat bf16{8, -126, 127, kBf16Inf, kBf16NaN, static_cast<ld>(bf16_value(0x7F7F)),
+                                   (static_cast<ld>(bf16_value(0x7F7F)) + std::ldexp(1.0L, 128)) / 2};
+    return t == gc::DType::float16 ? f16 : bf16;
+}
+
+// The exponent of the quantum's binade at |v|: floor(log2 |v|), but never below the
+// smallest normal's (subnormals share its spacing). 0 counts as subnormal.
+// (In double: the test's own values are doubles, and double's frexp is much faster.)
+int narrow_lead_exp(const NarrowFormat& f, double a) {
+    if (!(a > 0)) return f.min_exp;
+    int e = 0;
+    std::frexp(a, &e);  // a = m 2^e, m in [0.5, 1)
+    return std::max(e - 1, f.min_exp);
+}
+
+// The spacing of a 16-bit format's numbers at |v| (finite v).
+ld narrow_ulp(gc::DType t, ld v) {
+    const NarrowFormat& f = narrow_format(t);
+    return std::ldexp(1.0, narrow_lead_exp(f, static_cast<double>(std::fabs(v))) - (f.digits - 1));
+}
+
+// A double rounded once, to nearest-even, to float16/bfloat16 bits: the reference for
+// every 16-bit in-place result. Written apart from the kernels' narrow_float.hpp (bit
+// manipulation through a float32 rounded to odd): the value is divided by the format's
+// quantum at its magnitude, std::nearbyint rounds that (FE_TONEAREST: ties to even),
+// and the bits are formed from the integer significand. Every other step is exact in
+// double (scaling by powers of two well inside its range, integers below 2^12). Overflow (from the half-way
+// point above the largest finite value, which is odd, so the tie goes up) gives inf;
+// subnormals are kept; a NaN gives the quiet NaN of its sign.
+std::uint16_t round_to_narrow(gc::DType t, double v) {
+    const NarrowFormat& f = narrow_format(t);
+    const auto sign = static_cast<std::uint16_t>(std::signbit(v) ? 0x8000u : 0u);
+    if (std::isnan(v)) return static_cast<std::uint16_t>(sign | f.nan_bits);
+    const double a = std::fabs(v);
+    if (a >= f.overflow_at) return static_cast<std::uint16_t>(sign | f.inf_bits);
+    const int lead = narrow_lead_exp(f, a);
+    const double q = std::nearbyint(std::ldexp(a, (f.digits - 1) - lead));  // in [0, 2^digits]
+    const int frac_bits = f.digits - 1;
+    const double implicit = std::ldexp(1.0, frac_bits);
+    std::uint32_t exp_field = 0, frac = 0;
+    if (q < implicit) {  // a subnormal (or zero): lead is min_exp, the field 0
+        frac = static_cast<std::uint32_t>(q);
+    } else if (q == 2 * implicit) {  // rounded up into the next binade
+        exp_field = static_cast<std::uint32_t>(lead + 1 + f.bias);
+    } else {
+        exp_field = static_cast<std::uint32_t>(lead + f.bias);
+        frac = static_cast<std::uint32_t>(q - implicit);
+    }
+    return static_cast<std::uint16_t>(sign | (exp_field << frac_bits) | frac);
+}
+
+// Bit for bit, except that any NaN matches any NaN: the payload and sign of a NaN
+// result are not part of the semantics (NaN stays NaN).
+bool same_narrow(gc::DType t, std::uint16_t got, std::uint16_t want) {
+    if (narrow_is_nan(t, want)) return narrow_is_nan(t, got);
+    return got == want;
+}
 
 // ------------------------------------------------------------------ arrays of any dtype
 
 ld eps_of_dtype(gc::DType t) {
     switch (t) {
         case gc::DType::float16: return 0x1p-10L;
+        case gc::DType::bfloat16: return 0x1p-7L;
         case gc::DType::float32: return eps_of<float>();
         default: break;  // float64
     }
@@ -362,6 +451,7 @@ ld eps_of_dtype(gc::DType t) {
 ld denorm_of_dtype(gc::DType t) {
     switch (t) {
         case gc::DType::float16: return 0x1p-24L;
+        case gc::DType::bfloat16: return 0x1p-133L;
         case gc::DType::float32: return denorm_of<float>();
         default: break;  // float64
     }
@@ -371,14 +461,14 @@ ld denorm_of_dtype(gc::DType t) {
 struct Array {
     gc::DType dtype = gc::DType::float32;
     i64 n = 0;
-    std::vector<std::uint16_t> h;
+    std::vector<std::uint16_t> h;  // float16 and bfloat16: the bits
     std::vector<float> f;
     std::vector<double> d;
 
     Array() = default;
     Array(gc::DType t, i64 size) : dtype(t), n(size) {
         const auto k = static_cast<std::size_t>(size);
-        if (t == gc::DType::float16) {
+        if (is_narrow(t)) {
             h.assign(k, 0);
         } else if (t == gc::DType::float32) {
             f.assign(k, 0.0f);
@@ -387,23 +477,25 @@ struct Array {
         }
     }
     void* data() {
-        if (dtype == gc::DType::float16) return h.data();
+        if (is_narrow(dtype)) return h.data();
         if (dtype == gc::DType::float32) return f.data();
         return d.data();
     }
     const void* data() const { return const_cast<Array*>(this)->data(); }
     std::size_t bytes() const {
-        return static_cast<std::size_t>(n) * (dtype == gc::DType::float16 ? 2 : dtype == gc::DType::float32 ? 4 : 8);
+        return static_cast<std::size_t>(n) * (is_narrow(dtype) ? 2 : dtype == gc::DType::float32 ? 4 : 8);
     }
     ld get(i64 i) const {
         const auto k = static_cast<std::size_t>(i);
-        if (dtype == gc::DType::float16) return half_value(h[k]);
+        if (is_narrow(dtype)) return narrow_value(dtype, h[k]);
         if (dtype == gc::DType::float32) return f[k];
         return d[k];
     }
-    void set(i64 i, double v) {  // float32/float64 only
+    void set(i64 i, double v) {  // rounded to the dtype (16-bit: by the reference rounding)
         const auto k = static_cast<std::size_t>(i);
-        if (dtype == gc::DType::float32) {
+        if (is_narrow(dtype)) {
+            h[k] = round_to_narrow(dtype, v);
+        } else if (dtype == gc::DType::float32) {
             f[k] = static_cast<float>(v);
         } else {
             d[k] = v;
@@ -436,9 +528,24 @@ bool same_bits(const List& a, const List& b) {
     return true;
 }
 
-// Does element i of a (float32/float64) match ref within ulps (+ rel * |ref|)?
+// agrees_in for a 16-bit element (given as bits), with that format's range and spacing.
+bool agrees_in_narrow(gc::DType t, std::uint16_t bits, ld ref, ld ulps, ld rel) {
+    const ld got = narrow_value(t, bits);
+    if (std::isnan(ref)) return std::isnan(got);
+    const NarrowFormat& f = narrow_format(t);
+    if (std::fabs(ref) > f.max_finite) {
+        if (std::isinf(got)) return (got > 0) == (ref > 0);
+        return std::fabs(ref) < f.max_finite * (1 + eps_of_dtype(t)) && std::fabs(got) == f.max_finite &&
+               (got > 0) == (ref > 0);
+    }
+    if (std::isnan(got) || std::isinf(got)) return false;
+    return std::fabs(got - ref) <= ulps * narrow_ulp(t, ref) + rel * std::fabs(ref);
+}
+
+// Does element i of a match ref within ulps (+ rel * |ref|)?
 bool elem_agrees(const Array& a, i64 i, ld ref, ld ulps, ld rel) {
     const auto k = static_cast<std::size_t>(i);
+    if (is_narrow(a.dtype)) return agrees_in_narrow(a.dtype, a.h[k], ref, ulps, rel);
     if (a.dtype == gc::DType::float32) return agrees_in<float>(a.f[k], ref, ulps, rel);
     return agrees_in<double>(a.d[k], ref, ulps, rel);
 }
@@ -462,6 +569,87 @@ bool check_list(Where w, const char* what, const List& got, Expected&& expected,
                     first_a, gc::dtype_name(got[first_a].dtype), ll(got[first_a].n), ll(first_i),
                     got[first_a].get(first_i), expected(first_a, first_i));
     });
+}
+
+// Element i of a 16-bit array as the double the kernels widen it to (exactly).
+double narrow_in(const Array& a, i64 i) { return narrow_value(a.dtype, a.h[static_cast<std::size_t>(i)]); }
+
+// The expected bits of every 16-bit array of a list (empty for the other dtypes):
+// computed once per case, outside the loop over configurations.
+using NarrowBits = std::vector<std::vector<std::uint16_t>>;
+
+template <class Want>
+NarrowBits narrow_bits_of(const List& l, Want&& want) {
+    NarrowBits out(l.size());
+    for (std::size_t a = 0; a < l.size(); ++a) {
+        if (!is_narrow(l[a].dtype)) continue;
+        out[a].resize(static_cast<std::size_t>(l[a].n));
+        for (i64 i = 0; i < l[a].n; ++i) out[a][static_cast<std::size_t>(i)] = want(a, i);
+    }
+    return out;
+}
+
+// Every 16-bit array of `got` bit for bit (same_narrow) against `want`; `orig` (the
+// arrays before the call) names the input of the first wrong element. Arrays of the
+// other dtypes are skipped.
+bool check_narrow_bits(Where w, const char* what, const List& got, const List& orig, const NarrowBits& want) {
+    i64 bad = 0, first_i = -1;
+    std::size_t first_a = 0;
+    for (std::size_t a = 0; a < got.size(); ++a) {
+        if (!is_narrow(got[a].dtype)) continue;
+        for (i64 i = 0; i < got[a].n; ++i) {
+            const auto k = static_cast<std::size_t>(i);
+            if (!same_narrow(got[a].dtype, got[a].h[k], want[a][k])) {
+                if (first_i < 0) first_a = a, first_i = i;
+                ++bad;
+            }
+        }
+    }
+    return check_at(bad == 0, w, what, [&] {
+        const Array& g = got[first_a];
+        const auto k = static_cast<std::size_t>(first_i);
+        const std::uint16_t x = orig[first_a].h[k], y = g.h[k], e = want[first_a][k];
+        return strf("%lld elements wrong; first: array %zu (%s, n=%lld) [%lld]: input 0x%04x (%.17g), got 0x%04x "
+                    "(%.17g), expected 0x%04x (%.17g)",
+                    ll(bad), first_a, gc::dtype_name(g.dtype), ll(g.n), ll(first_i), x, narrow_value(g.dtype, x), y,
+                    narrow_value(g.dtype, y), e, narrow_value(g.dtype, e));
+    });
+}
+
+// The bits of x * factor for a 16-bit element: the product formed in double, as for a
+// float64 array, then rounded once.
+std::uint16_t scaled_bits(const Array& a, i64 i, double factor) {
+    return round_to_narrow(a.dtype, narrow_in(a, i) * factor);
+}
+
+// The bits of a list's 16-bit arrays scaled by per-array factors (1: unchanged), the
+// last result kept: the factors come from each configuration's call, and are mostly
+// the same for all.
+struct ScaledBits {
+    std::vector<double> factors;
+    NarrowBits bits;
+    bool valid = false;
+    const NarrowBits& of(const List& orig, const std::vector<double>& f) {
+        const bool same = valid && f.size() == factors.size() &&
+                          (f.empty() || std::memcmp(f.data(), factors.data(), f.size() * sizeof(double)) == 0);
+        if (!same) {
+            factors = f;
+            bits = narrow_bits_of(orig, [&](std::size_t a, i64 i) {
+                return f[a] == 1.0 ? orig[a].h[static_cast<std::size_t>(i)] : scaled_bits(orig[a], i, f[a]);
+            });
+            valid = true;
+        }
+        return bits;
+    }
+};
+
+// PyTorch's clip factor as the library forms it in double (norms.hpp: min(1, max_norm /
+// (norm + eps)), NaN stays NaN; 1 for a zero norm): given the norm the call reported,
+// the factor its 16-bit results are exactly rounded from.
+double clip_factor_double(double max_norm, double norm, double eps) {
+    if (norm == 0.0) return 1.0;
+    const double f = max_norm / (norm + eps);
+    return f != f ? f : (f < 1.0 ? f : 1.0);
 }
 
 // ------------------------------------------------------------------ test data
@@ -501,9 +689,27 @@ std::uint16_t gen_half(Rng& r, Kind k) {
     return static_cast<std::uint16_t>(sign | (e << 10) | mant);
 }
 
+// bfloat16 as gen_half: the same classes (normals 2^-6 .. 2^7 too), huge ones near
+// 3e38 (their squares overflow float32), subnormals down to 2^-133.
+std::uint16_t gen_bf16(Rng& r, Kind k) {
+    const unsigned sign = r.coin() ? 0x8000u : 0u;
+    unsigned mant = static_cast<unsigned>(r.below(128));
+    unsigned e = 0;
+    switch (k) {
+        case Kind::normal: e = 121 + static_cast<unsigned>(r.below(13)); break;
+        case Kind::huge: e = 252 + static_cast<unsigned>(r.below(3)); break;  // up to 0x7F7F, the largest
+        case Kind::denormal: e = 0, mant = 1 + static_cast<unsigned>(r.below(127)); break;
+        case Kind::tiny: e = 1 + static_cast<unsigned>(r.below(3)); break;
+        case Kind::zero: return static_cast<std::uint16_t>(sign);
+    }
+    return static_cast<std::uint16_t>(sign | (e << 7) | mant);
+}
+
+std::uint16_t gen_narrow(gc::DType t, Rng& r, Kind k) { return t == gc::DType::float16 ? gen_half(r, k) : gen_bf16(r, k); }
+
 void put(Array& a, i64 i, Kind k, Rng& r) {
-    if (a.dtype == gc::DType::float16) {
-        a.h[static_cast<std::size_t>(i)] = gen_half(r, k);
+    if (is_narrow(a.dtype)) {
+        a.h[static_cast<std::size_t>(i)] = gen_narrow(a.dtype, r, k);
     } else {
         a.set(i, gen_real(r, a.dtype == gc::DType::float32, k));
     }
@@ -512,6 +718,8 @@ void put(Array& a, i64 i, Kind k, Rng& r) {
 void put_special(Array& a, i64 i, double v) {  // NaN or +-inf
     if (a.dtype == gc::DType::float16) {
         a.h[static_cast<std::size_t>(i)] = v != v ? kHalfNaN : (v > 0 ? kHalfInf : kHalfNegInf);
+    } else if (a.dtype == gc::DType::bfloat16) {
+        a.h[static_cast<std::size_t>(i)] = v != v ? kBf16NaN : (v > 0 ? kBf16Inf : kBf16NegInf);
     } else {
         a.set(i, v);
     }
@@ -771,7 +979,7 @@ void norm_case(List& arrays, bool all_ords = true) {
 
 void test_norms() {
     Rng r(101);
-    const gc::DType dtypes[] = {gc::DType::float16, gc::DType::float32, gc::DType::float64};
+    const gc::DType dtypes[] = {gc::DType::float16, gc::DType::bfloat16, gc::DType::float32, gc::DType::float64};
     const Pattern large_patterns[] = {Pattern::normal, Pattern::nan, Pattern::huge_mix, Pattern::denormal};
     for (gc::DType t : dtypes) {
         for (i64 n : kNormSizes) {
@@ -794,7 +1002,7 @@ void test_norms() {
         List l;
         int i = 0;
         for (i64 n : kNormSizes) {
-            const gc::DType t = dtypes[i % 3];
+            const gc::DType t = dtypes[i % 4];
             l.push_back(make_array(t, n, i % 2 ? Pattern::mixed : Pattern::normal, r));
             ++i;
         }
@@ -804,7 +1012,7 @@ void test_norms() {
     {
         List l;
         for (int i = 0; i < 4000; ++i) {
-            l.push_back(make_array(dtypes[r.below(3)], r.below(41), i % 97 == 0 ? Pattern::mixed : Pattern::normal, r));
+            l.push_back(make_array(dtypes[r.below(4)], r.below(41), i % 97 == 0 ? Pattern::mixed : Pattern::normal, r));
         }
         g_case = strf("list: 4000 small arrays (%lld elements)", ll(total_numel(l)));
         norm_case(l);
@@ -815,6 +1023,7 @@ void test_norms() {
         l.push_back(make_array(gc::DType::float64, 17, Pattern::nan, r));
         l.push_back(make_array(gc::DType::float16, 9, Pattern::inf, r));
         l.push_back(make_array(gc::DType::float64, 0, Pattern::normal, r));
+        l.push_back(make_array(gc::DType::bfloat16, 12, Pattern::all_huge, r));
         g_case = "list: NaN in one array, inf in another";
         norm_case(l);
         l.erase(l.begin() + 1);
@@ -832,6 +1041,7 @@ void test_norms() {
         d.push_back(make_array(gc::DType::float64, 33, Pattern::denormal, r));
         d.push_back(make_array(gc::DType::float64, 65, Pattern::tiny, r));
         d.push_back(make_array(gc::DType::float16, 17, Pattern::denormal, r));
+        d.push_back(make_array(gc::DType::bfloat16, 19, Pattern::denormal, r));
         g_case = "list: denormal and tiny";
         norm_case(d);
     }
@@ -840,6 +1050,7 @@ void test_norms() {
         l.push_back(make_array(gc::DType::float32, 32767, Pattern::normal, r));
         l.push_back(make_array(gc::DType::float64, 32769, Pattern::mixed, r));
         l.push_back(make_array(gc::DType::float16, 100003, Pattern::normal, r));
+        l.push_back(make_array(gc::DType::bfloat16, 32771, Pattern::mixed, r));
         l.push_back(make_array(gc::DType::float32, 5, Pattern::normal, r));
         g_case = "list: arrays across chunk boundaries";
         norm_case(l);
@@ -848,6 +1059,7 @@ void test_norms() {
         List l;
         l.push_back(Array(gc::DType::float32, 0));
         l.push_back(Array(gc::DType::float16, 0));
+        l.push_back(Array(gc::DType::bfloat16, 0));
         g_case = "list: empty arrays";
         norm_case(l);
         g_case = "empty list (null pointer, count 0)";
@@ -875,10 +1087,14 @@ std::vector<NamedList> make_clip_lists(Rng& r) {
     const i64 sizes[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 97, 1021, 100003};
     const Pattern small[] = {Pattern::normal, Pattern::nan_inf, Pattern::huge_mix, Pattern::denormal, Pattern::mixed};
     const Pattern large[] = {Pattern::normal, Pattern::nan_inf};
-    for (gc::DType t : {gc::DType::float32, gc::DType::float64}) {
+    for (gc::DType t : {gc::DType::float32, gc::DType::float64, gc::DType::float16, gc::DType::bfloat16}) {
         for (i64 n : sizes) {
             std::vector<Pattern> ps(std::begin(small), std::end(small));
             if (n > 30000) ps.assign(std::begin(large), std::end(large));
+            // Large 16-bit arrays with NaN only: the other orders' reference norms (std::pow
+            // per element) would double the area's time; the mixed list below and
+            // test_narrow_targets have large 16-bit arrays of finite values.
+            if (n > 30000 && is_narrow(t)) ps = {Pattern::nan_inf};
             for (Pattern p : ps) {
                 NamedList nl{strf("%s n=%lld %s", gc::dtype_name(t), ll(n), pattern_name(p)), {}};
                 nl.list.push_back(make_array(t, n, p, r));
@@ -894,6 +1110,16 @@ std::vector<NamedList> make_clip_lists(Rng& r) {
     mixed.list.push_back(make_array(gc::DType::float32, 32768, Pattern::denormal, r));
     mixed.list.push_back(make_array(gc::DType::float64, 9, Pattern::nan, r));
     out.push_back(std::move(mixed));
+    // The 16-bit arrays among the others: each array's own kernel, chunks across them.
+    NamedList narrow{"list: 16-bit and wide dtypes mixed", {}};
+    narrow.list.push_back(make_array(gc::DType::float16, 17, Pattern::normal, r));
+    narrow.list.push_back(make_array(gc::DType::bfloat16, 1021, Pattern::mixed, r));
+    narrow.list.push_back(make_array(gc::DType::float32, 33, Pattern::nan_inf, r));
+    narrow.list.push_back(make_array(gc::DType::bfloat16, 0, Pattern::normal, r));
+    narrow.list.push_back(make_array(gc::DType::float16, 40000, Pattern::mixed, r));
+    narrow.list.push_back(make_array(gc::DType::float64, 9, Pattern::normal, r));
+    narrow.list.push_back(make_array(gc::DType::bfloat16, 31, Pattern::huge_mix, r));
+    out.push_back(std::move(narrow));
     NamedList many{"list: 3000 small arrays", {}};
     for (int i = 0; i < 3000; ++i) {
         many.list.push_back(make_array(r.coin() ? gc::DType::float32 : gc::DType::float64, r.below(41),
@@ -910,11 +1136,19 @@ void test_scale(std::vector<NamedList>& lists) {
         const bool big = is_big(nl.list);
         const bool has_f32 = std::any_of(nl.list.begin(), nl.list.end(),
                                          [](const Array& a) { return a.dtype == gc::DType::float32; });
+        const bool has_narrow = std::any_of(nl.list.begin(), nl.list.end(), [](const Array& a) { return is_narrow(a.dtype); });
         // Factors below the smallest normal of the dtype take the split-multiply path.
         std::vector<double> factors = {0.5, 3.0, -0.75, 0.0, 1.0, has_f32 ? 1e-41 : 1e-310, has_f32 ? -3e-39 : -1e-309};
         if (big) factors = {-3.0, has_f32 ? 1e-41 : 1e-310};
+        // For 16-bit arrays: products just past a half-way point of either format (where
+        // double -> float -> 16 bits rounds twice, wrongly), into the subnormals of
+        // float16 (1e-5) and bfloat16 (3e-38), and past their largest values (1e4).
+        if (has_narrow) {
+            for (double f : {1 + 0x1p-11 + 0x1p-40, -(1 + 0x1p-8 + 0x1p-40), 1e-5, 3e-38, 1e4}) factors.push_back(f);
+        }
         for (double factor : factors) {
             g_case = strf("scale_(%g) %s", factor, nl.name.c_str());
+            const NarrowBits want = narrow_bits_of(nl.list, [&](std::size_t a, i64 i) { return scaled_bits(nl.list[a], i, factor); });
             for_each_config([&](const Config&) {
                 List l = nl.list;
                 std::vector<gc::TensorView> v = views_of(l);
@@ -925,6 +1159,7 @@ void test_scale(std::vector<NamedList>& lists) {
                 }
                 check_list(HERE, "scale_ values", l,
                            [&](std::size_t a, i64 i) { return nl.list[a].get(i) * static_cast<ld>(factor); }, 2);
+                check_narrow_bits(HERE, "scale_ 16-bit bits", l, nl.list, want);
             });
         }
     }
@@ -938,19 +1173,32 @@ void test_clip_by_value(std::vector<NamedList>& lists) {
         for (const auto& [lo, hi] : all_bounds) {
             if (big && lo != -0.5) continue;
             g_case = strf("clip_by_value_(%g, %g) %s", lo, hi, nl.name.c_str());
-            // Bounds rounded to each array's precision first.
+            // Bounds rounded to each array's precision first. (For the 16-bit formats this is
+            // a second formulation: rounding is monotone, so clamping to the rounded bounds
+            // gives the rounded clamp that the bits are checked against below.)
+            auto rounded = [](gc::DType t, double b) -> ld {
+                if (t == gc::DType::float32) return static_cast<float>(b);
+                if (is_narrow(t)) return narrow_value(t, round_to_narrow(t, b));
+                return b;
+            };
             auto expected = [&](std::size_t a, i64 i) -> ld {
                 const Array& src = nl.list[a];
                 const ld x = src.get(i);
-                const ld l = src.dtype == gc::DType::float32 ? static_cast<ld>(static_cast<float>(lo)) : lo;
-                const ld h = src.dtype == gc::DType::float32 ? static_cast<ld>(static_cast<float>(hi)) : hi;
+                const ld l = rounded(src.dtype, lo);
+                const ld h = rounded(src.dtype, hi);
                 return x < l ? l : (x > h ? h : x);
             };
+            // 16-bit: clamped in double to the bounds as given, then rounded once.
+            const NarrowBits want = narrow_bits_of(nl.list, [&](std::size_t a, i64 i) {
+                const double x = narrow_in(nl.list[a], i);
+                return round_to_narrow(nl.list[a].dtype, x < lo ? lo : (x > hi ? hi : x));
+            });
             for_each_config([&](const Config&) {
                 List l = nl.list;
                 std::vector<gc::TensorView> v = views_of(l);
                 gc::clip_by_value_(v.data(), v.size(), lo, hi);
                 check_list(HERE, "clip_by_value_ values", l, expected, 0);
+                check_narrow_bits(HERE, "clip_by_value_ 16-bit bits", l, nl.list, want);
             });
         }
     }
@@ -963,6 +1211,9 @@ void test_zero_nonfinite(std::vector<NamedList>& lists) {
         for (const Array& a : nl.list) {
             for (i64 i = 0; i < a.n; ++i) expected_count += std::isfinite(a.get(i)) ? 0 : 1;
         }
+        const NarrowBits want = narrow_bits_of(nl.list, [&](std::size_t a, i64 i) -> std::uint16_t {
+            return std::isfinite(nl.list[a].get(i)) ? nl.list[a].h[static_cast<std::size_t>(i)] : 0;  // +0
+        });
         for_each_config([&](const Config&) {
             List l = nl.list;
             std::vector<gc::TensorView> v = views_of(l);
@@ -972,6 +1223,7 @@ void test_zero_nonfinite(std::vector<NamedList>& lists) {
                 const ld x = nl.list[a].get(i);
                 return std::isfinite(x) ? x : 0;
             }, 0);
+            check_narrow_bits(HERE, "zero_nonfinite_ 16-bit bits", l, nl.list, want);
             if (expected_count == 0) CHECK(same_bits(l, nl.list), "zero_nonfinite_ wrote a list without NaN/inf");
         });
     }
@@ -1025,6 +1277,7 @@ void test_clip_by_norm(std::vector<NamedList>& lists) {
                 ambiguous |= factor[a] < 1 && factor[a] > 1 - 1e-9L;
                 rel = std::max(rel, norm_rtol(p.ord, nl.list[a].n) + 4 * eps_of<double>());
             }
+            ScaledBits scaled;
             for_each_config([&](const Config&) {
                 List l = nl.list;
                 std::vector<gc::TensorView> v = views_of(l);
@@ -1037,6 +1290,11 @@ void test_clip_by_norm(std::vector<NamedList>& lists) {
                 CHECK(bad == count, "clip_by_norm_ norms_out[%zu] = %.17g, expected %.17Lg", bad,
                       bad < count ? norms_out[bad] : 0.0, bad < count ? ref_norm[bad] : 0.0L);
                 if (!ambiguous) check_scaled(HERE, "clip_by_norm_ values", l, nl.list, factor, rel);
+                // 16-bit bits, from the factor of the norm the call reported (so also where
+                // the reference factor is ambiguous): untouched where it is 1.
+                std::vector<double> f(count);
+                for (std::size_t a = 0; a < count; ++a) f[a] = clip_factor_double(p.max_norm, norms_out[a], p.eps);
+                check_narrow_bits(HERE, "clip_by_norm_ 16-bit bits", l, nl.list, scaled.of(nl.list, f));
             });
         }
     }
@@ -1105,6 +1363,7 @@ void test_clip_by_global_norm(std::vector<NamedList>& lists) {
                     const bool fresh_norm = !tot.given || use_zeroed;  // the factor comes from a norm pass
                     const ld rel = (fresh_norm ? norm_rtol(p.ord, n) : 0) + 4 * eps_of<double>();
                     const List& base = use_zeroed ? zeroed : nl.list;
+                    ScaledBits scaled;
                     for_each_config([&](const Config&) {
                         List l = nl.list;
                         std::vector<gc::TensorView> v = views_of(l);
@@ -1124,6 +1383,10 @@ void test_clip_by_global_norm(std::vector<NamedList>& lists) {
                             CHECK(same_bits(l, nl.list), "policy %s modified the arrays", policy_name(policy));
                             return;
                         }
+                        // 16-bit bits from the factor the call reports it applied (so also
+                        // where the reference factor is ambiguous).
+                        check_narrow_bits(HERE, "clip_by_global_norm_ 16-bit bits", l, base,
+                                          scaled.of(base, std::vector<double>(l.size(), res.factor)));
                         if (ambiguous) return;
                         CHECK(agrees(res.factor, factor, rel * std::fabs(factor)), "factor = %.17g, expected %.17Lg",
                               res.factor, factor);
@@ -1169,7 +1432,234 @@ void test_clipped_flag() {
     g_case.clear();
 }
 
+// The reference rounding itself, first: known roundings at the half-way points that
+// matter, and every finite 16-bit value rounding to itself (so decoding and encoding
+// agree on all 2 x 65536 patterns).
+void test_narrow_reference() {
+    g_case = "round_to_narrow, the reference rounding";
+    CHECK(fegetround() == FE_TONEAREST, "the rounding mode is not FE_TONEAREST: std::nearbyint would not tie to even");
+    struct Known {
+        gc::DType t;
+        double v;
+        std::uint16_t bits;
+    };
+    const gc::DType F16 = gc::DType::float16, BF16 = gc::DType::bfloat16;
+    const Known known[] = {
+        {F16, 1 + 0x1p-11, 0x3C00},             // a tie: to the even 1.0
+        {F16, 1 + 0x1p-11 + 0x1p-40, 0x3C01},   // just past it: up (double -> float -> half gives 0x3C00)
+        {F16, 1 + 0x1p-11 - 0x1p-40, 0x3C00},
+        {F16, 1 + 3 * 0x1p-11, 0x3C02},         // a tie from an odd significand: up to even
+        {F16, -(1 + 0x1p-11 + 0x1p-40), 0xBC01},
+        {F16, 65504.0, 0x7BFF},
+        {F16, 65519.99999999999, 0x7BFF},
+        {F16, 65520.0, 0x7C00},                 // the half-way point above the largest: inf
+        {F16, -1e6, 0xFC00},
+        {F16, 0x1p-24, 0x0001},
+        {F16, 0x1p-25, 0x0000},                 // a tie between 0 and the smallest subnormal
+        {F16, 0x1p-25 + 0x1p-60, 0x0001},
+        {F16, 3 * 0x1p-25, 0x0002},             // 1.5 subnormal quanta: to even 2
+        {F16, -0x1p-30, 0x8000},                // the sign of zero kept
+        {F16, 0x1p-14 - 0x1p-25, 0x0400},       // rounds up into the smallest normal
+        {F16, kInf, 0x7C00},
+        {BF16, 1 + 0x1p-8, 0x3F80},
+        {BF16, 1 + 0x1p-8 + 0x1p-40, 0x3F81},
+        {BF16, 1 + 3 * 0x1p-8, 0x3F82},
+        {BF16, static_cast<double>(narrow_format(BF16).max_finite), 0x7F7F},
+        {BF16, static_cast<double>(narrow_format(BF16).overflow_at), 0x7F80},
+        {BF16, static_cast<double>(narrow_format(BF16).overflow_at) * (1 - 0x1p-40), 0x7F7F},
+        {BF16, 0x1p-133, 0x0001},
+        {BF16, 0x1p-134, 0x0000},
+        {BF16, 3 * 0x1p-134, 0x0002},
+        {BF16, 0x1p-126 - 0x1p-134, 0x0080},
+        {BF16, -0x1p-140, 0x8000},
+        {BF16, -kInf, 0xFF80},
+    };
+    for (const Known& k : known) {
+        const std::uint16_t got = round_to_narrow(k.t, k.v);
+        CHECK(got == k.bits, "round_to_narrow(%s, %a) = 0x%04x, expected 0x%04x", gc::dtype_name(k.t), k.v, got, k.bits);
+    }
+    CHECK(narrow_is_nan(F16, round_to_narrow(F16, kNaN)) && narrow_is_nan(BF16, round_to_narrow(BF16, kNaN)),
+          "round_to_narrow(NaN) is not a NaN");
+    for (gc::DType t : {F16, BF16}) {
+        i64 bad = 0, first = -1;
+        for (std::uint32_t b = 0; b < 0x10000; ++b) {
+            const auto bits = static_cast<std::uint16_t>(b);
+            if (narrow_is_nan(t, bits)) continue;
+            if (round_to_narrow(t, narrow_value(t, bits)) != bits) {
+                if (first < 0) first = b;
+                ++bad;
+            }
+        }
+        CHECK(bad == 0, "%s: %lld values do not round to themselves; first 0x%04llx", gc::dtype_name(t), ll(bad), ll(first));
+    }
+    g_case.clear();
+}
+
+// Values of a 16-bit format around the places where rounding is delicate: every power of
+// two of its range (so that a factor 1 + tie lands exactly on a half-way point), the
+// values just above (odd significands) and just below (the largest significand) each,
+// the largest finite value, the smallest subnormals, inf and NaN.
+Array narrow_edge_values(gc::DType t) {
+    const NarrowFormat& f = narrow_format(t);
+    std::vector<double> v;
+    const int max_exp = t == gc::DType::float16 ? 15 : 127;
+    for (int e = f.min_exp - (f.digits - 1); e <= max_exp; ++e) {
+        const double p2 = std::ldexp(1.0, e);
+        v.push_back(p2);
+        if (e >= f.min_exp) {
+            v.push_back(-p2 * (1 + std::ldexp(1.0, 1 - f.digits)));
+            v.push_back(p2 * (2 - std::ldexp(1.0, 1 - f.digits)));
+        }
+    }
+    for (double x : {static_cast<double>(f.max_finite), -static_cast<double>(f.max_finite), 3 * std::ldexp(1.0, f.min_exp - f.digits + 1),
+                     kInf, -kInf, kNaN}) {
+        v.push_back(x);
+    }
+    Array a(t, static_cast<i64>(v.size()));
+    for (i64 i = 0; i < a.n; ++i) a.set(i, v[static_cast<std::size_t>(i)]);
+    return a;
+}
+
+// scale_, clip_by_value_, clip_by_norm_ and clip_by_global_norm_ at the half-way points
+// of both formats, on every configuration: the results must be those of one rounding
+// from double, which a double -> float -> 16-bit cast misses just past a tie.
+void test_narrow_halfway() {
+    for (gc::DType t : {gc::DType::float16, gc::DType::bfloat16}) {
+        const NarrowFormat& fmt = narrow_format(t);
+        const double tie = std::ldexp(1.0, -fmt.digits);  // half a quantum, relative to a power of two
+        const double top = t == gc::DType::float16 ? 0x1p15 : 0x1p127;  // the largest power of two
+        const double to_overflow = static_cast<double>(fmt.overflow_at) / top;  // exact
+        List l;
+        l.push_back(narrow_edge_values(t));
+        // scale_: ties, one double ulp and far (2^-40) to either side, ties from odd
+        // significands, ties below a power of two, into the subnormals, to the overflow.
+        const double factors[] = {1 + tie, 1 + tie + 0x1p-40, 1 + tie - 0x1p-40, 1 + tie + 0x1p-52, 1 + tie - 0x1p-52,
+                                  1 + 3 * tie, 1 + 3 * tie - 0x1p-40, 1 - tie / 2, 1 - tie / 2 - 0x1p-40,
+                                  1 - tie / 2 + 0x1p-45, -(1 + tie + 0x1p-40), 0.5, 0.5 + 0x1p-40, 1.5, 1.5 - 0x1p-40,
+                                  2.5, to_overflow, to_overflow - 0x1p-40, std::ldexp(1 + tie + 0x1p-40, -fmt.digits - 3)};
+        for (double factor : factors) {
+            g_case = strf("scale_(%a) %s edge values", factor, gc::dtype_name(t));
+            const NarrowBits want = narrow_bits_of(l, [&](std::size_t a, i64 i) { return scaled_bits(l[a], i, factor); });
+            for_each_config([&](const Config&) {
+                List got = l;
+                std::vector<gc::TensorView> v = views_of(got);
+                gc::scale_(v.data(), v.size(), factor);
+                check_narrow_bits(HERE, "scale_ at half-way points", got, l, want);
+            });
+        }
+        // clip_by_value_: bounds at and just past half-way points, and past the largest
+        // finite value (the clamped value rounds to inf then).
+        const double bounds[] = {1 + tie, 1 + tie + 0x1p-40, 1 + 3 * tie, 1 - tie / 2, 1 - tie / 2 - 0x1p-40,
+                                 static_cast<double>(fmt.overflow_at), static_cast<double>(fmt.overflow_at) * (1 - 0x1p-40)};
+        for (double b : bounds) {
+            for (const auto& [lo, hi] : {std::pair{-kInf, b}, std::pair{b, kInf}, std::pair{-b, b}}) {
+                g_case = strf("clip_by_value_(%a, %a) %s edge values", lo, hi, gc::dtype_name(t));
+                const NarrowBits want = narrow_bits_of(l, [&](std::size_t a, i64 i) {
+                    const double x = narrow_in(l[a], i);
+                    return round_to_narrow(t, x < lo ? lo : (x > hi ? hi : x));
+                });
+                for_each_config([&](const Config&) {
+                    List got = l;
+                    std::vector<gc::TensorView> v = views_of(got);
+                    gc::clip_by_value_(v.data(), v.size(), lo, hi);
+                    check_narrow_bits(HERE, "clip_by_value_ at half-way points", got, l, want);
+                });
+            }
+        }
+        // clip_by_norm_ / clip_by_global_norm_ with eps 0 on one-element arrays holding
+        // powers of two: every norm is exact, the factor max_norm / x too, so each result
+        // is max_norm rounded once, whatever the kernels do with the norm.
+        for (double max_norm : {1 - tie / 2, 1 - tie / 2 - 0x1p-40, 1 - tie / 2 + 0x1p-40, 0.5 + tie / 2 + 0x1p-45}) {
+            g_case = strf("clip_by_norm_ / clip_by_global_norm_(max_norm=%a) %s powers of two", max_norm, gc::dtype_name(t));
+            List ones;
+            for (double x : {2.0, 4.0, 1024.0}) {
+                ones.push_back(Array(t, 1));
+                ones.back().set(0, x);
+            }
+            const NarrowBits want = narrow_bits_of(ones, [&](std::size_t, i64) { return round_to_narrow(t, max_norm); });
+            for_each_config([&](const Config&) {
+                for (double ord : {1.0, 2.0, kInf}) {
+                    List got = ones;
+                    std::vector<gc::TensorView> v = views_of(got);
+                    std::vector<double> norms_out(v.size());
+                    gc::clip_by_norm_(v.data(), v.size(), max_norm, ord, 0.0, norms_out.data());
+                    check_narrow_bits(HERE, "clip_by_norm_ to a half-way max_norm", got, ones, want);
+                    List one{ones[0]};
+                    std::vector<gc::TensorView> w = views_of(one);
+                    gc::clip_by_global_norm_(w.data(), 1, max_norm, ord, 0.0, gc::NonFinitePolicy::propagate, false, 0.0);
+                    check_narrow_bits(HERE, "clip_by_global_norm_ to a half-way max_norm", one, List{ones[0]}, NarrowBits{want[0]});
+                }
+            });
+        }
+    }
+    g_case.clear();
+}
+
+// Every target against the scalar one, bit for bit (NaN payloads included), for long
+// arrays whose lengths leave tails after every vector width, with 1 and 2 threads: the
+// operations whose factor does not come from a norm (a norm may differ between targets
+// in its last bits), and clip_by_global_norm_ with a given total.
+void test_narrow_targets() {
+    Rng r(4040);
+    const i64 lengths[] = {1, 7, 31, 33, 1000, 100003};
+    for (gc::DType t : {gc::DType::float16, gc::DType::bfloat16}) {
+        List l;
+        for (i64 n : lengths) {
+            Array a = make_array(t, n, Pattern::mixed, r);
+            // NaNs with other payloads and signs (a signalling one too), and infinities.
+            const std::uint16_t specials[] = {
+                t == gc::DType::float16 ? kHalfNaN : kBf16NaN, t == gc::DType::float16 ? std::uint16_t{0xFE01} : std::uint16_t{0xFFC1},
+                t == gc::DType::float16 ? std::uint16_t{0x7C01} : std::uint16_t{0x7F81},
+                t == gc::DType::float16 ? kHalfNegInf : kBf16NegInf};
+            for (std::uint16_t b : specials) a.h[static_cast<std::size_t>(r.below(n))] = b;
+            l.push_back(std::move(a));
+        }
+        struct Op {
+            std::string name;
+            void (*run)(std::vector<gc::TensorView>&);
+        };
+        const Op ops[] = {
+            {"scale_(0.7071067811865476)", [](std::vector<gc::TensorView>& v) { gc::scale_(v.data(), v.size(), 0.7071067811865476); }},
+            {"scale_(-3)", [](std::vector<gc::TensorView>& v) { gc::scale_(v.data(), v.size(), -3.0); }},
+            {"scale_(1e-5)", [](std::vector<gc::TensorView>& v) { gc::scale_(v.data(), v.size(), 1e-5); }},
+            {"scale_(1 + 2^-9 + 2^-40)", [](std::vector<gc::TensorView>& v) { gc::scale_(v.data(), v.size(), 1 + 0x1p-9 + 0x1p-40); }},
+            {"clip_by_value_(-0.3, 0.2)", [](std::vector<gc::TensorView>& v) { gc::clip_by_value_(v.data(), v.size(), -0.3, 0.2); }},
+            {"clip_by_value_(-1e5, 3e38)", [](std::vector<gc::TensorView>& v) { gc::clip_by_value_(v.data(), v.size(), -1e5, 3e38); }},
+            {"zero_nonfinite_", [](std::vector<gc::TensorView>& v) { gc::zero_nonfinite_(v.data(), v.size()); }},
+            {"clip_by_global_norm_(given total 7.3)", [](std::vector<gc::TensorView>& v) {
+                 gc::clip_by_global_norm_(v.data(), v.size(), 1.0, 2.0, 1e-6, gc::NonFinitePolicy::propagate, true, 7.3);
+             }},
+        };
+        for (const Op& op : ops) {
+            g_case = strf("%s %s, every target against scalar", op.name.c_str(), gc::dtype_name(t));
+            List want;
+            for_each_config([&](const Config& c) {
+                List got = l;
+                std::vector<gc::TensorView> v = views_of(got);
+                op.run(v);
+                if (c.isa == "scalar" && c.threads == 1) {
+                    want = got;
+                    return;
+                }
+                for (std::size_t a = 0; a < got.size(); ++a) {
+                    check_each(HERE, "16-bit results: the same bits as the scalar target", got[a].n,
+                               [&](i64 i) { return got[a].h[static_cast<std::size_t>(i)] == want[a].h[static_cast<std::size_t>(i)]; },
+                               [&](i64 i) {
+                                   const auto k = static_cast<std::size_t>(i);
+                                   return strf("n=%lld: input 0x%04x, got 0x%04x, scalar 0x%04x", ll(got[a].n), l[a].h[k],
+                                               got[a].h[k], want[a].h[k]);
+                               });
+                }
+            });
+        }
+    }
+    g_case.clear();
+}
+
 void test_clip() {
+    test_narrow_reference();
+    test_narrow_halfway();
+    test_narrow_targets();
     Rng r(202);
     std::vector<NamedList> lists = make_clip_lists(r);
     test_scale(lists);
@@ -1189,7 +1679,11 @@ void test_adaptive_clip() {
     const std::pair<gc::DType, gc::DType> pairs[] = {{gc::DType::float32, gc::DType::float32},
                                                      {gc::DType::float64, gc::DType::float64},
                                                      {gc::DType::float64, gc::DType::float32},
-                                                     {gc::DType::float32, gc::DType::float16}};
+                                                     {gc::DType::float32, gc::DType::float16},
+                                                     {gc::DType::float16, gc::DType::float32},
+                                                     {gc::DType::bfloat16, gc::DType::float16},
+                                                     {gc::DType::bfloat16, gc::DType::bfloat16},
+                                                     {gc::DType::float16, gc::DType::float64}};
     const std::pair<double, double> settings[] = {{0.01, 1e-3}, {0.1, 1e-3}, {1.0, 0.0}};
     auto unit_of = [](const gc::UnitLayout& l, i64 i) { return (i / l.inner) % l.units; };
 
@@ -1211,8 +1705,8 @@ void test_adaptive_clip() {
                     // Parameter units of different scales (some all zero), so that some
                     // units are clipped and others not.
                     const double scale = u % 7 == 3 ? 0.0 : std::ldexp(1.0, static_cast<int>(u % 5) - 2);
-                    if (pt == gc::DType::float16) {
-                        p.h[static_cast<std::size_t>(i)] = scale == 0 ? 0 : gen_half(r, Kind::normal);
+                    if (is_narrow(pt)) {
+                        p.h[static_cast<std::size_t>(i)] = scale == 0 ? 0 : gen_narrow(pt, r, Kind::normal);
                     } else {
                         p.set(i, scale * r.uniform(-1.0, 1.0));
                     }
@@ -1249,12 +1743,42 @@ void test_adaptive_clip() {
                         if (!nan[u] && std::fabs(gn - limit) <= 1e-9L * limit) ambiguous = true;
                     }
                 }
-                if (ambiguous) continue;
+                // 16-bit grads are also checked bit for bit, from the factor of the unit
+                // norms the library reports (unit_norms: "the norms adaptive_clip_
+                // compares"), so also where the reference factor is ambiguous.
+                const bool narrow_grads = is_narrow(gt);
+                if (ambiguous && !narrow_grads) continue;
                 const ld rel = 1e-12L;
                 for_each_config([&](const Config&) {
+                    std::vector<gc::TensorView> gv = views_of(grads), pv = views_of(params);
+                    i64 units = 0;
+                    for (const auto& l : ls) units += l.units;
+                    std::vector<double> gn(static_cast<std::size_t>(units)), pn(gn.size());
+                    if (narrow_grads) {
+                        gc::unit_norms(gv.data(), ls.data(), ls.size(), gn.data());
+                        gc::unit_norms(pv.data(), ls.data(), ls.size(), pn.data());
+                    }
                     List g = grads;
-                    std::vector<gc::TensorView> gv = views_of(g), pv = views_of(params);
+                    gv = views_of(g);
                     gc::adaptive_clip_(gv.data(), pv.data(), ls.data(), ls.size(), clipping, eps);
+                    if (narrow_grads) {
+                        std::size_t first_unit = 0;
+                        NarrowBits want(ls.size());
+                        for (std::size_t k = 0; k < ls.size(); ++k) {
+                            const gc::UnitLayout& l = ls[k];
+                            want[k] = narrow_bits_of(List{grads[k]}, [&](std::size_t, i64 i) {
+                                // max_u = clipping * max(param norm, eps); a unit above it is
+                                // scaled by max_u / its norm, in double.
+                                const std::size_t u = first_unit + static_cast<std::size_t>(unit_of(l, i));
+                                const double limit = clipping * (pn[u] > eps ? pn[u] : eps);
+                                return gn[u] > limit ? scaled_bits(grads[k], i, limit / gn[u])
+                                                     : grads[k].h[static_cast<std::size_t>(i)];
+                            })[0];
+                            first_unit += static_cast<std::size_t>(l.units);
+                        }
+                        check_narrow_bits(HERE, "adaptive_clip_ 16-bit bits", g, grads, want);
+                    }
+                    if (ambiguous) return;
                     for (std::size_t k = 0; k < ls.size(); ++k) {
                         const gc::UnitLayout& l = ls[k];
                         const Array& src = grads[k];
@@ -1263,6 +1787,7 @@ void test_adaptive_clip() {
                             const ld f = factor[k][static_cast<std::size_t>(unit_of(l, i))];
                             if (f == 1) {  // not clipped: untouched, bit for bit
                                 const auto j = static_cast<std::size_t>(i);
+                                if (is_narrow(got.dtype)) return got.h[j] == src.h[j];
                                 return got.dtype == gc::DType::float32 ? std::memcmp(&got.f[j], &src.f[j], 4) == 0
                                                                        : std::memcmp(&got.d[j], &src.d[j], 8) == 0;
                             }
@@ -2827,6 +3352,7 @@ void test_c_api() {
     l.push_back(make_array(gc::DType::float32, 1000, Pattern::normal, r));
     l.push_back(make_array(gc::DType::float64, 333, Pattern::mixed, r));
     l.push_back(make_array(gc::DType::float16, 77, Pattern::normal, r));
+    l.push_back(make_array(gc::DType::bfloat16, 45, Pattern::mixed, r));  // GC_BFLOAT16 = 3
     std::vector<gc::TensorView> v = views_of(l);
     std::vector<gc_tensor> t;
     for (const gc::TensorView& x : v) t.push_back({x.data, x.numel, static_cast<int32_t>(x.dtype)});
@@ -2836,10 +3362,10 @@ void test_c_api() {
             double out = -1;
             CHECK(gc_global_norm(t.data(), t.size(), ord, &out) == GC_OK, "gc_global_norm failed: %s", gc_last_error());
             CHECK(same_double(out, gc::global_norm(v.data(), v.size(), ord)), "gc_global_norm(ord=%g) != global_norm", ord);
-            std::vector<double> a(3, -1), b(3, -2);
+            std::vector<double> a(t.size(), -1), b(t.size(), -2);
             CHECK(gc_norms(t.data(), t.size(), ord, a.data()) == GC_OK, "gc_norms failed: %s", gc_last_error());
             gc::norms(v.data(), v.size(), ord, b.data());
-            CHECK(std::memcmp(a.data(), b.data(), 3 * sizeof(double)) == 0, "gc_norms(ord=%g) != norms", ord);
+            CHECK(std::memcmp(a.data(), b.data(), t.size() * sizeof(double)) == 0, "gc_norms(ord=%g) != norms", ord);
         }
     });
 
@@ -2854,7 +3380,8 @@ void test_c_api() {
     {
         double out = 42;
         std::vector<double> outs(3, 42);
-        for (int32_t bad_dtype : {3, -1, 7}) {
+        // 3 is GC_BFLOAT16 now; 4 is gradcore::DType::int64, a count output, not an input.
+        for (int32_t bad_dtype : {4, -1, 7}) {
             gc_tensor bad[2] = {t[0], {t[1].data, t[1].numel, bad_dtype}};
             expect_status(HERE, gc_global_norm(bad, 2, 2.0, &out), GC_INVALID_ARGUMENT, "gc_global_norm: unknown dtype");
             expect_status(HERE, gc_norms(bad, 2, 2.0, outs.data()), GC_INVALID_ARGUMENT, "gc_norms: unknown dtype");
@@ -2901,13 +3428,30 @@ void test_c_api() {
                           "gc_clip_by_value: min > max");
             expect_status(HERE, gc_clip_by_value(ta.data(), ta.size(), kNaN, 1.0), GC_INVALID_ARGUMENT,
                           "gc_clip_by_value: NaN bound");
+            // The 16-bit floats are clipped in place too: as the C++ API does, and as the
+            // reference rounding of the clamped double says.
             List h = cl;
-            h.push_back(make_array(gc::DType::float16, 9, Pattern::normal, r));
+            h.push_back(make_array(gc::DType::float16, 9, Pattern::nan_inf, r));
+            h.push_back(make_array(gc::DType::bfloat16, 37, Pattern::huge_mix, r));
             const List h0 = h;
+            List hb = h;
             auto th = tensors(h);
-            expect_status(HERE, gc_clip_by_value(th.data(), th.size(), -0.1, 0.1), GC_INVALID_ARGUMENT,
-                          "gc_clip_by_value: float16");
-            CHECK(same_bits(h, h0) && same_bits(a, b), "a failed gc_clip_by_value modified arrays");
+            std::vector<gc::TensorView> vhb = views_of(hb);
+            CHECK(gc_clip_by_value(th.data(), th.size(), -0.1, 0.1) == GC_OK, "gc_clip_by_value with float16/bfloat16: %s",
+                  gc_last_error());
+            gc::clip_by_value_(vhb.data(), vhb.size(), -0.1, 0.1);
+            CHECK(same_bits(h, hb), "gc_clip_by_value != clip_by_value_ with float16/bfloat16 arrays");
+            check_narrow_bits(HERE, "gc_clip_by_value 16-bit bits", h, h0, narrow_bits_of(h0, [&](std::size_t k, i64 i) {
+                const double x = narrow_in(h0[k], i);
+                return round_to_narrow(h0[k].dtype, x < -0.1 ? -0.1 : (x > 0.1 ? 0.1 : x));
+            }));
+            // A dtype that is no input is still refused before anything is written.
+            List h2 = h0;
+            auto th2 = tensors(h2);
+            th2.push_back({th2[0].data, 4, 4});
+            expect_status(HERE, gc_clip_by_value(th2.data(), th2.size(), -0.1, 0.1), GC_INVALID_ARGUMENT,
+                          "gc_clip_by_value: dtype 4 after 16-bit arrays");
+            CHECK(same_bits(h2, h0) && same_bits(a, b), "a failed gc_clip_by_value modified arrays");
         }
         for (double total_in : {-1.0, 3.5}) {
             for (int policy : {GC_PROPAGATE, GC_ERROR, GC_SKIP, GC_ZERO}) {
@@ -2977,6 +3521,32 @@ void test_c_api() {
                           "gc_clip_by_norm: eps < 0");
             CHECK(same_bits(d, cl), "a failed gc_clip_by_norm modified the arrays");
         }
+        {  // 16-bit arrays through the C ABI's norm-based clipping: the C++ results, bit for bit.
+            List n16;
+            n16.push_back(make_array(gc::DType::float16, 50, Pattern::normal, r));
+            n16.push_back(make_array(gc::DType::bfloat16, 41, Pattern::mixed, r));
+            n16.push_back(make_array(gc::DType::float32, 9, Pattern::normal, r));
+            List a = n16, b = n16;
+            auto ta = tensors(a);
+            std::vector<gc::TensorView> vb = views_of(b);
+            std::vector<double> na(3, -1), nb(3, -2);
+            CHECK(gc_clip_by_norm(ta.data(), ta.size(), 0.5, 2.0, 1e-6, na.data()) == GC_OK,
+                  "gc_clip_by_norm with float16/bfloat16: %s", gc_last_error());
+            gc::clip_by_norm_(vb.data(), vb.size(), 0.5, 2.0, 1e-6, nb.data());
+            CHECK(same_bits(a, b) && std::memcmp(na.data(), nb.data(), 3 * sizeof(double)) == 0,
+                  "gc_clip_by_norm != clip_by_norm_ with float16/bfloat16 arrays");
+            List c = n16, d = n16;
+            auto tc = tensors(c);
+            std::vector<gc::TensorView> vd = views_of(d);
+            double total = -1;
+            int clipped = -1;
+            CHECK(gc_clip_by_global_norm(tc.data(), tc.size(), 0.5, 2.0, 1e-6, GC_PROPAGATE, -1.0, &total, &clipped) == GC_OK,
+                  "gc_clip_by_global_norm with float16/bfloat16: %s", gc_last_error());
+            const gc::GlobalClipResult res =
+                gc::clip_by_global_norm_(vd.data(), vd.size(), 0.5, 2.0, 1e-6, gc::NonFinitePolicy::propagate, false, 0.0);
+            CHECK(same_bits(c, d) && same_double(total, res.total_norm) && clipped == (res.clipped ? 1 : 0),
+                  "gc_clip_by_global_norm != clip_by_global_norm_ with float16/bfloat16 arrays");
+        }
     });
 
     // --- GEMM: row-major, BLAS-like; equal to the C++ gemm through MatrixRef
@@ -3017,7 +3587,7 @@ void test_c_api() {
                                       GC_INVALID_ARGUMENT, "gc_gemm: NULL a");
                         expect_status(HERE, gc_gemm(dtype, ta, tb, m, n, k, 1, a.data(), lda, b.data(), ldb, 0, nullptr, ldc),
                                       GC_INVALID_ARGUMENT, "gc_gemm: NULL c");
-                        for (int bad : {static_cast<int>(GC_FLOAT16), 5, -1}) {
+                        for (int bad : {static_cast<int>(GC_FLOAT16), static_cast<int>(GC_BFLOAT16), 5, -1}) {
                             expect_status(HERE, gc_gemm(bad, ta, tb, m, n, k, 1, a.data(), lda, b.data(), ldb, 0, c.data(), ldc),
                                           GC_INVALID_ARGUMENT, "gc_gemm: bad dtype");
                         }
@@ -3126,6 +3696,7 @@ void test_invalid_args() {
     Array a32 = make_array(gc::DType::float32, 40, Pattern::nan_inf, r);
     Array a64 = make_array(gc::DType::float64, 40, Pattern::normal, r);
     Array a16 = make_array(gc::DType::float16, 40, Pattern::normal, r);
+    Array abf16 = make_array(gc::DType::bfloat16, 40, Pattern::normal, r);
     gc::TensorView v32 = a32.view(), v64 = a64.view();
     double out[4] = {0, 0, 0, 0};
     double stat_l2[2], stat_max[2];
@@ -3142,20 +3713,82 @@ void test_invalid_args() {
                        gc::clip_by_global_norm_(&v64, 1, 1.0, ord, 1e-6, gc::NonFinitePolicy::propagate, false, 0.0));
     }
 
-    // --- in-place functions reject float16 before writing anything
-    g_case = "float16 in an in-place list";
+    // --- in-place functions take float16 and bfloat16 (they refused float16 before
+    // 6a4e5b5): the calls work and give the reference's bits; a dtype that is no input
+    // is still refused before anything, 16-bit arrays included, is written.
+    g_case = "float16 and bfloat16 in an in-place list";
     {
         List l;
         l.push_back(make_array(gc::DType::float32, 50, Pattern::nan_inf, r));
         l.push_back(make_array(gc::DType::float16, 9, Pattern::normal, r));
+        l.push_back(make_array(gc::DType::bfloat16, 9, Pattern::normal, r));
         const List orig = l;
-        std::vector<gc::TensorView> v = views_of(l);
-        EXPECT_INVALID("scale_: float16", gc::scale_(v.data(), 2, 0.5));
-        EXPECT_INVALID("clip_by_value_: float16", gc::clip_by_value_(v.data(), 2, -0.1, 0.1));
-        EXPECT_INVALID("zero_nonfinite_: float16", gc::zero_nonfinite_(v.data(), 2));
-        EXPECT_INVALID("clip_by_norm_: float16", gc::clip_by_norm_(v.data(), 2, 1e-3, 2.0, 1e-6, out));
+        // Runs f on a fresh copy of the list; false (a failed check) if it threw.
+        auto run = [&](List& c, const char* what, auto f) {
+            c = orig;
+            std::vector<gc::TensorView> v = views_of(c);
+            try {
+                f(v);
+                return true;
+            } catch (const std::exception& e) {
+                return CHECK(false, "%s threw: %s", what, e.what());
+            }
+        };
+        List c;
+        if (run(c, "scale_", [](std::vector<gc::TensorView>& v) { gc::scale_(v.data(), 3, 0.3); })) {
+            check_narrow_bits(HERE, "scale_: 16-bit bits", c, orig,
+                              narrow_bits_of(orig, [&](std::size_t a, i64 i) { return scaled_bits(orig[a], i, 0.3); }));
+        }
+        if (run(c, "clip_by_value_", [](std::vector<gc::TensorView>& v) { gc::clip_by_value_(v.data(), 3, -0.1, 0.1); })) {
+            check_narrow_bits(HERE, "clip_by_value_: 16-bit bits", c, orig, narrow_bits_of(orig, [&](std::size_t a, i64 i) {
+                const double x = narrow_in(orig[a], i);
+                return round_to_narrow(orig[a].dtype, x < -0.1 ? -0.1 : (x > 0.1 ? 0.1 : x));
+            }));
+        }
+        i64 zeroed = -1;
+        if (run(c, "zero_nonfinite_", [&](std::vector<gc::TensorView>& v) { zeroed = gc::zero_nonfinite_(v.data(), 3); })) {
+            i64 expected = 0;
+            for (i64 i = 0; i < orig[0].n; ++i) expected += std::isfinite(orig[0].get(i)) ? 0 : 1;
+            CHECK(zeroed == expected && c[1].same_bits(orig[1]) && c[2].same_bits(orig[2]),
+                  "zero_nonfinite_ returned %lld (expected %lld, all in the float32 array) or changed the finite 16-bit "
+                  "arrays",
+                  ll(zeroed), ll(expected));
+        }
+        double norms_out[3] = {-1, -1, -1};
+        if (run(c, "clip_by_norm_", [&](std::vector<gc::TensorView>& v) { gc::clip_by_norm_(v.data(), 3, 1e-3, 2.0, 1e-6, norms_out); })) {
+            for (std::size_t a = 1; a < 3; ++a) {
+                CHECK(norm_agrees(norms_out[a], reference_norm(orig[a], 2.0), 2.0, orig[a].n), "clip_by_norm_ norms_out[%zu] = %.17g",
+                      a, norms_out[a]);
+            }
+            check_narrow_bits(HERE, "clip_by_norm_: 16-bit bits", c, orig, narrow_bits_of(orig, [&](std::size_t a, i64 i) {
+                return scaled_bits(orig[a], i, clip_factor_double(1e-3, norms_out[a], 1e-6));
+            }));
+        }
         for (gc::NonFinitePolicy p : {gc::NonFinitePolicy::propagate, gc::NonFinitePolicy::zero}) {
-            EXPECT_INVALID("clip_by_global_norm_: float16", gc::clip_by_global_norm_(v.data(), 2, 1e-3, 2.0, 1e-6, p, false, 0.0));
+            gc::GlobalClipResult res{};
+            if (!run(c, "clip_by_global_norm_", [&](std::vector<gc::TensorView>& v) {
+                    res = gc::clip_by_global_norm_(v.data(), 3, 1e-3, 2.0, 1e-6, p, false, 0.0);
+                })) {
+                continue;
+            }
+            // The float32 array's NaN makes the total NaN: propagate scales by NaN, zero by
+            // the norm of what remains (the 16-bit arrays have nothing to zero).
+            CHECK(res.nonfinite && (p == gc::NonFinitePolicy::propagate ? std::isnan(res.factor) : res.factor < 1),
+                  "clip_by_global_norm_(%s): nonfinite %d, factor %g", policy_name(p), res.nonfinite, res.factor);
+            check_narrow_bits(HERE, "clip_by_global_norm_: 16-bit bits", c, orig,
+                              narrow_bits_of(orig, [&](std::size_t a, i64 i) { return scaled_bits(orig[a], i, res.factor); }));
+        }
+        // The refusal that remains: a dtype no in-place function takes (int64, an output
+        // type only), after the 16-bit arrays; nothing may be written.
+        std::vector<gc::TensorView> v = views_of(l);
+        v.push_back({a64.data(), 4, gc::DType::int64});
+        EXPECT_INVALID("scale_: int64 after 16-bit arrays", gc::scale_(v.data(), 4, 0.5));
+        EXPECT_INVALID("clip_by_value_: int64 after 16-bit arrays", gc::clip_by_value_(v.data(), 4, -0.1, 0.1));
+        EXPECT_INVALID("zero_nonfinite_: int64 after 16-bit arrays", gc::zero_nonfinite_(v.data(), 4));
+        EXPECT_INVALID("clip_by_norm_: int64 after 16-bit arrays", gc::clip_by_norm_(v.data(), 4, 1e-3, 2.0, 1e-6, out));
+        for (gc::NonFinitePolicy p : {gc::NonFinitePolicy::propagate, gc::NonFinitePolicy::zero}) {
+            EXPECT_INVALID("clip_by_global_norm_: int64 after 16-bit arrays",
+                           gc::clip_by_global_norm_(v.data(), 4, 1e-3, 2.0, 1e-6, p, false, 0.0));
         }
         CHECK(same_bits(l, orig), "an in-place call that threw modified the arrays");
     }
@@ -3196,9 +3829,31 @@ void test_invalid_args() {
         EXPECT_INVALID("adaptive_clip_: layout does not match", gc::adaptive_clip_(&gv, &pv, &wrong, 1, 0.1, 1e-3));
         gc::TensorView short_p{p.data(), 20, gc::DType::float32};
         EXPECT_INVALID("adaptive_clip_: params of another size", gc::adaptive_clip_(&gv, &short_p, &good, 1, 0.1, 1e-3));
-        gc::TensorView h24{a16.data(), 24, gc::DType::float16};
-        EXPECT_INVALID("adaptive_clip_: float16 grads", gc::adaptive_clip_(&h24, &pv, &good, 1, 0.01, 1e-3));
+        // 16-bit grads are taken now (refused before 6a4e5b5); a 16-bit pair of other sizes is not.
+        gc::TensorView h20{a16.data(), 20, gc::DType::float16};
+        EXPECT_INVALID("adaptive_clip_: float16 grads of another size", gc::adaptive_clip_(&h20, &pv, &good, 1, 0.01, 1e-3));
         CHECK(g.same_bits(keep), "adaptive_clip_ that threw modified the grads");
+        for (gc::DType t : {gc::DType::float16, gc::DType::bfloat16}) {
+            List gl;
+            gl.push_back(make_array(t, 24, Pattern::normal, r));
+            const List gl0 = gl;
+            std::vector<gc::TensorView> glv = views_of(gl);
+            double gn[3], pn[3];
+            gc::unit_norms(glv.data(), &good, 1, gn);
+            gc::unit_norms(&pv, &good, 1, pn);
+            try {
+                gc::adaptive_clip_(glv.data(), &pv, &good, 1, 0.01, 1e-3);
+            } catch (const std::exception& e) {
+                CHECK(false, "adaptive_clip_ with %s grads threw: %s", gc::dtype_name(t), e.what());
+                continue;
+            }
+            check_narrow_bits(HERE, "adaptive_clip_: 16-bit grads", gl, gl0, narrow_bits_of(gl0, [&](std::size_t, i64 i) {
+                const i64 u = (i / good.inner) % good.units;
+                const double limit = 0.01 * (pn[u] > 1e-3 ? pn[u] : 1e-3);
+                return gn[u] > limit ? scaled_bits(gl0[0], i, limit / gn[u]) : gl0[0].h[static_cast<std::size_t>(i)];
+            }));
+            CHECK(!gl[0].same_bits(gl0[0]), "adaptive_clip_(clipping=0.01) left %s grads of norm ~1 unclipped", gc::dtype_name(t));
+        }
     }
 
     // --- GEMM shapes
@@ -3268,11 +3923,27 @@ void test_invalid_args() {
         EXPECT_INVALID("sgd_step: buffers of another size", gc::sgd_step(pv.data(), gv.data(), &g_short, 1, so));
         so.momentum = 0;
         EXPECT_INVALID("sgd_step: float16", gc::sgd_step(&p16, &g16, nullptr, 1, so));
+        // The optimisers still refuse both 16-bit formats (only the clipping takes them).
+        gc::TensorView pbf{abf16.data(), 10, gc::DType::bfloat16}, gbf{abf16.data(), 10, gc::DType::bfloat16};
+        EXPECT_INVALID("sgd_step: bfloat16", gc::sgd_step(&pbf, &gbf, nullptr, 1, so));
         gc::AdamOptions ao{};
         ao.lr = 1e-3;
         ao.step = 0;
         EXPECT_INVALID("adam_step: step 0", gc::adam_step(pv.data(), gv.data(), bv.data(), bv.data(), 1, ao));
         ao.step = 1;
+        {
+            const Array keep16 = a16, keepbf = abf16;
+            Array s16a = a16, s16b = a16, sbfa = abf16, sbfb = abf16;
+            gc::TensorView m16{s16a.data(), 10, gc::DType::float16}, v16{s16b.data(), 10, gc::DType::float16};
+            gc::TensorView mbf{sbfa.data(), 10, gc::DType::bfloat16}, vbf{sbfb.data(), 10, gc::DType::bfloat16};
+            EXPECT_INVALID("adam_step: float16", gc::adam_step(&p16, &g16, &m16, &v16, 1, ao));
+            EXPECT_INVALID("adam_step: bfloat16", gc::adam_step(&pbf, &gbf, &mbf, &vbf, 1, ao));
+            so.momentum = 0.9;
+            EXPECT_INVALID("sgd_step: bfloat16 with momentum", gc::sgd_step(&pbf, &gbf, &mbf, 1, so));
+            so.momentum = 0;
+            CHECK(a16.same_bits(keep16) && abf16.same_bits(keepbf) && s16a.same_bits(keep16) && sbfa.same_bits(keepbf),
+                  "an optimiser step that refused 16-bit params modified them");
+        }
         EXPECT_INVALID("adam_step: exp_avg of another size", gc::adam_step(pv.data(), gv.data(), &g_short, bv.data(), 1, ao));
         EXPECT_INVALID("adam_step: exp_avg_sq of another dtype", gc::adam_step(pv.data(), gv.data(), bv.data(), &g_f64, 1, ao));
         CHECK(same_bits(p, keep), "an optimiser step that threw modified the params");
