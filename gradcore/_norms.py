@@ -18,7 +18,7 @@ from ._types import DeviceClipResult, GradStats, NonFiniteGradientError
 
 __all__ = ["DeviceClipResult", "GradStats", "NonFiniteGradientError", "adaptive_clip_",
            "clip_by_global_norm_", "clip_by_norm_", "clip_by_value_", "global_norm", "grad_stats",
-           "norms", "unit_norms"]
+           "norms", "scale_", "unit_norms"]
 
 
 def global_norm(arrays, ord=2) -> float:
@@ -50,6 +50,19 @@ def grad_stats(arrays) -> GradStats:
     """L2 norm, max |x| and non-finite count of every array, in one fused pass (for CUDA
     device arrays the three fields are device arrays, see ``gradcore.cuda``)."""
     return _core.grad_stats(arrays)
+
+
+def scale_(arrays, factor):
+    """Multiply every element of every array by ``factor`` in place (``x *= factor``).
+
+    ``factor`` is a real number, taken in double precision. float64 arrays get
+    ``x * factor`` rounded once; float32 arrays get the float32 product
+    ``x * float32(factor)`` (exactly ``x * factor`` for a power of two, such as a loss
+    scaler's ``1 / scale``), except that a factor below float32's normal range is applied
+    in normal pieces, so that it is not lost to underflow. Returns the list that was
+    scaled; a factor of 1 writes nothing.
+    """
+    return _core.scale_(arrays, factor)
 
 
 def clip_by_value_(arrays, clip_value=None, *, min=None, max=None):

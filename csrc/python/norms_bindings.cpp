@@ -98,6 +98,15 @@ py::object clip_by_value_binding(py::handle arrays, py::handle clip_value, py::h
     return list.sequence;
 }
 
+py::object scale_binding(py::handle arrays, py::handle factor_arg) {
+    const double factor = real(factor_arg, "factor");
+    Call call("scale_");
+    const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
+    run(call, [&] { scale_(list.views.data(), list.size(), factor); },
+        [&](cuda::Stream s) { cuda::scale_(list.views.data(), list.size(), factor, s); });
+    return list.sequence;
+}
+
 py::object zero_nonfinite_binding(py::handle arrays) {
     Call call("zero_nonfinite_");
     const ArrayList list = call.list(arrays, "arrays", Access::write, kInPlaceFloats);
@@ -219,6 +228,7 @@ void bind_norms(py::module_& m) {
     m.def("grad_stats", &grad_stats_binding, py::arg("arrays"));
     m.def("clip_by_value_", &clip_by_value_binding, py::arg("arrays"), py::arg("clip_value") = none,
           py::arg("min") = none, py::arg("max") = none);
+    m.def("scale_", &scale_binding, py::arg("arrays"), py::arg("factor"));
     m.def("zero_nonfinite_", &zero_nonfinite_binding, py::arg("arrays"));
     m.def("clip_by_norm_", &clip_by_norm_binding, py::arg("arrays"), py::arg("max_norm"), py::arg("ord") = 2.0,
           py::arg("eps") = 1e-6);
