@@ -82,6 +82,8 @@ import torch.nn.utils
 
 import gradcore as _gc
 
+from . import _unscale_record
+
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "get_total_norm"]
 
 # torch's own implementations, captured now: the fallbacks must reach them even after a
@@ -260,6 +262,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     float32 totals, and finite, correct totals (and properly clipped gradients) where
     torch's float32 norm overflows, e.g. gradients of 1e20; see the module docstring.
     Anything gradcore cannot handle goes to ``torch.nn.utils.clip_grad_norm_`` unchanged.
+
+    Called right after ``gradcore.torch.amp.GradScaler.unscale_`` (the same gradient
+    tensors, none modified since, ``norm_type`` 2), the L2 norm that ``unscale_`` measured
+    is used and the gradients are not read again.
     """
     if isinstance(parameters, torch.Tensor):
         parameters = [parameters]
@@ -280,15 +286,18 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             return _torch_clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite,
                                           foreach)
         return _clip_grad_norm_cuda(grads, bound, p, error_if_nonfinite, dtype)
+    # Right after GradScaler.unscale_ the L2 norm of these very gradients is known.
+    known = _unscale_record.recorded_total(grads) if p == 2.0 else None
     if error_if_nonfinite:
         # Check the total that will be returned (the grads' dtype) before touching them.
-        total = _gc.global_norm(grads, p)
+        total = _gc.global_norm(grads, p) if known is None else known
         result = _total_tensor(total, dtype)
         if not math.isfinite(result.item()):
             raise _nonfinite_error(p)
         _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, total_norm=total)
     else:
-        total = _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, nonfinite="propagate")
+        total = _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, nonfinite="propagate",
+                                         total_norm=known)
         result = _total_tensor(total, dtype)
     _mark_modified(grads)
     return result
