@@ -13,7 +13,7 @@ except ImportError as error:
 
     raise missing_core_error(error) from None
 from ._args import integer
-from . import cuda, diagnose, init, optim
+from . import amp, cuda, diagnose, init, optim
 from . import _dense, _norms, _rnn
 # The front doors: each module lists its documented functions in its __all__.
 from ._dense import *  # noqa: F403
@@ -26,7 +26,7 @@ from .monitor import Event, GradientMonitor
 __version__ = _core._version()
 
 __all__ = [
-    "cuda", "diagnose", "init", "optim",
+    "amp", "cuda", "diagnose", "init", "optim",
     *_norms.__all__, *_dense.__all__, *_rnn.__all__,
     "Event", "GradientMonitor", "adaptive_clip", "clip_by_global_norm", "clip_by_norm", "clip_by_value",
     "get_cmake_dir", "get_include", "get_library_dir", "get_num_threads", "info", "set_num_threads",

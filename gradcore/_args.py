@@ -29,6 +29,14 @@ def nonnegative(value, name: str) -> float:
     return v
 
 
+def positive_finite(value, name: str) -> float:
+    """A finite real number > 0 (a factor)."""
+    v = real(value, name)
+    if not (v > 0.0 and v != float("inf")):
+        raise ValueError(f"{name} must be a finite number > 0, got {v}")
+    return v
+
+
 def integer(value, name: str, lo: int, hi: int) -> int:
     """An int (not bool) in [lo, hi], else TypeError / ValueError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ._args import count, real
+from ._args import count, positive_finite, real
 
 #: torch.amp.GradScaler.state_dict()'s keys, in its order
 STATE_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
@@ -23,14 +23,6 @@ STATE_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_g
 
 def _float32(value: float) -> float:
     return float(np.float32(value))
-
-
-def positive_scale(value, name: str) -> float:
-    """A finite real number > 0 (init_scale, new_scale)."""
-    v = real(value, name)
-    if not (v > 0.0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a finite number > 0, got {v}")
-    return v
 
 
 def growth_factor(value) -> float:
@@ -59,7 +51,7 @@ class LossScale:
     """
 
     def __init__(self, init_scale, growth_factor_, backoff_factor_, growth_interval_):
-        self.init_scale = positive_scale(init_scale, "init_scale")
+        self.init_scale = positive_finite(init_scale, "init_scale")
         self.growth_factor = growth_factor(growth_factor_)
         self.backoff_factor = backoff_factor(backoff_factor_)
         self.growth_interval = growth_interval(growth_interval_)
@@ -87,7 +79,7 @@ class LossScale:
         return _float32(1.0 / self.scale)
 
     def set_scale(self, new_scale) -> None:
-        self.scale = _float32(positive_scale(new_scale, "new_scale"))
+        self.scale = _float32(positive_finite(new_scale, "new_scale"))
 
     def update(self, found_inf: bool) -> None:
         if found_inf:
@@ -116,7 +108,7 @@ class LossScale:
         missing = [k for k in STATE_KEYS if k not in state]
         if missing:
             raise KeyError(f"state_dict lacks {', '.join(missing)}")
-        scale = positive_scale(state["scale"], "state_dict['scale']")
+        scale = positive_finite(state["scale"], "state_dict['scale']")
         growth = growth_factor(state["growth_factor"])
         backoff = backoff_factor(state["backoff_factor"])
         interval = growth_interval(state["growth_interval"])
@@ -126,3 +118,53 @@ class LossScale:
         if self.scale is not None:
             self.scale = _float32(scale)
             self.growth_tracker = tracker
+
+
+class ScheduleMethods:
+    """torch.amp.GradScaler's getters, setters and state dict, for a scaler holding a
+    ``LossScale`` in ``_schedule`` and its switch in ``_enabled``. ``_scale_changed`` is
+    called after the scale was set from outside the schedule's own update."""
+
+    def _scale_changed(self) -> None:
+        pass
+
+    def get_scale(self) -> float:
+        """The current scale (1.0 when disabled)."""
+        return self._schedule.current() if self._enabled else 1.0
+
+    def get_growth_factor(self) -> float:
+        return self._schedule.growth_factor
+
+    def set_growth_factor(self, new_factor) -> None:
+        self._schedule.growth_factor = growth_factor(new_factor)
+
+    def get_backoff_factor(self) -> float:
+        return self._schedule.backoff_factor
+
+    def set_backoff_factor(self, new_factor) -> None:
+        self._schedule.backoff_factor = backoff_factor(new_factor)
+
+    def get_growth_interval(self) -> int:
+        return self._schedule.growth_interval
+
+    def set_growth_interval(self, new_interval) -> None:
+        self._schedule.growth_interval = growth_interval(new_interval)
+
+    def _get_growth_tracker(self) -> int:
+        return self._schedule.tracker() if self._enabled else 0
+
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    def state_dict(self) -> dict:
+        """torch's keys and values (scale, growth_factor, backoff_factor, growth_interval,
+        _growth_tracker) as Python floats and ints; ``{}`` when disabled."""
+        return self._schedule.state_dict() if self._enabled else {}
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load a state dict of either gradcore scaler or of ``torch.amp.GradScaler``,
+        checked whole before anything changes; ignored when disabled."""
+        if not self._enabled:
+            return
+        self._schedule.load_state_dict(state_dict)
+        self._scale_changed()

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._args import nonnegative, real
+from ._args import nonnegative, positive_finite, real
 from ._norms import clip_by_value_, global_norm
 
 __all__ = ["SGD", "Adam", "AdamW", "StepLR", "ExponentialLR", "CosineLR", "LinearWarmup"]
@@ -43,8 +43,11 @@ class _Optimizer:
         """The learning rate the next step will use."""
         return self.base_lr if self.schedule is None else float(self.schedule(self.step_count))
 
-    def _prepare(self, grads, total_norm):
-        """Returns (grads, grad_scale) or None when the step is skipped."""
+    def _prepare(self, grads, total_norm, grad_scale=1.0):
+        """Returns (grads, the factor the kernel multiplies them by) or None when the step
+        is skipped. ``grad_scale`` (a loss scaler's 1/scale) is part of that factor, so the
+        clips below act on grads * grad_scale."""
+        grad_scale = positive_finite(grad_scale, "grad_scale")
         # Read only, unless clip_value clamps them in place (a JAX array seen through
         # NumPy, for one, is read-only).
         grads = _core.host_arrays(grads, "grads", self.clip_value is not None)
@@ -57,17 +60,18 @@ class _Optimizer:
                                  f"but params[{i}] has shape {p.shape} and dtype {p.dtype}")
         given_total = None if total_norm is None else real(total_norm, "total_norm")
         if self.clip_value is not None:
-            clip_by_value_(grads, self.clip_value)
-        scale = 1.0
+            # clamp(g * s, -c, c) == s * clamp(g, -c / s, c / s)
+            clip_by_value_(grads, self.clip_value / grad_scale)
+        scale = grad_scale
         if self.clip_norm is not None or self.skip_nonfinite:
-            total = global_norm(grads) if given_total is None else given_total
+            total = global_norm(grads) * grad_scale if given_total is None else given_total
             self.last_grad_norm = total
             if not math.isfinite(total):
                 if self.skip_nonfinite:
                     self.skipped += 1
                     return None
             elif self.clip_norm is not None and total > 0:
-                scale = min(1.0, self.clip_norm / (total + 1e-6))
+                scale *= min(1.0, self.clip_norm / (total + 1e-6))
         return grads, scale
 
     def _state(self):
@@ -81,8 +85,11 @@ class SGD(_Optimizer):
     ``clip_norm``: clip the gradients by their global L2 norm first (PyTorch's formula);
     ``clip_value``: clamp them element-wise first; ``skip_nonfinite``: when the gradient
     norm is NaN/inf, leave the parameters untouched and count the skip. ``step(grads,
-    total_norm=None)`` returns True when the step was applied; ``total_norm`` reuses a norm
-    computed earlier (e.g. ``GradientMonitor.last_global_norm``).
+    total_norm=None, *, grad_scale=1.0)`` returns True when the step was applied;
+    ``total_norm`` reuses a norm computed earlier (e.g.
+    ``GradientMonitor.last_global_norm``). ``grad_scale`` (a finite real > 0, e.g. a loss
+    scaler's ``1 / scale``) multiplies the gradients inside the fused pass; ``total_norm``,
+    when given, is then the norm of ``grads * grad_scale``.
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
@@ -96,8 +103,8 @@ class SGD(_Optimizer):
             raise ValueError("nesterov needs momentum > 0 and dampening = 0")
         self.buffers = self._state() if self.momentum else None
 
-    def step(self, grads, total_norm=None) -> bool:
-        prepared = self._prepare(grads, total_norm)
+    def step(self, grads, total_norm=None, *, grad_scale=1.0) -> bool:
+        prepared = self._prepare(grads, total_norm, grad_scale)
         if prepared is None:
             return False
         grads, scale = prepared
@@ -125,8 +132,8 @@ class Adam(_Optimizer):
         self.weight_decay = nonnegative(weight_decay, "weight_decay")
         self.exp_avg, self.exp_avg_sq = self._state(), self._state()
 
-    def step(self, grads, total_norm=None) -> bool:
-        prepared = self._prepare(grads, total_norm)
+    def step(self, grads, total_norm=None, *, grad_scale=1.0) -> bool:
+        prepared = self._prepare(grads, total_norm, grad_scale)
         if prepared is None:
             return False
         grads, scale = prepared

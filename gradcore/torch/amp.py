@@ -172,7 +172,7 @@ class _PerDevice:
         return t
 
 
-class GradScaler:
+class GradScaler(_loss_scale.ScheduleMethods):
     """``torch.amp.GradScaler`` with gradcore's fused unscale (see the module docstring).
 
     Args:
@@ -213,7 +213,7 @@ class GradScaler:
         self._schedule.start()
         self._scale = torch.full((), self._schedule.scale, dtype=torch.float32, device=device)
 
-    def _sync_scale_tensor(self):
+    def _scale_changed(self):
         if self._scale is not None:
             self._scale.fill_(self._schedule.scale)
 
@@ -413,48 +413,5 @@ class GradScaler:
             if not found_infs:
                 raise RuntimeError("No inf checks were recorded prior to update.")
             self._schedule.update(bool(sum(float(f.item()) for f in found_infs)))
-        self._sync_scale_tensor()
+        self._scale_changed()
         self._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
-
-    # ------------------------------------------------------------------ getters / state
-
-    def get_scale(self) -> float:
-        """The current scale (init_scale before the first ``scale()``; 1.0 when disabled)."""
-        return self._schedule.current() if self._enabled else 1.0
-
-    def get_growth_factor(self) -> float:
-        return self._schedule.growth_factor
-
-    def set_growth_factor(self, new_factor) -> None:
-        self._schedule.growth_factor = _loss_scale.growth_factor(new_factor)
-
-    def get_backoff_factor(self) -> float:
-        return self._schedule.backoff_factor
-
-    def set_backoff_factor(self, new_factor) -> None:
-        self._schedule.backoff_factor = _loss_scale.backoff_factor(new_factor)
-
-    def get_growth_interval(self) -> int:
-        return self._schedule.growth_interval
-
-    def set_growth_interval(self, new_interval) -> None:
-        self._schedule.growth_interval = _loss_scale.growth_interval(new_interval)
-
-    def _get_growth_tracker(self) -> int:
-        return self._schedule.tracker() if self._enabled else 0
-
-    def is_enabled(self) -> bool:
-        return self._enabled
-
-    def state_dict(self) -> dict:
-        """torch's keys and values: scale, growth_factor, backoff_factor, growth_interval,
-        _growth_tracker; ``{}`` when disabled."""
-        return self._schedule.state_dict() if self._enabled else {}
-
-    def load_state_dict(self, state_dict) -> None:
-        """Load a state dict of this class or of ``torch.amp.GradScaler`` (checked whole
-        before anything changes)."""
-        if not self._enabled:
-            return
-        self._schedule.load_state_dict(state_dict)
-        self._sync_scale_tensor()
