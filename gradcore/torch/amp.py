@@ -54,8 +54,10 @@ disabled mode, where everything passes through.
 - Argument checks: ``init_scale`` must be a finite number > 0, ``growth_factor`` > 1,
   ``backoff_factor`` in (0, 1) and ``growth_interval`` an int >= 1 (``TypeError`` /
   ``ValueError`` naming the argument; torch asserts only the two factors), also in the
-  setters and ``load_state_dict``, and in disabled mode; ``update()`` with no inf check
-  recorded raises ``RuntimeError`` (torch: ``AssertionError``).
+  setters and ``load_state_dict``, and in disabled mode; ``unscale_``, ``step`` or
+  ``update`` before the first ``scale()``, and ``update()`` with no inf check recorded,
+  raise ``RuntimeError`` (torch: ``AssertionError``); a bad ``update(new_scale)`` raises
+  ``ValueError``.
 
 Gradients gradcore does not serve (CUDA, sparse, non-contiguous, other dtypes, tensor
 subclasses; if any one of an optimizer's gradients is such, all of them go this way) are
