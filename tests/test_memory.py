@@ -293,8 +293,8 @@ def _entry_points():
             gradcore.NonFiniteGradientError),
         "error-adaptive_clip_-shape": _raises(
             lambda: gradcore.adaptive_clip_(inplace, params[::-1]), ValueError),
-        "error-clip_by_norm-float16": _raises(
-            lambda: gradcore.clip_by_norm(grads, 1.0), TypeError),
+        "error-clip_by_norm-int16": _raises(
+            lambda: gradcore.clip_by_norm([grads[0], np.ones(3, np.int16)], 1.0), TypeError),
         "error-matmul-shapes": _raises(lambda: gradcore.matmul(a, a), ValueError),
         "error-dense_forward-activation": _raises(
             lambda: gradcore.dense_forward(x, w, bias, "gelu"), ValueError),
