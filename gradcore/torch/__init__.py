@@ -14,8 +14,9 @@ The three functions have torch's signatures and return types:
 - :func:`get_total_norm` (``torch.nn.utils.get_total_norm``),
 - :func:`clip_grad_value_` (``torch.nn.utils.clip_grad_value_``).
 
-**What gradcore does itself.** Dense, contiguous float32/float64 tensors on the CPU
-(plain ``torch.Tensor``, not subclasses), with ``norm_type`` a real p > 0 or inf; the
+**What gradcore does itself.** Dense, contiguous float16/bfloat16/float32/float64
+tensors on the CPU (plain ``torch.Tensor``, not subclasses), with ``norm_type`` a real
+p > 0 or inf; the
 norms (``get_total_norm``, ``clip_grad_norm_``) also complex64/complex128, with
 ``|z|`` per element as ``torch.linalg.vector_norm`` (a real total: float64 for
 complex128). The
@@ -34,8 +35,8 @@ on the host (a synchronisation), as torch does. Norms are accumulated in float64
 **What is handed to torch unchanged** (the call goes to the ``torch.nn.utils`` function
 captured when this module was imported, so replacing ``torch.nn.utils.clip_grad_norm_``
 with this one is safe): meta/other non-CPU tensors, CUDA tensors when gradcore has no
-usable CUDA backend, and mixed devices; on the CPU, dtypes other than float32/float64
-(float16, bfloat16, ...; complex ones in ``clip_grad_value_``, where torch raises);
+usable CUDA backend, and mixed devices; on the CPU, dtypes other than the four real
+floats (float8, ...; complex ones in ``clip_grad_value_``, where torch raises);
 conjugate and negative-bit views; sparse or other non-strided layouts;
 non-contiguous gradients (gradcore modifies only C-contiguous memory in place); tensor
 subclasses; ``norm_type`` 0 (torch counts non-zeros), negative, -inf, NaN or not a
@@ -62,6 +63,13 @@ the result, the warnings and the exceptions are exactly torch's.
   itself exceeds the float32 range (about 3.4e38) is the returned float32 total ``inf``;
   then ``error_if_nonfinite=True`` raises as torch does (gradients untouched), and with
   ``error_if_nonfinite=False`` the gradients are still scaled by the exact, finite total.
+- float16 and bfloat16 on the CPU. torch computes each tensor's norm in the gradients'
+  own 16-bit dtype and returns the total in it: a float16 total overflows to ``inf``
+  above 65504 (and the gradients are then multiplied by 0), and every step of it is
+  rounded to 8 (bfloat16) or 11 (float16) bits. gradcore accumulates in float64 and
+  returns the total as a float32 tensor (float64 if any gradient is float64), so it
+  stays finite and exact; the clipped gradients are the float64 products rounded once to
+  nearest-even, and may differ from torch's by an ulp of the 16-bit dtype.
 - ``foreach`` is accepted and ignored on gradcore's path (one fused C++ call handles the
   whole list; torch supports foreach on the CPU, so it would never raise there).
 
@@ -92,7 +100,7 @@ _torch_clip_grad_norm_ = torch.nn.utils.clip_grad_norm_
 _torch_get_total_norm = torch.nn.utils.get_total_norm
 _torch_clip_grad_value_ = torch.nn.utils.clip_grad_value_
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # The norms and clipping by a norm take complex gradients too (|z| per element, as
 # torch.linalg.vector_norm); clamping them has no meaning.
 _NORM_DTYPES = _DTYPES + (torch.complex64, torch.complex128)
@@ -203,11 +211,11 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
 
     Returns:
         Tensor: 0-dim, on the CPU, float64 if any tensor is float64 or complex128 else
-        float32 (as torch); for CUDA tensors on their device, in their promoted dtype. Without
+        float32 (as torch, but for 16-bit tensors, where torch returns their dtype); for CUDA tensors on their device, in their promoted dtype. Without
         tensors: ``torch.tensor(0.0)``.
 
-    CPU float32/float64/complex64/complex128 contiguous tensors are read in place by
-    gradcore; float32 data are
+    CPU float16/bfloat16/float32/float64/complex64/complex128 contiguous tensors are read
+    in place by gradcore; they are
     accumulated in float64, so the total may differ from torch's in the last bits, and is
     finite where torch's float32 norm overflows (see the module docstring). Anything else
     goes to ``torch.nn.utils.get_total_norm``.
@@ -253,14 +261,15 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
     Returns:
         Tensor: the total norm before clipping, 0-dim, on the CPU, float64 if any gradient
-        is float64 or complex128 else float32 (as torch); for CUDA gradients on their device, in their
+        is float64 or complex128 else float32 (as torch, but for 16-bit gradients, where
+        torch returns their dtype); for CUDA gradients on their device, in their
         promoted dtype, computed and applied without waiting for the GPU.
 
-    CPU float32/float64/complex64/complex128 contiguous gradients are clipped by gradcore
-    in their own memory
+    CPU float16/bfloat16/float32/float64/complex64/complex128 contiguous gradients are
+    clipped by gradcore in their own memory
     (no copy; ``p.grad`` keeps its storage). Differences from torch: last-bit rounding of
     float32 totals, and finite, correct totals (and properly clipped gradients) where
-    torch's float32 norm overflows, e.g. gradients of 1e20; see the module docstring.
+    torch's float32 (or float16) norm overflows, e.g. gradients of 1e20; see the module docstring.
     Anything gradcore cannot handle goes to ``torch.nn.utils.clip_grad_norm_`` unchanged.
 
     Called right after ``gradcore.torch.amp.GradScaler.unscale_`` (the same gradient
@@ -323,8 +332,9 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     r"""Clamp the gradients of ``parameters`` in place to ``[-clip_value, clip_value]``
     (``torch.nn.utils.clip_grad_value_``). NaN stays NaN. Returns None.
 
-    Parameters whose ``.grad`` is None are skipped. CPU float32/float64 contiguous
-    gradients are clamped by gradcore in their own memory (bit-for-bit torch's result);
+    Parameters whose ``.grad`` is None are skipped. CPU float16/bfloat16/float32/float64
+    contiguous gradients are clamped by gradcore in their own memory (bit-for-bit torch's
+    result);
     anything else, and a negative or NaN ``clip_value``, goes to
     ``torch.nn.utils.clip_grad_value_``. ``foreach`` is ignored on gradcore's path.
     """
