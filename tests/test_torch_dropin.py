@@ -362,7 +362,8 @@ def test_float32_total_beyond_float32_range():
 HALVES = [torch.float16, torch.bfloat16]
 
 
-def half_params(dtype, seed, scale=3.0):
+def converted_params(dtype, seed, scale=1.0):
+    """make_params in float32, then parameters and gradients converted to dtype."""
     ps = make_params(torch.float32, seed=seed, scale=scale)
     for p in ps:
         p.data = p.data.to(dtype)
@@ -388,7 +389,7 @@ def assert_same_bits(got, want):
 @pytest.mark.parametrize("dtype", HALVES)
 @pytest.mark.parametrize("norm_type", [1.0, 2.0, math.inf])
 def test_half_clip_grad_norm_rounds_the_float64_product_once(dtype, norm_type, torch_forbidden):
-    ours = half_params(dtype, seed=21)
+    ours = converted_params(dtype, seed=21, scale=3.0)
     theirs = clone_params(ours)
     before = [g.double().numpy() for g in grads_of(ours)]
     exact = exact_norm(ours, norm_type)
@@ -430,7 +431,7 @@ def test_half_norms_exact_where_torch_overflows(dtype, torch_forbidden):
 @pytest.mark.parametrize("dtype", HALVES)
 @pytest.mark.parametrize("clip_value", [0.1, 1.0, 1e-3])
 def test_half_clip_grad_value_is_torchs_bit_for_bit(dtype, clip_value, torch_forbidden):
-    ours = half_params(dtype, seed=22)
+    ours = converted_params(dtype, seed=22, scale=3.0)
     ours[0].grad[0] = math.nan
     theirs = clone_params(ours)
     ptrs = [g.data_ptr() for g in grads_of(ours)]
@@ -441,7 +442,7 @@ def test_half_clip_grad_value_is_torchs_bit_for_bit(dtype, clip_value, torch_for
 
 
 def test_mixed_16_and_32_bit_gradients_in_one_list(torch_forbidden):
-    ps = (half_params(torch.float16, seed=23)[:3] + half_params(torch.bfloat16, seed=24)[3:5]
+    ps = (converted_params(torch.float16, seed=23, scale=3.0)[:3] + converted_params(torch.bfloat16, seed=24, scale=3.0)[3:5]
           + make_params(torch.float32, seed=25)[5:])
     exact = exact_norm(ps, 2.0)
     total = gct.clip_grad_norm_(ps, 1.0)
@@ -454,12 +455,7 @@ def test_mixed_16_and_32_bit_gradients_in_one_list(torch_forbidden):
 def _fallback_cases():
     def dtype_case(dtype):
         def make():
-            ps = make_params(torch.float32, seed=2)
-            for p in ps:
-                p.data = p.data.to(dtype)
-                if p.grad is not None:
-                    p.grad = p.grad.to(dtype)
-            return ps, {}
+            return converted_params(dtype, seed=2), {}
         return make
 
     def noncontiguous():
