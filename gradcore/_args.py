@@ -60,6 +60,23 @@ def count(value, name: str, minimum: int = 1) -> int:
 REAL_FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
+def real_float_name(dtype) -> str | None:
+    """The name in REAL_FLOATS of a NumPy dtype, or None. bfloat16 is ml_dtypes' dtype, or,
+    where ml_dtypes is not installed, the tagged uint16 through which gradcore views
+    bfloat16 memory it was handed (a torch tensor)."""
+    if dtype.name in REAL_FLOATS:
+        return dtype.name
+    return "bfloat16" if (dtype.metadata or {}).get("gradcore") == "bfloat16" else None
+
+
+def float32_copy(a: np.ndarray) -> np.ndarray:
+    """A float32 copy of a real float array (exact for the 16-bit formats)."""
+    if a.dtype.name != "bfloat16" and real_float_name(a.dtype) == "bfloat16":
+        # a bfloat16 is the high half of a float32
+        return np.left_shift(a.view(np.uint16).astype(np.uint32), 16).view(np.float32)
+    return a.astype(np.float32)
+
+
 def dtype_names(dtypes) -> str:
     """"float32, float64 or complex64": the dtypes (or dtype names) a message lists as
     expected."""

@@ -4,6 +4,14 @@ optional built-in clip and non-finite skip, and small composable learning-rate s
 Each ``step(grads)`` is at most one norm pass (only when clipping by norm or skipping
 non-finite steps) and then one C++ pass over every parameter, its gradient and its state;
 the clipping factor is applied inside that pass, so clipping costs no extra write.
+
+Parameters may be float16 or bfloat16 (NumPy float16, ``ml_dtypes.bfloat16``, torch
+tensors), mixed with float32/float64 ones; their gradients have their dtype. A 16-bit
+parameter is updated in float32 with float32 state; ``master_weights=True`` keeps a
+float32 master copy of it (``optimizer.master_weights``), which the step updates and
+rounds, in the same pass, into the 16-bit parameter (to nearest even). Without master
+weights each step rounds the 16-bit parameter once, so updates smaller than half its
+spacing are lost: what master weights are for.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._args import nonnegative, positive_finite, real
+from ._args import REAL_FLOATS, dtype_names, float32_copy, nonnegative, positive_finite, real, real_float_name
 from ._norms import clip_by_value_, global_norm
 
 __all__ = ["SGD", "Adam", "AdamW", "StepLR", "ExponentialLR", "CosineLR", "LinearWarmup"]
@@ -22,11 +30,17 @@ __all__ = ["SGD", "Adam", "AdamW", "StepLR", "ExponentialLR", "CosineLR", "Linea
 class _Optimizer:
     """Shared machinery: the parameter list, the schedule, clipping and skipping."""
 
-    def __init__(self, params, lr, *, clip_norm=None, clip_value=None, skip_nonfinite=False):
+    def __init__(self, params, lr, *, master_weights=False, clip_norm=None, clip_value=None,
+                 skip_nonfinite=False):
         self.params = _core.host_arrays(params, "params", True)
         for i, p in enumerate(self.params):
-            if p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"params[{i}]: dtype {p.dtype} is not supported (expected float32 or float64)")
+            if real_float_name(p.dtype) is None:
+                raise TypeError(f"params[{i}]: dtype {p.dtype} is not supported "
+                                f"(expected {dtype_names(REAL_FLOATS)})")
+        #: float32 master copies of the 16-bit parameters (a float32/float64 parameter is
+        #: its own master), or None without master weights
+        self.master_weights = ([float32_copy(p) if p.itemsize == 2 else p for p in self.params]
+                               if master_weights else None)
         if callable(lr):
             self.schedule, self.base_lr = lr, None
         else:
@@ -75,7 +89,8 @@ class _Optimizer:
         return grads, scale
 
     def _state(self):
-        return [np.zeros_like(p) for p in self.params]
+        """Zeros of each parameter's compute dtype (float32 for the 16-bit ones)."""
+        return [np.zeros(p.shape, np.float32 if p.itemsize == 2 else p.dtype) for p in self.params]
 
 
 class SGD(_Optimizer):
@@ -89,12 +104,13 @@ class SGD(_Optimizer):
     ``total_norm`` reuses a norm computed earlier (e.g.
     ``GradientMonitor.last_global_norm``). ``grad_scale`` (a finite real > 0, e.g. a loss
     scaler's ``1 / scale``) multiplies the gradients inside the fused pass; ``total_norm``,
-    when given, is then the norm of ``grads * grad_scale``.
+    when given, is then the norm of ``grads * grad_scale``. ``master_weights=True``: float32
+    master weights for the 16-bit parameters (see the module's docstring).
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, **clip):
-        super().__init__(params, lr, **clip)
+                 nesterov=False, **options):
+        super().__init__(params, lr, **options)
         self.momentum = nonnegative(momentum, "momentum")
         self.dampening = real(dampening, "dampening")
         self.weight_decay = nonnegative(weight_decay, "weight_decay")
@@ -109,7 +125,8 @@ class SGD(_Optimizer):
             return False
         grads, scale = prepared
         _core.sgd_step(self.params, grads, self.buffers, self.lr, self.momentum, self.dampening,
-                       self.nesterov, self.weight_decay, scale, self.step_count == 0)
+                       self.nesterov, self.weight_decay, scale, self.step_count == 0,
+                       self.master_weights)
         self.step_count += 1
         return True
 
@@ -120,8 +137,8 @@ class Adam(_Optimizer):
 
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **clip):
-        super().__init__(params, lr, **clip)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **options):
+        super().__init__(params, lr, **options)
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"betas must be a pair of numbers (beta1, beta2), got {betas!r}")
         b1, b2 = betas
@@ -139,7 +156,7 @@ class Adam(_Optimizer):
         grads, scale = prepared
         _core.adam_step(self.params, grads, self.exp_avg, self.exp_avg_sq, self.lr, self.beta1,
                         self.beta2, self.eps, self.weight_decay, self._decoupled, scale,
-                        self.step_count + 1)
+                        self.step_count + 1, self.master_weights)
         self.step_count += 1
         return True
 
@@ -149,8 +166,8 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, **clip):
-        super().__init__(params, lr, betas, eps, weight_decay, **clip)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, **options):
+        super().__init__(params, lr, betas, eps, weight_decay, **options)
 
 
 # -------------------------------------------------------------------- schedules

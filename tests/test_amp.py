@@ -301,8 +301,8 @@ def test_read_only_gradient_in_unscale_changes_nothing():
 # ---------------------------------------------------------------- low-precision gradients
 
 class TestLowPrecisionGradients:
-    """float16 gradients (e.g. from a float16 model) unscaled in place. These need
-    gradcore's in-place kernels to take float16; until they do, scale_ raises TypeError."""
+    """float16 gradients (e.g. from a float16 model) unscaled in place by gradcore's
+    16-bit kernels."""
 
     @pytest.mark.parametrize("init_scale", [2.0 ** 8, 1000.0])
     def test_unscale_against_float64_reference(self, init_scale):

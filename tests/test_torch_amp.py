@@ -525,9 +525,8 @@ def test_methods_before_the_first_scale_raise():
 
 class TestLowPrecisionGradients:
     """bfloat16/float16 gradients served by gradcore's fused path (a model converted to
-    that dtype, so the gradients themselves are low precision). These need gradcore's
-    in-place kernels to take float16/bfloat16; until they do, the gradients go to torch's
-    path and the first assertion (gradcore did the write) fails."""
+    that dtype, so the gradients themselves are low precision); the first assertion checks
+    that gradcore, not torch's fallback, did the write."""
 
     @staticmethod
     def grads_after_backward(dtype, scaler):

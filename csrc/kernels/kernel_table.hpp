@@ -141,6 +141,19 @@ struct OptimTable {
     }
 };
 
+// The same for 16-bit parameters N and gradients, computed in float32: master (the
+// float32 master weights, updated and rounded to p) may be null, the state is float32.
+template <class N>
+struct NarrowOptimTable {
+    void (*sgd)(float* master, N* p, const N* g, float* buf, std::int64_t n, const SgdParams&);
+    void (*adam)(float* master, N* p, const N* g, float* m, float* v, std::int64_t n, const AdamParams&);
+
+    template <class K>
+    static constexpr NarrowOptimTable of() {
+        return {.sgd = &K::sgd, .adam = &K::adam};
+    }
+};
+
 // What a target chooses besides its kernels, handed to make_table.
 struct TargetConfig {
     GemmBlocking gemm_f32, gemm_f64;
@@ -164,6 +177,8 @@ struct KernelTable {
     RnnTable<double> rnn_f64;
     OptimTable<float> optim_f32;
     OptimTable<double> optim_f64;
+    NarrowOptimTable<Float16> optim_f16;
+    NarrowOptimTable<BFloat16> optim_bf16;
     // A plain multi-pass probe of the memory system, the yardstick of the benchmarks:
     // read-only sum of float32 (no widening), and an in-place read-modify-write.
     float (*probe_read)(const float*, std::int64_t);

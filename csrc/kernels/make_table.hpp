@@ -39,6 +39,8 @@ constexpr KernelTable make_table(const TargetConfig& config) {
             .rnn_f64 = RnnTable<double>::of<RnnKernels<S, double>>(),
             .optim_f32 = OptimTable<float>::of<OptimKernels<S, float>>(),
             .optim_f64 = OptimTable<double>::of<OptimKernels<S, double>>(),
+            .optim_f16 = NarrowOptimTable<Float16>::of<NarrowOptimKernels<S, Float16>>(),
+            .optim_bf16 = NarrowOptimTable<BFloat16>::of<NarrowOptimKernels<S, BFloat16>>(),
             .probe_read = &ProbeKernels<S>::read,
             .probe_update = &ProbeKernels<S>::update,
             .probe_fma_f32 = &ProbeKernels<S>::template fma<float>,

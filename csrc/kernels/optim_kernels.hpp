@@ -1,5 +1,12 @@
 // Fused optimiser updates: one pass over parameter, gradient and state per step, the
 // gradient's clipping factor applied on the fly (no separate scaling pass).
+//
+// The update rules are written once, over an access policy that says where a step
+// reads and writes its parameter and gradient: the parameter itself (float32, float64),
+// or a 16-bit parameter computed in float32, either from a float32 master copy that
+// the step updates and rounds to the 16-bit parameter, or from the 16-bit value alone
+// (rounded once per step, no master). The state (momentum, moments) is in the compute
+// type, float32 for the 16-bit parameters.
 #pragma once
 
 #include <cmath>
@@ -12,32 +19,68 @@
 namespace gradcore::kernels::GRADCORE_TARGET {
 
 template <class S, class T>
+struct InPlaceParam {
+    using Lane = Lanes<S, T>;
+    using V = typename S::template V<T>;
+    T* p;
+    const T* g;
+
+    V param(std::int64_t i, std::int64_t c) const { return Lane::load(p + i, c); }
+    V grad(std::int64_t i, std::int64_t c) const { return Lane::load(g + i, c); }
+    void update(std::int64_t i, V v, std::int64_t c) const { Lane::store(p + i, v, c); }
+};
+
+// N: Float16 or BFloat16; kMaster: the step reads and writes the float32 master and
+// stores its rounding (to nearest even) into p.
+template <class S, class N, bool kMaster>
+struct NarrowParam {
+    using Lane = Lanes<S, float>;
+    using Narrow = NarrowLanes<S, N>;
+    using V = typename S::template V<float>;
+    float* master;
+    N* p;
+    const N* g;
+
+    V param(std::int64_t i, std::int64_t c) const {
+        if constexpr (kMaster) {
+            return Lane::load(master + i, c);
+        } else {
+            return Narrow::load_f32(p + i, c);
+        }
+    }
+    V grad(std::int64_t i, std::int64_t c) const { return Narrow::load_f32(g + i, c); }
+    void update(std::int64_t i, V v, std::int64_t c) const {
+        if constexpr (kMaster) Lane::store(master + i, v, c);
+        Narrow::store_f32(p + i, v, c);
+    }
+};
+
+template <class S, class T>
 struct OptimKernels {
     using V = typename S::template V<T>;
-
     using Lane = Lanes<S, T>;
-    static V load(const T* p, std::int64_t n) { return Lane::load(p, n); }
-    static void store(T* p, V v, std::int64_t n) { Lane::store(p, v, n); }
 
     // torch.optim.SGD: g = s*g + wd*p; buf = g (first step) or mu*buf + (1-damp)*g;
     // d = g + mu*buf (nesterov) or buf; p -= lr*d. buf may be null when momentum == 0.
-    static void sgd(T* p, const T* g, T* buf, std::int64_t n, const SgdParams& a) {
+    template <class P>
+    static void sgd_with(const P& x, T* buf, std::int64_t n, const SgdParams& a) {
         const V lr = S::set1(T(a.lr)), mu = S::set1(T(a.momentum)), wd = S::set1(T(a.weight_decay));
         const V keep = S::set1(T(1 - a.dampening)), scale = S::set1(T(a.grad_scale));
         Lane::for_each(n, [&](std::int64_t i, std::int64_t c) {
-            const V pv = load(p + i, c);
-            V gv = S::fma(wd, pv, S::mul(scale, load(g + i, c)));
+            const V pv = x.param(i, c);
+            V gv = S::fma(wd, pv, S::mul(scale, x.grad(i, c)));
             if (a.momentum != 0.0) {
-                const V b = a.first_step ? gv : S::fma(mu, load(buf + i, c), S::mul(keep, gv));
-                store(buf + i, b, c);
+                const V b = a.first_step ? gv : S::fma(mu, Lane::load(buf + i, c), S::mul(keep, gv));
+                Lane::store(buf + i, b, c);
                 gv = a.nesterov ? S::fma(mu, b, gv) : b;
             }
-            store(p + i, S::sub(pv, S::mul(lr, gv)), c);
+            x.update(i, S::sub(pv, S::mul(lr, gv)), c);
         });
     }
 
     // torch.optim.Adam / AdamW (no amsgrad).
-    static void adam(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamParams& a) {
+    template <class P>
+    static void adam_with(const P& x, T* m, T* v, std::int64_t n, const AdamParams& a) {
         const V b1 = S::set1(T(a.beta1)), b2 = S::set1(T(a.beta2));
         const V c1 = S::set1(T(1 - a.beta1)), c2 = S::set1(T(1 - a.beta2));
         const V scale = S::set1(T(a.grad_scale)), wd = S::set1(T(a.weight_decay));
@@ -46,20 +89,48 @@ struct OptimKernels {
         const V eps = S::set1(T(a.eps));
         const V decay = S::set1(T(1 - a.lr * a.weight_decay));
         Lane::for_each(n, [&](std::int64_t i, std::int64_t c) {
-            V pv = load(p + i, c);
-            V gv = S::mul(scale, load(g + i, c));
+            V pv = x.param(i, c);
+            V gv = S::mul(scale, x.grad(i, c));
             if (a.decoupled) {
                 pv = S::mul(pv, decay);
             } else {
                 gv = S::fma(wd, pv, gv);
             }
-            const V mv = S::fma(b1, load(m + i, c), S::mul(c1, gv));
-            const V vv = S::fma(b2, load(v + i, c), S::mul(c2, S::mul(gv, gv)));
-            store(m + i, mv, c);
-            store(v + i, vv, c);
+            const V mv = S::fma(b1, Lane::load(m + i, c), S::mul(c1, gv));
+            const V vv = S::fma(b2, Lane::load(v + i, c), S::mul(c2, S::mul(gv, gv)));
+            Lane::store(m + i, mv, c);
+            Lane::store(v + i, vv, c);
             const V denom = S::add(S::mul(S::sqrt(vv), inv_sqrt_bc2), eps);
-            store(p + i, S::sub(pv, S::div(S::mul(step, mv), denom)), c);
+            x.update(i, S::sub(pv, S::div(S::mul(step, mv), denom)), c);
         });
+    }
+
+    static void sgd(T* p, const T* g, T* buf, std::int64_t n, const SgdParams& a) {
+        sgd_with(InPlaceParam<S, T>{p, g}, buf, n, a);
+    }
+    static void adam(T* p, const T* g, T* m, T* v, std::int64_t n, const AdamParams& a) {
+        adam_with(InPlaceParam<S, T>{p, g}, m, v, n, a);
+    }
+};
+
+// The 16-bit parameters: the float32 rules above, master may be null.
+template <class S, class N>
+struct NarrowOptimKernels {
+    using K = OptimKernels<S, float>;
+
+    static void sgd(float* master, N* p, const N* g, float* buf, std::int64_t n, const SgdParams& a) {
+        if (master) {
+            K::sgd_with(NarrowParam<S, N, true>{master, p, g}, buf, n, a);
+        } else {
+            K::sgd_with(NarrowParam<S, N, false>{nullptr, p, g}, buf, n, a);
+        }
+    }
+    static void adam(float* master, N* p, const N* g, float* m, float* v, std::int64_t n, const AdamParams& a) {
+        if (master) {
+            K::adam_with(NarrowParam<S, N, true>{master, p, g}, m, v, n, a);
+        } else {
+            K::adam_with(NarrowParam<S, N, false>{nullptr, p, g}, m, v, n, a);
+        }
     }
 };
 

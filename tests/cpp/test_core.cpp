@@ -3331,10 +3331,83 @@ void test_adam(Rng& r) {
     }
 }
 
+// The 16-bit parameters: the float32 rules on the float32 values, so the float32 path
+// (tested above) is the reference. With masters, the master (a float32 copy of the
+// parameter) follows the float32 path bit for bit and the parameter is its rounding to
+// nearest even (round_to_narrow); without, the parameter is that same rounding.
+void test_narrow_optim(Rng& r) {
+    const i64 sizes[] = {0, 1, 7, 15, 16, 17, 33, 100003};
+    List p16, g16, p32, g32, s1, s2;  // 16-bit params and grads, their float32 values, float32 state
+    int k = 0;
+    for (i64 n : sizes) {
+        const gc::DType t = k++ % 2 ? gc::DType::bfloat16 : gc::DType::float16;
+        Array p(t, n), g(t, n), pw(gc::DType::float32, n), gw(gc::DType::float32, n);
+        Array a(gc::DType::float32, n), b(gc::DType::float32, n);
+        for (i64 i = 0; i < n; ++i) {
+            p.set(i, r.uniform(-1.0, 1.0));
+            g.set(i, r.uniform(-1.0, 1.0));
+            pw.set(i, static_cast<double>(p.get(i)));  // exact: float32 holds every 16-bit value
+            gw.set(i, static_cast<double>(g.get(i)));
+            a.set(i, r.uniform(-0.2, 0.2));
+            b.set(i, r.uniform(0.0, 0.01));
+        }
+        p16.push_back(std::move(p));
+        g16.push_back(std::move(g));
+        p32.push_back(std::move(pw));
+        g32.push_back(std::move(gw));
+        s1.push_back(std::move(a));
+        s2.push_back(std::move(b));
+    }
+    auto rounded = [&](const List& wide) {
+        List out = p16;
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            for (i64 j = 0; j < out[i].n; ++j) {
+                out[i].h[static_cast<std::size_t>(j)] = round_to_narrow(out[i].dtype, static_cast<double>(wide[i].get(j)));
+            }
+        }
+        return out;
+    };
+    // step(params, grads, state1, state2, masters) for one optimiser.
+    auto check = [&](const char* name, auto&& step) {
+        g_case = strf("narrow %s", name);
+        for_each_config([&](const Config&) {
+            // The float32 path of this configuration (targets may differ in the last bit).
+            List want_p = p32, want_s1 = s1, want_s2 = s2;
+            std::vector<gc::TensorView> wp = views_of(want_p), wg = views_of(g32), wa = views_of(want_s1),
+                                        wb = views_of(want_s2);
+            step(wp.data(), wg.data(), wa.data(), wb.data(), nullptr, wp.size());
+            const List want_narrow = rounded(want_p);
+            for (bool with_master : {true, false}) {
+                List pn = p16, w = p32, a = s1, b = s2;
+                std::vector<gc::TensorView> pv = views_of(pn), gv = views_of(g16), av = views_of(a),
+                                            bv = views_of(b), wv = views_of(w);
+                step(pv.data(), gv.data(), av.data(), bv.data(), with_master ? wv.data() : nullptr, pv.size());
+                const char* how = with_master ? "with masters" : "without masters";
+                if (with_master) CHECK(same_bits(w, want_p), "%s: the masters are not the float32 path's", how);
+                CHECK(same_bits(pn, want_narrow), "%s: the 16-bit params are not the rounding of the float32 path", how);
+                CHECK(same_bits(a, want_s1) && same_bits(b, want_s2), "%s: the state is not the float32 path's", how);
+            }
+        });
+    };
+    gc::SgdOptions so{};
+    so.lr = 0.05, so.momentum = 0.9, so.dampening = 0.1, so.weight_decay = 1e-2, so.grad_scale = 0.5;
+    check("sgd_step", [&](const gc::TensorView* p, const gc::TensorView* g, const gc::TensorView* a,
+                          const gc::TensorView*, const gc::TensorView* w, std::size_t n) {
+        gc::sgd_step(p, g, a, n, so, w);
+    });
+    gc::AdamOptions ao{};
+    ao.lr = 1e-2, ao.weight_decay = 0.05, ao.grad_scale = 0.25, ao.step = 7, ao.decoupled = true;
+    check("adam_step", [&](const gc::TensorView* p, const gc::TensorView* g, const gc::TensorView* a,
+                           const gc::TensorView* b, const gc::TensorView* w, std::size_t n) {
+        gc::adam_step(p, g, a, b, n, ao, w);
+    });
+}
+
 void test_optim() {
     Rng r(808);
     test_sgd(r);
     test_adam(r);
+    test_narrow_optim(r);
     g_case.clear();
 }
 
@@ -3922,27 +3995,34 @@ void test_invalid_args() {
         EXPECT_INVALID("sgd_step: grads of another dtype", gc::sgd_step(pv.data(), &g_f64, bv.data(), 1, so));
         EXPECT_INVALID("sgd_step: buffers of another size", gc::sgd_step(pv.data(), gv.data(), &g_short, 1, so));
         so.momentum = 0;
-        EXPECT_INVALID("sgd_step: float16", gc::sgd_step(&p16, &g16, nullptr, 1, so));
-        // The optimisers still refuse both 16-bit formats (only the clipping takes them).
         gc::TensorView pbf{abf16.data(), 10, gc::DType::bfloat16}, gbf{abf16.data(), 10, gc::DType::bfloat16};
-        EXPECT_INVALID("sgd_step: bfloat16", gc::sgd_step(&pbf, &gbf, nullptr, 1, so));
         gc::AdamOptions ao{};
         ao.lr = 1e-3;
         ao.step = 0;
         EXPECT_INVALID("adam_step: step 0", gc::adam_step(pv.data(), gv.data(), bv.data(), bv.data(), 1, ao));
         ao.step = 1;
         {
+            // A 16-bit parameter's state and master are float32 arrays of its size; a
+            // float32 parameter is its own master.
             const Array keep16 = a16, keepbf = abf16;
-            Array s16a = a16, s16b = a16, sbfa = abf16, sbfb = abf16;
+            Array s16a = a16, s16b = a16, sbfa = abf16;
             gc::TensorView m16{s16a.data(), 10, gc::DType::float16}, v16{s16b.data(), 10, gc::DType::float16};
-            gc::TensorView mbf{sbfa.data(), 10, gc::DType::bfloat16}, vbf{sbfb.data(), 10, gc::DType::bfloat16};
-            EXPECT_INVALID("adam_step: float16", gc::adam_step(&p16, &g16, &m16, &v16, 1, ao));
-            EXPECT_INVALID("adam_step: bfloat16", gc::adam_step(&pbf, &gbf, &mbf, &vbf, 1, ao));
+            gc::TensorView mbf{sbfa.data(), 10, gc::DType::bfloat16};
+            EXPECT_INVALID("adam_step: float16 moments", gc::adam_step(&p16, &g16, &m16, &v16, 1, ao));
             so.momentum = 0.9;
-            EXPECT_INVALID("sgd_step: bfloat16 with momentum", gc::sgd_step(&pbf, &gbf, &mbf, 1, so));
+            EXPECT_INVALID("sgd_step: bfloat16 momentum buffers", gc::sgd_step(&pbf, &gbf, &mbf, 1, so));
             so.momentum = 0;
-            CHECK(a16.same_bits(keep16) && abf16.same_bits(keepbf) && s16a.same_bits(keep16) && sbfa.same_bits(keepbf),
-                  "an optimiser step that refused 16-bit params modified them");
+            Array w = b[0];
+            const Array keep_w = w;
+            gc::TensorView w_short{w.data(), 9, gc::DType::float32}, w_f64{a64.data(), 10, gc::DType::float64};
+            gc::TensorView w_other{w.data(), 10, gc::DType::float32};
+            EXPECT_INVALID("sgd_step: a master of another size", gc::sgd_step(&p16, &g16, nullptr, 1, so, &w_short));
+            EXPECT_INVALID("sgd_step: a float64 master", gc::sgd_step(&pbf, &gbf, nullptr, 1, so, &w_f64));
+            EXPECT_INVALID("adam_step: a float32 parameter's master that is not itself",
+                           gc::adam_step(pv.data(), gv.data(), bv.data(), bv.data(), 1, ao, &w_other));
+            CHECK(a16.same_bits(keep16) && abf16.same_bits(keepbf) && s16a.same_bits(keep16) &&
+                      sbfa.same_bits(keepbf) && w.same_bits(keep_w),
+                  "an optimiser step that refused its 16-bit arguments modified them");
         }
         EXPECT_INVALID("adam_step: exp_avg of another size", gc::adam_step(pv.data(), gv.data(), &g_short, bv.data(), 1, ao));
         EXPECT_INVALID("adam_step: exp_avg_sq of another dtype", gc::adam_step(pv.data(), gv.data(), bv.data(), &g_f64, 1, ao));

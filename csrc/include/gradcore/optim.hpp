@@ -1,6 +1,14 @@
 // Fused multi-tensor optimiser steps (torch.optim.SGD, Adam, AdamW semantics): one pass
 // over each parameter, its gradient and its state, with the gradient's clipping factor
-// (grad_scale) applied on the fly. Arrays of one index share size and dtype.
+// (grad_scale) applied on the fly. Arrays of one index share their size; a gradient has
+// its parameter's dtype.
+//
+// Parameters are float32, float64, float16 or bfloat16, mixed in one list. A 16-bit
+// parameter is computed in float32 and its state (momentum buffer, moments) is float32.
+// Without masters, each step reads the 16-bit value and rounds the result once to
+// nearest even. With masters (float32 master weights, one per parameter), the step
+// reads and updates masters[i] and writes its rounding into params[i]; a float32 or
+// float64 parameter is its own master (masters[i] is params[i] itself).
 #pragma once
 
 #include <cstddef>
@@ -17,7 +25,7 @@ struct SgdOptions {
 };
 // buffers may be null when momentum == 0.
 GRADCORE_API void sgd_step(const TensorView* params, const TensorView* grads, const TensorView* buffers,
-                           std::size_t count, const SgdOptions& options);
+                           std::size_t count, const SgdOptions& options, const TensorView* masters = nullptr);
 
 struct AdamOptions {
     double lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, grad_scale = 1.0;
@@ -25,6 +33,7 @@ struct AdamOptions {
     bool decoupled = false;  // AdamW
 };
 GRADCORE_API void adam_step(const TensorView* params, const TensorView* grads, const TensorView* exp_avg,
-                            const TensorView* exp_avg_sq, std::size_t count, const AdamOptions& options);
+                            const TensorView* exp_avg_sq, std::size_t count, const AdamOptions& options,
+                            const TensorView* masters = nullptr);
 
 }  // namespace gradcore
