@@ -15,6 +15,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "lanes.hpp"
 #include "narrow_float.hpp"
 #include "table_types.hpp"
 #include "target.hpp"
@@ -63,6 +64,7 @@ struct NormKernels {
         std::int64_t i = 0;
         for (; i + 2 * kStep <= n; i += 2 * kStep) {
             Vd v0, v1, v2, v3;
+            prefetch_ahead(x + i, 2 * kStep * std::int64_t{sizeof(T)});
             S::load2_f64(x + i, v0, v1);
             S::load2_f64(x + i + kStep, v2, v3);
             if constexpr (kScaled) {
