@@ -30,7 +30,7 @@ import gc as _pygc
 import math
 
 from .common import SuiteResult, rel_err, run_check, time_probed_case
-from .suite_norms import gpt2_small_shapes
+from .suite_norms import EPS, gpt2_small_shapes
 
 NAME = "amp"
 DESCRIPTION = "GradScaler unscale_ + clip and global_norm on GPT-2 small, bfloat16 and float32, vs torch"
@@ -38,7 +38,6 @@ NEEDS = ("memory",)
 
 SCALE = 2.0 ** 16
 MAX_NORM = 1.0
-EPS = 1e-6
 LIMIT_TARGET = 0.85
 T_UNSCALE_CLIP_TORCH = 2.0
 TORCH_CODE = ("scaler.unscale_(opt); torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)  "
@@ -131,8 +130,7 @@ class _Runner:
 
     def run_dtype(self, dtype_name, seed):
         ctx, torch, gc = self.ctx, self.ctx.torch, self.ctx.gradcore
-        import gradcore.torch.amp
-        import gradcore.torch as gct
+        import gradcore.torch.amp as gct_amp
 
         vocab = 5000 if ctx.quick else 50257
         dtype = getattr(torch, dtype_name)
@@ -155,7 +153,7 @@ class _Runner:
                            limit=("read",), nbytes=sg.nbytes, check=chk,
                            params={**params, "rel_err": err})
 
-        our_scaler = _new_scaler(gct.amp.GradScaler, torch)
+        our_scaler = _new_scaler(gct_amp.GradScaler, torch)
         torch_scaler = _new_scaler(torch.amp.GradScaler, torch)
 
         def torch_unscale_clip():

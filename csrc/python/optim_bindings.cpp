@@ -26,7 +26,8 @@ ArrayList master_list(Call& call, py::handle masters, const ArrayList& params) {
 
 void bind_optim(py::module_& m) {
     m.def("sgd_step", [](py::handle params, py::handle grads, py::handle buffers, double lr, double momentum,
-                         double dampening, bool nesterov, double weight_decay, double grad_scale, bool first_step, py::handle masters) {
+                         double dampening, bool nesterov, double weight_decay, double grad_scale, bool first_step,
+                         py::handle masters) {
         Call call("sgd_step", Call::cpu_only | Call::flat_lists);
         const ArrayList p = call.list(params, "params", Access::write, kHostParams, Keep::arrays);
         const ArrayList g = call.list(grads, "grads", Access::read, kHostParams, Keep::arrays);
