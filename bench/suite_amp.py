@@ -10,8 +10,10 @@ gradients of a loss scaled by torch's initial scale), bfloat16 or float32. Each 
 parameters are one ``torch.optim.SGD``'s.
 
 Cases
-  * ``global_norm`` of the float32 and of the bfloat16 list (one read pass; the bfloat16
-    list is half the bytes, so it must take about half the time).
+  * the global norm of the float32 and of the bfloat16 list (one read pass; the bfloat16
+    list is half the bytes, so it must take about half the time):
+    ``gradcore.torch.get_total_norm`` (the drop-in a torch user calls) against
+    ``torch.nn.utils.get_total_norm``.
   * unscale + inf/NaN check + clip by global norm (max_norm 1.0, which clips):
     ``gradcore.torch.amp.GradScaler.unscale_(opt, max_norm=1.0)`` (one read pass: the
     norm and the non-finite flag; one in-place pass: g *= clip / scale) against torch's
@@ -130,6 +132,7 @@ class _Runner:
 
     def run_dtype(self, dtype_name, seed):
         ctx, torch, gc = self.ctx, self.ctx.torch, self.ctx.gradcore
+        import gradcore.torch as gct
         import gradcore.torch.amp as gct_amp
 
         vocab = 5000 if ctx.quick else 50257
@@ -146,8 +149,9 @@ class _Runner:
         got = float(gc.global_norm(grads))
         err = rel_err(got, sg.scaled_total)
         chk = "ok" if err <= 1e-8 else f"global_norm={got!r} vs reference {sg.scaled_total!r}"
-        norm = self.probed(key, f"global_norm ({dtype_name})", data, "gradcore.global_norm(grads)",
-                           lambda: gc.global_norm(grads),
+        norm = self.probed(key, f"global_norm ({dtype_name})", data,
+                           "gradcore.torch.get_total_norm(grads)",
+                           lambda: gct.get_total_norm(grads),
                            [("torch", "torch.nn.utils.get_total_norm(grads)",
                              lambda: torch.nn.utils.get_total_norm(grads), None, True)],
                            limit=("read",), nbytes=sg.nbytes, check=chk,

@@ -87,6 +87,7 @@ import warnings
 import torch
 import torch.autograd.graph
 import torch.nn.utils
+from torch.utils.dlpack import to_dlpack as _to_dlpack
 
 import gradcore as _gc
 
@@ -192,6 +193,14 @@ def _nonfinite_error(norm_type):
         "set `error_if_nonfinite=False`")
 
 
+def _host_views(tensors):
+    """DLPack capsules of CPU tensors that gradcore serves, to hand to its calls. Torch's
+    ``__dlpack_device__`` and ``__dlpack__`` are Python methods (about 6 us per tensor
+    together), a capsule from ``to_dlpack`` about 0.5 us: on GPT-2's 148 gradients that is
+    0.85 ms against 0.1 ms per call."""
+    return [_to_dlpack(t) for t in tensors]
+
+
 def _mark_modified(tensors):
     """Tell autograd the tensors were modified in place (as torch's mul_/clamp_ would)."""
     torch.autograd.graph.increment_version(tensors)
@@ -234,7 +243,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
         if error_if_nonfinite and not bool(torch.isfinite(result).item()):
             raise _nonfinite_error(p)
         return result
-    result = _total_tensor(_gc.global_norm(tensors, p), dtype)
+    result = _total_tensor(_gc.global_norm(_host_views(tensors), p), dtype)
     if error_if_nonfinite and not math.isfinite(result.item()):
         raise _nonfinite_error(p)
     return result
@@ -299,14 +308,14 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     known = _unscale_record.recorded_total(grads) if p == 2.0 else None
     if error_if_nonfinite:
         # Check the total that will be returned (the grads' dtype) before touching them.
-        total = _gc.global_norm(grads, p) if known is None else known
+        total = _gc.global_norm(_host_views(grads), p) if known is None else known
         result = _total_tensor(total, dtype)
         if not math.isfinite(result.item()):
             raise _nonfinite_error(p)
-        _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, total_norm=total)
+        _gc.clip_by_global_norm_(_host_views(grads), bound, p, eps=1e-6, total_norm=total)
     else:
-        total = _gc.clip_by_global_norm_(grads, bound, p, eps=1e-6, nonfinite="propagate",
-                                         total_norm=known)
+        total = _gc.clip_by_global_norm_(_host_views(grads), bound, p, eps=1e-6,
+                                         nonfinite="propagate", total_norm=known)
         result = _total_tensor(total, dtype)
     _mark_modified(grads)
     return result
@@ -344,9 +353,13 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
         parameters = list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
     bound = _nonnegative(clip_value)
-    if bound is None or (_supported(grads, in_place=True) is None
-                         and _supported_cuda(grads, in_place=True) is None):
+    if bound is None:
         return _torch_clip_grad_value_(parameters, clip_value, foreach)
-    _gc.clip_by_value_(grads, bound)
+    if _supported(grads, in_place=True) is not None:
+        _gc.clip_by_value_(_host_views(grads), bound)
+    elif _supported_cuda(grads, in_place=True) is not None:
+        _gc.clip_by_value_(grads, bound)
+    else:
+        return _torch_clip_grad_value_(parameters, clip_value, foreach)
     _mark_modified(grads)
     return None

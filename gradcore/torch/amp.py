@@ -82,7 +82,7 @@ import gradcore as _gc
 from gradcore import _loss_scale
 from gradcore._args import nonnegative
 
-from . import _unscale_record, clip_grad_norm_
+from . import _host_views, _unscale_record, clip_grad_norm_
 
 __all__ = ["GradScaler", "OptState"]
 
@@ -292,10 +292,10 @@ class GradScaler(_loss_scale.ScheduleMethods):
         """One read (the norm of the scaled gradients), one write (scale_)."""
         inv_scale = self._schedule.inv_scale()
         order = 2.0 if bound is None else p
-        total = _gc.global_norm(grads, order) * inv_scale
+        total = _gc.global_norm(_host_views(grads), order) * inv_scale
         found = not math.isfinite(total)
         factor = inv_scale if bound is None or found else inv_scale * _clip_factor(bound, total)
-        _gc.scale_(grads, factor)
+        _gc.scale_(_host_views(grads), factor)
         torch.autograd.graph.increment_version(grads)
         if bound is None:
             _unscale_record.remember(grads, total)
@@ -331,7 +331,7 @@ class GradScaler(_loss_scale.ScheduleMethods):
         state = self._per_optimizer_states[id(optimizer)]
         _, grads = _grads_of(optimizer)
         if grads and _served(grads):
-            found = not math.isfinite(_gc.global_norm(grads))
+            found = not math.isfinite(_gc.global_norm(_host_views(grads)))
             state["found_inf_per_device"] = {
                 torch.device("cpu"): torch.full((), float(found), dtype=torch.float32)}
         else:
