@@ -1,10 +1,12 @@
 """gradcore.torch.amp.GradScaler against torch.amp.GradScaler("cpu") itself: the same
 skipped steps, scale trajectory, state_dict and weights over mixed-precision training
-loops (autocast bfloat16 and float16, SGD with momentum and Adam, inf/NaN injected), the
+loops (autocast bfloat16 and float16, and bfloat16/float16 parameters and gradients; SGD
+with momentum and Adam; inf/NaN injected), the
 fused clip against torch's unscale_ + clip_grad_norm_, the norm record that
 gradcore.torch.clip_grad_norm_ reuses, torch's fallback path, errors and the one
 intended overflow difference."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -40,18 +42,24 @@ def batches(steps=STEPS, seed=1):
             for _ in range(steps)]
 
 
-def train(scaler, opt_kind, autocast_dtype, clip, ours, steps=STEPS, inject=INJECT, **opt_extra):
+def train(scaler, opt_kind, autocast_dtype, clip, ours, steps=STEPS, inject=INJECT,
+          param_dtype=torch.float32, **opt_extra):
     """A training loop; clip: None, "plain" (unscale_ then clip_grad_norm_) or "fused"
     (ours: unscale_(opt, max_norm=); torch: unscale_ then torch's clip_grad_norm_).
+    autocast_dtype None runs without autocast, the model and data in ``param_dtype``.
     Returns (per-step step() results, scales after update, totals, model)."""
-    model = make_model()
+    model = make_model(param_dtype)
     opt = make_optimizer(opt_kind, model, **opt_extra)
     clip_grad_norm = gct.clip_grad_norm_ if ours else torch.nn.utils.clip_grad_norm_
+    def autocast():
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=autocast_dtype)
     results, scales, totals = [], [], []
     for step, (x, y) in enumerate(batches(steps)):
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=autocast_dtype):
-            loss = torch.nn.functional.mse_loss(model(x), y)
+        with autocast():
+            loss = torch.nn.functional.mse_loss(model(x.to(param_dtype)), y.to(param_dtype))
         scaler.scale(loss).backward()
         if step in inject:
             model[0].weight.grad[1, 2] = inject[step]
@@ -568,3 +576,64 @@ class TestLowPrecisionGradients:
         before = [p.detach().clone() for p in model.parameters()]
         scaler.step(torch.optim.SGD(model.parameters(), lr=0.1))
         assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+# ------------------------------------------ 16-bit parameters: the loop against torch's
+
+class Float16TorchScaler(torch.amp.GradScaler):
+    """torch's scaler with its float16 guard lifted, the reference for float16 parameters:
+    torch refuses to unscale float16 gradients ("Attempting to unscale FP16 gradients."),
+    although with its power-of-two scales its unscale of them is exact."""
+
+    def _unscale_grads_(self, optimizer, inv_scale, found_inf, allow_fp16):
+        return super()._unscale_grads_(optimizer, inv_scale, found_inf, True)
+
+
+def test_torch_refuses_float16_gradients():
+    """Why the reference above lifts the guard (if torch stops refusing, it is not needed)."""
+    scaler = torch.amp.GradScaler("cpu")
+    model = make_model(torch.float16)
+    x, y = batches(1)[0]
+    scaler.scale(torch.nn.functional.mse_loss(model(x.half()), y.half())).backward()
+    with pytest.raises(ValueError, match="FP16"):
+        scaler.unscale_(make_optimizer("sgd", model))
+
+
+@pytest.mark.parametrize("param_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("opt_kind", ["sgd", "adam"])
+@pytest.mark.parametrize("clip", [None, "plain", "fused"])
+def test_low_precision_parameters_loop_matches_torch(param_dtype, opt_kind, clip):
+    """Parameters, activations and gradients in bfloat16/float16 (no autocast), torch's
+    optimizers, inf/NaN injected: the same skipped steps and scale trajectory as torch's
+    scaler, and the same weights. Unclipped, the unscale by a power of two is exact in both,
+    so the weights are bit-for-bit torch's; clipped, torch's 16-bit norm is rounded to
+    8 (bf16) or 11 (fp16) bits and gradcore's is exact, so the clip factors differ by about
+    an ulp of the dtype and the weights by a few of its ulps."""
+    kw = dict(init_scale=2.0 ** 10, growth_interval=3)
+    reference = Float16TorchScaler if param_dtype == torch.float16 else torch.amp.GradScaler
+    theirs, ours = reference("cpu", **kw), GradScaler("cpu", **kw)
+    # Adam's default eps (1e-8) is 0 in float16: its updates would divide by zero.
+    extra = dict(eps=1e-4) if opt_kind == "adam" and param_dtype == torch.float16 else {}
+    _, t_scales, t_totals, t_model = train(theirs, opt_kind, None, clip, False,
+                                           param_dtype=param_dtype, **extra)
+    _, o_scales, o_totals, o_model = train(ours, opt_kind, None, clip, True,
+                                           param_dtype=param_dtype, **extra)
+    assert all(torch.isfinite(p).all() for p in t_model.parameters())
+    assert all(p.dtype == p.grad.dtype == param_dtype for p in o_model.parameters())
+    backoffs = [i for i, s in enumerate(t_scales) if s < ([kw["init_scale"]] + t_scales)[i]]
+    assert set(INJECT) <= set(backoffs)
+    assert o_scales == t_scales
+    assert len(set(t_scales)) > 3  # both growth and backoff happened
+    assert ours.state_dict() == theirs.state_dict()
+    eps = torch.finfo(param_dtype).eps
+    for a, b in zip(o_totals, t_totals):
+        assert math.isfinite(a.item()) == math.isfinite(b.item())
+        if math.isfinite(b.item()):  # torch's total is rounded to the 16-bit dtype
+            assert a.item() == pytest.approx(b.item(), rel=2 * eps)
+    for p, q in zip(o_model.parameters(), t_model.parameters()):
+        if clip is None:
+            assert torch.equal(p, q)
+        else:  # within a few ulps of the tensor's largest weight
+            p, q = p.detach().double(), q.detach().double()
+            gap = float((p - q).abs().max() / q.abs().max())
+            assert gap <= 4 * eps
