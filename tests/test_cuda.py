@@ -628,6 +628,10 @@ def standin_torch(monkeypatch):
         def is_cuda(self):
             return True
 
+        @property
+        def is_cpu(self):
+            return False
+
         def get_device(self):
             return 0
 
