@@ -84,7 +84,7 @@ struct ClipKernels {
 template <class S, class N>
 struct NarrowClipKernels {
     using Vd = typename S::Vd;
-    using Lane = NarrowLanes<S, N>;
+    using Lane = WideLanes<S, N>;
 
     static void scale(N* x, std::int64_t n, double factor) {
         const Vd f = S::set1_d(factor);

@@ -154,6 +154,38 @@ struct NarrowOptimTable {
     }
 };
 
+// The normalisation layers (see normalization_kernels.hpp), over blocks the runtime
+// cuts: rows x cols blocks of C-contiguous rows, or runs of n elements; statistics and
+// accumulators in float64.
+template <class T>
+struct NormalizationTable {
+    Moments (*moments)(const T* x, std::int64_t n);
+    void (*column_moments)(const T* x, std::int64_t rows, std::int64_t cols, double* mean, double* m2);
+    void (*column_grad_sums)(const T* dy, const T* x, std::int64_t rows, std::int64_t cols, const double* mean,
+                             double* sum_dy, double* sum_dy_xc);
+    GradSums (*run_grad_sums)(const T* dy, const T* x, std::int64_t n, double mean);
+    // out = cu u + cx (x - m) + c0 (u may be null), scalars for a run, per column for rows.
+    void (*affine_run)(const T* u, const T* x, std::int64_t n, double m, double cu, double cx, double c0, T* out);
+    void (*affine_rows)(const T* u, const T* x, std::int64_t rows, std::int64_t cols, const double* m,
+                        const double* cu, const double* cx, const double* c0, T* out);
+    void (*layer_norm_rows)(const T* x, std::int64_t rows, std::int64_t cols, const T* gamma, const T* beta,
+                            double eps, T* y, double* mean, double* rstd);
+    void (*layer_norm_backward_rows)(const T* dy, const T* x, std::int64_t rows, std::int64_t cols, const T* gamma,
+                                     const double* mean, const double* rstd, T* dx, double* dgamma, double* dbeta);
+
+    template <class K>
+    static constexpr NormalizationTable of() {
+        return {.moments = &K::moments,
+                .column_moments = &K::column_moments,
+                .column_grad_sums = &K::column_grad_sums,
+                .run_grad_sums = &K::run_grad_sums,
+                .affine_run = &K::affine_run,
+                .affine_rows = &K::affine_rows,
+                .layer_norm_rows = &K::layer_norm_rows,
+                .layer_norm_backward_rows = &K::layer_norm_backward_rows};
+    }
+};
+
 // What a target chooses besides its kernels, handed to make_table.
 struct TargetConfig {
     GemmBlocking gemm_f32, gemm_f64;
@@ -179,6 +211,8 @@ struct KernelTable {
     OptimTable<double> optim_f64;
     NarrowOptimTable<Float16> optim_f16;
     NarrowOptimTable<BFloat16> optim_bf16;
+    NormalizationTable<float> normalization_f32;
+    NormalizationTable<double> normalization_f64;
     // A plain multi-pass probe of the memory system, the yardstick of the benchmarks:
     // read-only sum of float32 (no widening), and an in-place read-modify-write.
     float (*probe_read)(const float*, std::int64_t);

@@ -56,12 +56,13 @@ struct Lanes {
     }
 };
 
-// The same for the 16-bit floats, which no struct holds in a native vector: they are
-// read into float64 pairs (S::load2_f64 / store2_f64, 2 * kLanesD elements) or float32
-// vectors (S::load_f32 / store_f32, kLanes<float> elements), and a partial last step
-// goes through a small buffer (what the structs' own load_n/store_n do on NEON).
+// The same in float64 pairs (S::load2_f64 / store2_f64, 2 * kLanesD elements) for any
+// dtype: the 16-bit floats, which no struct holds in a native vector (also read as
+// float32 vectors, S::load_f32 / store_f32, kLanes<float> elements), and float32/float64
+// in the kernels that compute in float64. A partial last step goes through a small
+// buffer (what the structs' own load_n/store_n do on NEON).
 template <class S, class N>
-struct NarrowLanes {
+struct WideLanes {
     using Vd = typename S::Vd;
     using Vf = typename S::template V<float>;
     static constexpr std::int64_t L = 2 * S::kLanesD;

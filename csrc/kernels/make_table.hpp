@@ -10,6 +10,7 @@
 #include "gemm_kernels.hpp"
 #include "kernel_table.hpp"
 #include "norm_kernels.hpp"
+#include "normalization_kernels.hpp"
 #include "optim_kernels.hpp"
 #include "probe_kernels.hpp"
 #include "rnn_kernels.hpp"
@@ -41,6 +42,8 @@ constexpr KernelTable make_table(const TargetConfig& config) {
             .optim_f64 = OptimTable<double>::of<OptimKernels<S, double>>(),
             .optim_f16 = NarrowOptimTable<Float16>::of<NarrowOptimKernels<S, Float16>>(),
             .optim_bf16 = NarrowOptimTable<BFloat16>::of<NarrowOptimKernels<S, BFloat16>>(),
+            .normalization_f32 = NormalizationTable<float>::of<NormalizationKernels<S, float>>(),
+            .normalization_f64 = NormalizationTable<double>::of<NormalizationKernels<S, double>>(),
             .probe_read = &ProbeKernels<S>::read,
             .probe_update = &ProbeKernels<S>::update,
             .probe_fma_f32 = &ProbeKernels<S>::template fma<float>,

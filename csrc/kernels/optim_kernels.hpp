@@ -35,7 +35,7 @@ struct InPlaceParam {
 template <class S, class N, bool kMaster>
 struct NarrowParam {
     using Lane = Lanes<S, float>;
-    using Narrow = NarrowLanes<S, N>;
+    using Narrow = WideLanes<S, N>;
     using V = typename S::template V<float>;
     float* master;
     N* p;

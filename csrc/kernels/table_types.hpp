@@ -72,9 +72,19 @@ struct AdamParams {
     bool decoupled;                              // AdamW: p -= lr * wd * p, not g += wd * p
 };
 
+// The normalisation layers' statistics of a run of values: the mean and the sum of
+// squared deviations from it (variance = m2 / count), and the two sums of a backward:
+// sum dy and sum dy (x - mean).
+struct Moments {
+    double mean, m2;
+};
+struct GradSums {
+    double dy, dy_xc;
+};
+
 static_assert(std::is_trivial_v<ScaledSum> && std::is_trivial_v<ChunkStats> &&
               std::is_trivial_v<Epilogue<float>> && std::is_trivial_v<GemmBlocking> &&
               std::is_trivial_v<SgdParams> &&
-              std::is_trivial_v<AdamParams>);
+              std::is_trivial_v<AdamParams> && std::is_trivial_v<Moments> && std::is_trivial_v<GradSums>);
 
 }  // namespace gradcore::kernels

@@ -26,6 +26,14 @@ const kernels::RnnTable<T>& rnn_kernels(const kernels::KernelTable& k) {
         return k.rnn_f64;
     }
 }
+template <class T>
+const kernels::NormalizationTable<T>& normalization_kernels(const kernels::KernelTable& k) {
+    if constexpr (sizeof(T) == 4) {
+        return k.normalization_f32;
+    } else {
+        return k.normalization_f64;
+    }
+}
 
 // Calls f(norm_table_for_T, const T* data).
 template <class F>

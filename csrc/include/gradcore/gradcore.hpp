@@ -4,6 +4,7 @@
 #include "gradcore/cuda.hpp"
 #include "gradcore/dense.hpp"
 #include "gradcore/export.hpp"
+#include "gradcore/normalization.hpp"
 #include "gradcore/norms.hpp"
 #include "gradcore/optim.hpp"
 #include "gradcore/rnn.hpp"

@@ -82,6 +82,14 @@ struct Avx2 {
         lo = _mm256_loadu_pd(p);
         hi = _mm256_loadu_pd(p + 4);
     }
+    static void store2_f64(float* p, Vd lo, Vd hi) {
+        _mm_storeu_ps(p, _mm256_cvtpd_ps(lo));
+        _mm_storeu_ps(p + 4, _mm256_cvtpd_ps(hi));
+    }
+    static void store2_f64(double* p, Vd lo, Vd hi) {
+        _mm256_storeu_pd(p, lo);
+        _mm256_storeu_pd(p + 4, hi);
+    }
 
     static Vd fma(Vd a, Vd b, Vd c) { return _mm256_fmadd_pd(a, b, c); }
     static Vd add(Vd a, Vd b) { return _mm256_add_pd(a, b); }

@@ -72,6 +72,14 @@ struct Avx512 {
         lo = _mm512_loadu_pd(p);
         hi = _mm512_loadu_pd(p + 8);
     }
+    static void store2_f64(float* p, Vd lo, Vd hi) {
+        _mm256_storeu_ps(p, _mm512_cvtpd_ps(lo));
+        _mm256_storeu_ps(p + 8, _mm512_cvtpd_ps(hi));
+    }
+    static void store2_f64(double* p, Vd lo, Vd hi) {
+        _mm512_storeu_pd(p, lo);
+        _mm512_storeu_pd(p + 8, hi);
+    }
 
     static Vd fma(Vd a, Vd b, Vd c) { return _mm512_fmadd_pd(a, b, c); }
     static Vd add(Vd a, Vd b) { return _mm512_add_pd(a, b); }

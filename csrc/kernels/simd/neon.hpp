@@ -65,6 +65,13 @@ struct Neon {
         lo = vld1q_f64(p);
         hi = vld1q_f64(p + 2);
     }
+    static void store2_f64(float* p, Vd lo, Vd hi) {
+        vst1q_f32(p, vcvt_high_f32_f64(vcvt_f32_f64(lo), hi));
+    }
+    static void store2_f64(double* p, Vd lo, Vd hi) {
+        vst1q_f64(p, lo);
+        vst1q_f64(p + 2, hi);
+    }
 
     static Vd fma(Vd a, Vd b, Vd c) { return vfmaq_f64(c, a, b); }
     static Vd add(Vd a, Vd b) { return vaddq_f64(a, b); }

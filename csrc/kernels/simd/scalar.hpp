@@ -46,6 +46,14 @@ struct Scalar {
         lo = p[0];
         hi = p[1];
     }
+    static void store2_f64(float* p, Vd lo, Vd hi) {
+        p[0] = static_cast<float>(lo);
+        p[1] = static_cast<float>(hi);
+    }
+    static void store2_f64(double* p, Vd lo, Vd hi) {
+        p[0] = lo;
+        p[1] = hi;
+    }
 
     static Vd fma(Vd a, Vd b, Vd c) { return a * b + c; }
     static Vd add(Vd a, Vd b) { return a + b; }
