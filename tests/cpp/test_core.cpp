@@ -3411,6 +3411,123 @@ void test_optim() {
     g_case.clear();
 }
 
+// ================================================================== area: normalization
+
+// Layer norm and batch norm through the C++ API against long double formulas written
+// here, on every configuration; the same bits on 1 and 2 threads; refusals before any
+// write of the running statistics.
+template <class T>
+void check_layer_norm(Rng& r, i64 rows, i64 cols) {
+    std::vector<T> x(static_cast<std::size_t>(rows * cols)), dy(x.size()), g(static_cast<std::size_t>(cols)), b(g.size());
+    for (auto& v : x) v = static_cast<T>(r.uniform(99.0, 101.0));
+    for (auto& v : dy) v = static_cast<T>(r.uniform(-1.0, 1.0));
+    for (std::size_t j = 0; j < g.size(); ++j) g[j] = static_cast<T>(r.uniform(0.5, 1.5)), b[j] = static_cast<T>(r.uniform(-1, 1));
+    const double tol = sizeof(T) == 4 ? 1e-6 : 1e-11;
+    std::vector<T> first_y, first_dx;
+    for_each_config([&](const Config& c) {
+        std::vector<T> y(x.size()), dx(x.size()), dg(g.size()), db(g.size());
+        std::vector<double> mean(static_cast<std::size_t>(rows)), rstd(mean.size());
+        gc::layer_norm_forward(gc::LayerNormForward<T>{x.data(), rows, cols, g.data(), b.data(), 1e-5, y.data(),
+                                                       mean.data(), rstd.data()});
+        gc::layer_norm_backward(gc::LayerNormBackward<T>{dy.data(), x.data(), rows, cols, g.data(), mean.data(),
+                                                         rstd.data(), dx.data(), dg.data(), db.data()});
+        long double worst = 0;
+        std::vector<long double> wdg(g.size(), 0.0L);
+        for (i64 i = 0; i < rows; ++i) {
+            long double m = 0, v = 0, sg = 0, sgx = 0;
+            for (i64 j = 0; j < cols; ++j) m += x[i * cols + j];
+            m /= cols;
+            for (i64 j = 0; j < cols; ++j) v += (x[i * cols + j] - m) * (x[i * cols + j] - m);
+            const long double rs = 1.0L / std::sqrt(v / cols + 1e-5L);
+            for (i64 j = 0; j < cols; ++j) {
+                const long double xh = (x[i * cols + j] - m) * rs, gj = dy[i * cols + j] * (long double)g[j];
+                worst = std::max(worst, std::fabs(y[i * cols + j] - (xh * g[j] + b[j])) / 3.0L);
+                sg += gj, sgx += gj * xh;
+                wdg[j] += dy[i * cols + j] * xh;
+            }
+            for (i64 j = 0; j < cols; ++j) {
+                const long double xh = (x[i * cols + j] - m) * rs, gj = dy[i * cols + j] * (long double)g[j];
+                worst = std::max(worst, std::fabs(dx[i * cols + j] - rs * (gj - sg / cols - xh * sgx / cols)) / (rs * 2));
+            }
+        }
+        for (std::size_t j = 0; j < g.size(); ++j) worst = std::max(worst, std::fabs(dg[j] - wdg[j]) / (2.0L * rows));
+        CHECK(worst <= tol, "layer_norm %lldx%lld %s: error %.3Lg", (long long)rows, (long long)cols, sizeof(T) == 4 ? "f32" : "f64", worst);
+        if (c.threads == 1) first_y = y, first_dx = dx;
+        else CHECK(first_y == y && first_dx == dx, "layer_norm: 1 and 2 threads differ");
+    });
+}
+
+template <class T>
+void check_batch_norm(Rng& r, i64 n, i64 ch, i64 len) {
+    const std::size_t size = static_cast<std::size_t>(n * ch * len), C = static_cast<std::size_t>(ch);
+    std::vector<T> x(size), dy(size), g(C), b(C);
+    for (auto& v : x) v = static_cast<T>(r.uniform(9.0, 11.0));
+    for (auto& v : dy) v = static_cast<T>(r.uniform(-1.0, 1.0));
+    for (std::size_t c = 0; c < C; ++c) g[c] = static_cast<T>(r.uniform(0.5, 1.5)), b[c] = static_cast<T>(r.uniform(-1, 1));
+    const double tol = sizeof(T) == 4 ? 1e-6 : 1e-11;
+    const i64 count = n * len;
+    for_each_config([&](const Config&) {
+        std::vector<T> y(size), dx(size), dg(C), db(C), rm(C, T(1)), rv(C, T(2));
+        std::vector<double> mean(C), rstd(C);
+        gc::batch_norm_forward(gc::BatchNormForward<T>{x.data(), n, ch, len, g.data(), b.data(), rm.data(), rv.data(),
+                                                       true, 0.25, 1e-5, y.data(), mean.data(), rstd.data()});
+        gc::batch_norm_backward(gc::BatchNormBackward<T>{dy.data(), x.data(), n, ch, len, g.data(), mean.data(),
+                                                         rstd.data(), true, dx.data(), dg.data(), db.data()});
+        long double worst = 0;
+        for (std::size_t c = 0; c < C; ++c) {
+            auto at = [&](i64 i, i64 l) { return static_cast<std::size_t>((i * ch + static_cast<i64>(c)) * len + l); };
+            long double m = 0, v = 0, sdy = 0, sdyx = 0;
+            for (i64 i = 0; i < n; ++i) for (i64 l = 0; l < len; ++l) m += x[at(i, l)];
+            m /= count;
+            for (i64 i = 0; i < n; ++i) for (i64 l = 0; l < len; ++l) {
+                const long double d = x[at(i, l)] - m;
+                v += d * d, sdy += dy[at(i, l)], sdyx += dy[at(i, l)] * d;
+            }
+            const long double rs = 1.0L / std::sqrt(v / count + 1e-5L), gr = g[c] * rs;
+            worst = std::max(worst, std::fabs(rm[c] - (0.75L + 0.25L * m)) / 10.0L);
+            worst = std::max(worst, std::fabs(rv[c] - (1.5L + 0.25L * v / (count - 1))));
+            worst = std::max(worst, std::fabs(dg[c] - sdyx * rs) / count);
+            for (i64 i = 0; i < n; ++i) for (i64 l = 0; l < len; ++l) {
+                const long double d = x[at(i, l)] - m;
+                worst = std::max(worst, std::fabs(y[at(i, l)] - (d * gr + b[c])) / 3.0L);
+                const long double want = gr * (dy[at(i, l)] - sdy / count - d * rs * rs * sdyx / count);
+                worst = std::max(worst, std::fabs(dx[at(i, l)] - want) / (2 * gr));
+            }
+        }
+        CHECK(worst <= tol, "batch_norm %lldx%lldx%lld %s: error %.3Lg", (long long)n, (long long)ch, (long long)len,
+              sizeof(T) == 4 ? "f32" : "f64", worst);
+    });
+}
+
+void test_normalization() {
+    Rng r(1212);
+    for (auto [rows, cols] : {std::pair<i64, i64>{1, 1}, {3, 17}, {70, 129}, {600, 40}}) {
+        g_case = strf("layer_norm %lldx%lld", (long long)rows, (long long)cols);
+        check_layer_norm<float>(r, rows, cols);
+        check_layer_norm<double>(r, rows, cols);
+    }
+    for (auto [n, ch, len] : {std::array<i64, 3>{2, 1, 1}, {5, 33, 1}, {3000, 19, 1}, {4, 3, 41}}) {
+        g_case = strf("batch_norm %lldx%lldx%lld", (long long)n, (long long)ch, (long long)len);
+        check_batch_norm<float>(r, n, ch, len);
+        check_batch_norm<double>(r, n, ch, len);
+    }
+    g_case = "batch_norm refusals";
+    std::vector<double> x(12, 1.0), y(12), rm(3, 5.0), rv(3, 7.0), mean(3), rstd(3);
+    auto forward = [&](double momentum, double eps, i64 batch, double* rvar) {
+        gc::batch_norm_forward(gc::BatchNormForward<double>{x.data(), batch, 3, 1, nullptr, nullptr, rm.data(), rvar,
+                                                            true, momentum, eps, y.data(), mean.data(), rstd.data()});
+    };
+    EXPECT_INVALID("batch_norm: eps < 0", forward(0.1, -1.0, 4, rv.data()));
+    EXPECT_INVALID("batch_norm: momentum NaN", forward(std::nan(""), 1e-5, 4, rv.data()));
+    EXPECT_INVALID("batch_norm: one value per channel", forward(0.1, 1e-5, 1, rv.data()));
+    EXPECT_INVALID("batch_norm: running_var missing", forward(0.1, 1e-5, 4, nullptr));
+    EXPECT_INVALID("batch_norm: negative batch", forward(0.1, 1e-5, -1, rv.data()));
+    CHECK(rm == std::vector<double>(3, 5.0) && rv == std::vector<double>(3, 7.0), "a refused call wrote the running stats");
+    EXPECT_INVALID("layer_norm: eps inf", gc::layer_norm_forward(gc::LayerNormForward<double>{
+        x.data(), 3, 4, nullptr, nullptr, INFINITY, y.data(), mean.data(), rstd.data()}));
+    g_case.clear();
+}
+
 // ================================================================== area: c_api
 
 void test_c_api() {
@@ -4159,6 +4276,7 @@ int main() {
     const AreaFn areas[] = {{"runtime", test_runtime},         {"norms", test_norms},   {"clip", test_clip},
                             {"adaptive_clip", test_adaptive_clip}, {"complex", test_complex}, {"gemm", test_gemm},     {"dense", test_dense},
                             {"vector_math", test_vector_math}, {"rnn", test_rnn},       {"optim", test_optim},
+                            {"normalization", test_normalization},
                             {"c_api", test_c_api},             {"invalid_args", test_invalid_args}};
     for (const AreaFn& a : areas) {
         g_areas.push_back({a.name, 0, 0});
