@@ -52,18 +52,21 @@ struct NormalizationKernels {
 
     // ---- statistics -----------------------------------------------------------------
 
-    // Sum of x[0, n) in float64; the tail goes on element by element after the vectors.
-    static double sum(const T* x, std::int64_t n) {
+    // sum_i term(x[i]) in float64, term(v) = acc + contribution for a vector v and the
+    // accumulator acc (four of them), and one_term(double) for the tail, which goes on
+    // element by element after the vectors.
+    template <class F, class G>
+    static double reduce(const T* x, std::int64_t n, F&& term, G&& one_term) {
         Vd a0 = S::zero_d(), a1 = S::zero_d(), a2 = S::zero_d(), a3 = S::zero_d();
         std::int64_t i = 0;
         for (; i + 2 * L <= n; i += 2 * L) {
             Vd v0, v1, v2, v3;
             S::load2_f64(x + i, v0, v1);
             S::load2_f64(x + i + L, v2, v3);
-            a0 = S::add(a0, v0), a1 = S::add(a1, v1), a2 = S::add(a2, v2), a3 = S::add(a3, v3);
+            a0 = term(v0, a0), a1 = term(v1, a1), a2 = term(v2, a2), a3 = term(v3, a3);
         }
         double s = S::reduce_add(S::add(S::add(a0, a1), S::add(a2, a3)));
-        for (; i < n; ++i) s += static_cast<double>(x[i]);
+        for (; i < n; ++i) s += one_term(static_cast<double>(x[i]));
         return s;
     }
 
@@ -71,22 +74,16 @@ struct NormalizationKernels {
     // in cache for the second, and deviations from the exact mean lose nothing to
     // cancellation.
     static Moments moments(const T* x, std::int64_t n) {
-        const double mean = sum(x, n) / static_cast<double>(n);
+        const double mean =
+            reduce(x, n, [](Vd v, Vd a) { return S::add(a, v); }, [](double v) { return v; }) / static_cast<double>(n);
         const Vd m = S::set1_d(mean);
-        Vd a0 = S::zero_d(), a1 = S::zero_d(), a2 = S::zero_d(), a3 = S::zero_d();
-        std::int64_t i = 0;
-        for (; i + 2 * L <= n; i += 2 * L) {
-            Vd v0, v1, v2, v3;
-            S::load2_f64(x + i, v0, v1);
-            S::load2_f64(x + i + L, v2, v3);
-            v0 = S::sub(v0, m), v1 = S::sub(v1, m), v2 = S::sub(v2, m), v3 = S::sub(v3, m);
-            a0 = S::fma(v0, v0, a0), a1 = S::fma(v1, v1, a1), a2 = S::fma(v2, v2, a2), a3 = S::fma(v3, v3, a3);
-        }
-        double m2 = S::reduce_add(S::add(S::add(a0, a1), S::add(a2, a3)));
-        for (; i < n; ++i) {
-            const double d = static_cast<double>(x[i]) - mean;
-            m2 += d * d;
-        }
+        const double m2 = reduce(
+            x, n,
+            [m](Vd v, Vd a) {
+                const Vd d = S::sub(v, m);
+                return S::fma(d, d, a);
+            },
+            [mean](double v) { return (v - mean) * (v - mean); });
         return {mean, m2};
     }
 

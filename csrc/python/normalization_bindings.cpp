@@ -4,6 +4,7 @@
 // with the inputs as the cache the backward takes.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -56,6 +57,19 @@ ArrayArg float64_input(Call& call, py::handle obj, const char* name, const std::
     return a;
 }
 
+// The backward's outputs: grad_x unless not needed, the parameters' where the forward had
+// them (param_shape each), returned as (grad_x, grad_gamma, grad_beta).
+struct Grads {
+    std::optional<ArrayArg> x, gamma, beta;
+    Grads(Call& call, const ArrayArg& like, bool need_x, bool has_gamma, bool has_beta,
+          const std::vector<std::int64_t>& param_shape) {
+        if (need_x) x = call.new_array(like.shape, like.dtype, "grad_x");
+        if (has_gamma) gamma = call.new_array(param_shape, like.dtype, "grad_gamma");
+        if (has_beta) beta = call.new_array(param_shape, like.dtype, "grad_beta");
+    }
+    py::tuple result() const { return py::make_tuple(object_or_none(x), object_or_none(gamma), object_or_none(beta)); }
+};
+
 py::tuple layer_norm_forward_binding(py::handle x_arg, py::handle normalized_shape, py::handle gamma_arg,
                                      py::handle beta_arg, py::handle eps_arg) {
     const std::vector<std::int64_t> norm_shape = shape_arg(normalized_shape);
@@ -104,20 +118,17 @@ py::tuple layer_norm_backward_binding(py::handle grad_y_arg, py::handle x_arg, p
     const std::vector<std::int64_t> lead(x.shape.begin(), x.shape.end() - k);
     const ArrayArg mean = float64_input(call, mean_arg, "mean", lead);
     const ArrayArg rstd = float64_input(call, rstd_arg, "rstd", lead);
-    std::optional<ArrayArg> gx, gg, gb;
-    if (need_grad_x) gx = call.new_array(x.shape, x.dtype, "grad_x");
-    if (gamma) gg = call.new_array(norm_shape, x.dtype, "grad_gamma");
-    if (has_beta) gb = call.new_array(norm_shape, x.dtype, "grad_beta");
+    const Grads grads(call, x, need_grad_x, gamma.has_value(), has_beta, norm_shape);
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
         const LayerNormBackward<T> b{gy.as<const T>(), x.as<const T>(), product(x.shape, 0, nd - k),
                                      product(x.shape, nd - k, nd), data_or_null<const T>(gamma),
-                                     mean.as<const double>(), rstd.as<const double>(), data_or_null<T>(gx),
-                                     data_or_null<T>(gg), data_or_null<T>(gb)};
+                                     mean.as<const double>(), rstd.as<const double>(), data_or_null<T>(grads.x),
+                                     data_or_null<T>(grads.gamma), data_or_null<T>(grads.beta)};
         Release release;
         layer_norm_backward(b);
     });
-    return py::make_tuple(object_or_none(gx), object_or_none(gg), object_or_none(gb));
+    return grads.result();
 }
 
 // x (N, C, *): batch, channels and the length of the trailing dimensions.
@@ -180,19 +191,17 @@ py::tuple batch_norm_backward_binding(py::handle grad_y_arg, py::handle x_arg, p
     const std::optional<ArrayArg> gamma = parameter(call, gamma_arg, "gamma", Access::read, x, per_channel);
     const ArrayArg mean = float64_input(call, mean_arg, "mean", per_channel);
     const ArrayArg rstd = float64_input(call, rstd_arg, "rstd", per_channel);
-    std::optional<ArrayArg> gx, gg, gb;
-    if (need_grad_x) gx = call.new_array(x.shape, x.dtype, "grad_x");
-    if (gamma) gg = call.new_array(per_channel, x.dtype, "grad_gamma");
-    if (has_beta) gb = call.new_array(per_channel, x.dtype, "grad_beta");
+    const Grads grads(call, x, need_grad_x, gamma.has_value(), has_beta, per_channel);
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
         const BatchNormBackward<T> b{gy.as<const T>(), x.as<const T>(), s.batch, s.channels, s.length,
                                      data_or_null<const T>(gamma), mean.as<const double>(), rstd.as<const double>(),
-                                     batch_stats, data_or_null<T>(gx), data_or_null<T>(gg), data_or_null<T>(gb)};
+                                     batch_stats, data_or_null<T>(grads.x), data_or_null<T>(grads.gamma),
+                                     data_or_null<T>(grads.beta)};
         Release release;
         batch_norm_backward(b);
     });
-    return py::make_tuple(object_or_none(gx), object_or_none(gg), object_or_none(gb));
+    return grads.result();
 }
 
 }  // namespace

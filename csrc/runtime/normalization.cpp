@@ -10,6 +10,7 @@
 //                        second) and the parameters' sums, one write of dx;
 //   batch norm forward:  a read of x for the statistics, a read of x and a write of y;
 //   batch norm backward: a read of dy and x for the sums, a read of both and a write of dx.
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
