@@ -68,6 +68,35 @@ struct WideLanes {
     static constexpr std::int64_t L = 2 * S::kLanesD;
     static constexpr std::int64_t Lf = S::template kLanes<float>;
 
+    // One element in float64.
+    static double widen(N v) {
+        if constexpr (kIsNarrow<N>) {
+            return to_float(v);
+        } else {
+            return static_cast<double>(v);
+        }
+    }
+
+    // The float64 sum over x[0, n) of a term: term(v, acc) adds a vector v's
+    // contribution to acc, one of four accumulators; one_term(double) is an element's,
+    // for the tail, which goes on element by element after the vectors (that order is
+    // part of the result).
+    template <class F, class G>
+    static double reduce(const N* x, std::int64_t n, F&& term, G&& one_term) {
+        Vd a0 = S::zero_d(), a1 = S::zero_d(), a2 = S::zero_d(), a3 = S::zero_d();
+        std::int64_t i = 0;
+        for (; i + 2 * L <= n; i += 2 * L) {
+            Vd v0, v1, v2, v3;
+            prefetch_ahead(x + i, 2 * L * std::int64_t{sizeof(N)});
+            S::load2_f64(x + i, v0, v1);
+            S::load2_f64(x + i + L, v2, v3);
+            a0 = term(v0, a0), a1 = term(v1, a1), a2 = term(v2, a2), a3 = term(v3, a3);
+        }
+        double sum = S::reduce_add(S::add(S::add(a0, a1), S::add(a2, a3)));
+        for (; i < n; ++i) sum += one_term(widen(x[i]));
+        return sum;
+    }
+
     static void load(const N* p, std::int64_t n, Vd& lo, Vd& hi) {
         if (n == L) return S::load2_f64(p, lo, hi);
         N buf[L] = {};

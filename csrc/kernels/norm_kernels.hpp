@@ -25,15 +25,8 @@ namespace gradcore::kernels::GRADCORE_TARGET {
 template <class S, class T>
 struct NormKernels {
     using Vd = typename S::Vd;
-    static constexpr std::int64_t kStep = 2 * S::kLanesD;  // elements per load2_f64
-
-    static double to_double(T v) {
-        if constexpr (kIsNarrow<T>) {
-            return to_float(v);
-        } else {
-            return static_cast<double>(v);
-        }
-    }
+    using Wide = WideLanes<S, T>;
+    static constexpr std::int64_t kStep = Wide::L;  // elements per load2_f64
 
     // Max |x|, NaN if any element is NaN.
     static double max_abs(const T* x, std::int64_t n) {
@@ -49,7 +42,7 @@ struct NormKernels {
         double m = S::reduce_max(S::max(m0, m1));
         bool has_nan = S::reduce_add(nan) != 0.0;
         for (; i < n; ++i) {
-            const double v = std::fabs(to_double(x[i]));
+            const double v = std::fabs(Wide::widen(x[i]));
             has_nan |= v != v;
             m = v > m ? v : m;
         }
@@ -60,51 +53,30 @@ struct NormKernels {
     template <bool kScaled>
     static double sum_squares(const T* x, std::int64_t n, double scale) {
         const Vd s = S::set1_d(scale);
-        Vd a0 = S::zero_d(), a1 = S::zero_d(), a2 = S::zero_d(), a3 = S::zero_d();
-        std::int64_t i = 0;
-        for (; i + 2 * kStep <= n; i += 2 * kStep) {
-            Vd v0, v1, v2, v3;
-            prefetch_ahead(x + i, 2 * kStep * std::int64_t{sizeof(T)});
-            S::load2_f64(x + i, v0, v1);
-            S::load2_f64(x + i + kStep, v2, v3);
-            if constexpr (kScaled) {
-                v0 = S::mul(v0, s), v1 = S::mul(v1, s), v2 = S::mul(v2, s), v3 = S::mul(v3, s);
-            }
-            a0 = S::fma(v0, v0, a0);
-            a1 = S::fma(v1, v1, a1);
-            a2 = S::fma(v2, v2, a2);
-            a3 = S::fma(v3, v3, a3);
-        }
-        double sum = S::reduce_add(S::add(S::add(a0, a1), S::add(a2, a3)));
-        for (; i < n; ++i) {
-            const double v = to_double(x[i]) * (kScaled ? scale : 1.0);
-            sum += v * v;
-        }
-        return sum;
+        return Wide::reduce(
+            x, n,
+            [s](Vd v, Vd a) {
+                if constexpr (kScaled) v = S::mul(v, s);
+                return S::fma(v, v, a);
+            },
+            [scale](double v) {
+                v *= kScaled ? scale : 1.0;
+                return v * v;
+            });
     }
 
     // Plain sum of |x| * scale.
     template <bool kScaled>
     static double sum_abs(const T* x, std::int64_t n, double scale) {
         const Vd s = S::set1_d(scale);
-        Vd a0 = S::zero_d(), a1 = S::zero_d(), a2 = S::zero_d(), a3 = S::zero_d();
-        std::int64_t i = 0;
-        for (; i + 2 * kStep <= n; i += 2 * kStep) {
-            Vd v0, v1, v2, v3;
-            S::load2_f64(x + i, v0, v1);
-            S::load2_f64(x + i + kStep, v2, v3);
-            v0 = S::abs(v0), v1 = S::abs(v1), v2 = S::abs(v2), v3 = S::abs(v3);
-            if constexpr (kScaled) {
-                v0 = S::mul(v0, s), v1 = S::mul(v1, s), v2 = S::mul(v2, s), v3 = S::mul(v3, s);
-            }
-            a0 = S::add(v0, a0);
-            a1 = S::add(v1, a1);
-            a2 = S::add(v2, a2);
-            a3 = S::add(v3, a3);
-        }
-        double sum = S::reduce_add(S::add(S::add(a0, a1), S::add(a2, a3)));
-        for (; i < n; ++i) sum += std::fabs(to_double(x[i])) * (kScaled ? scale : 1.0);
-        return sum;
+        return Wide::reduce(
+            x, n,
+            [s](Vd v, Vd a) {
+                v = S::abs(v);
+                if constexpr (kScaled) v = S::mul(v, s);
+                return S::add(v, a);
+            },
+            [scale](double v) { return std::fabs(v) * (kScaled ? scale : 1.0); });
     }
 
     // The power-of-two exponent e with max_abs / 2^e in [0.5, 1), clamped so that 2^-e
@@ -153,7 +125,7 @@ struct NormKernels {
     // or underflows for any p. std::pow per element: the rare path, not worth a vector pow.
     static double lp_sum(const T* x, std::int64_t n, double p, double m) {
         double sum = 0.0;
-        for (std::int64_t i = 0; i < n; ++i) sum += std::pow(std::fabs(to_double(x[i])) / m, p);
+        for (std::int64_t i = 0; i < n; ++i) sum += std::pow(std::fabs(Wide::widen(x[i])) / m, p);
         return sum;
     }
 
@@ -174,14 +146,14 @@ struct NormKernels {
         double sq = S::reduce_add(S::add(sq0, sq1));
         double m = S::reduce_max(S::max(m0, m1));
         for (; i < n; ++i) {
-            const double v = to_double(x[i]);
+            const double v = Wide::widen(x[i]);
             sq += v * v;
             m = std::fabs(v) > m ? std::fabs(v) : m;
         }
         ChunkStats out{{sq, 0}, m, 0};
         if (!(sq <= DBL_MAX)) {  // NaN or inf: count the non-finite elements
             for (std::int64_t j = 0; j < n; ++j) {
-                const double v = to_double(x[j]);
+                const double v = Wide::widen(x[j]);
                 out.nonfinite += (v - v) == 0.0 ? 0 : 1;
             }
         }

@@ -52,32 +52,15 @@ struct NormalizationKernels {
 
     // ---- statistics -----------------------------------------------------------------
 
-    // sum_i term(x[i]) in float64, term(v) = acc + contribution for a vector v and the
-    // accumulator acc (four of them), and one_term(double) for the tail, which goes on
-    // element by element after the vectors.
-    template <class F, class G>
-    static double reduce(const T* x, std::int64_t n, F&& term, G&& one_term) {
-        Vd a0 = S::zero_d(), a1 = S::zero_d(), a2 = S::zero_d(), a3 = S::zero_d();
-        std::int64_t i = 0;
-        for (; i + 2 * L <= n; i += 2 * L) {
-            Vd v0, v1, v2, v3;
-            S::load2_f64(x + i, v0, v1);
-            S::load2_f64(x + i + L, v2, v3);
-            a0 = term(v0, a0), a1 = term(v1, a1), a2 = term(v2, a2), a3 = term(v3, a3);
-        }
-        double s = S::reduce_add(S::add(S::add(a0, a1), S::add(a2, a3)));
-        for (; i < n; ++i) s += one_term(static_cast<double>(x[i]));
-        return s;
-    }
-
     // Mean and sum of squared deviations of x[0, n) (n > 0) in two passes: the run is
     // in cache for the second, and deviations from the exact mean lose nothing to
     // cancellation.
     static Moments moments(const T* x, std::int64_t n) {
-        const double mean =
-            reduce(x, n, [](Vd v, Vd a) { return S::add(a, v); }, [](double v) { return v; }) / static_cast<double>(n);
+        const double mean = Wide::reduce(
+                                x, n, [](Vd v, Vd a) { return S::add(a, v); }, [](double v) { return v; }) /
+                            static_cast<double>(n);
         const Vd m = S::set1_d(mean);
-        const double m2 = reduce(
+        const double m2 = Wide::reduce(
             x, n,
             [m](Vd v, Vd a) {
                 const Vd d = S::sub(v, m);
