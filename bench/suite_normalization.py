@@ -74,7 +74,7 @@ class _Runner:
 
     def case(self, kind, key, n, c):
         np, gc, torch = self.np, self.gc, self.torch
-        rng = np.random.default_rng(hash((kind, n, c)) & 0xFFFF)
+        rng = np.random.default_rng([n, c, 0 if kind == "batch" else 1])  # the same data every run
         f32 = np.float32
         x = (rng.standard_normal((n, c)) * 2 + 3).astype(f32)
         gy = rng.standard_normal((n, c)).astype(f32)
