@@ -35,8 +35,8 @@ def dense_forward(x, weight, bias=None, activation="identity", *, negative_slope
 
 
 def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slope=0.01,
-                   has_bias=True, need_grad_x=True, accumulate=False, grad_x=None,
-                   grad_weight=None, grad_bias=None):
+                   has_bias=True, need_grad_x=True, accumulate=False, accumulate_grad_x=False,
+                   grad_x=None, grad_weight=None, grad_bias=None):
     """Gradients of ``dense_forward``: returns ``(grad_x, grad_weight, grad_bias)``.
 
     The activation's derivative is taken from ``y`` (the forward output). One fused pass
@@ -46,10 +46,13 @@ def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slop
 
     ``grad_bias`` is None when ``has_bias=False``; ``grad_x`` is None when
     ``need_grad_x=False`` (a first layer). Output buffers may be passed; with
-    ``accumulate=True`` the gradients are added into them (they are then required).
+    ``accumulate=True`` the gradients are added into them (they are then required);
+    ``accumulate_grad_x=True`` adds into ``grad_x`` only (the skip's gradient of a residual
+    connection: the GEMM's write-back adds it, no separate pass).
 
     CUDA device arrays (all of them on one device): runs on the GPU and returns device
     arrays of the caller's library (see ``gradcore.cuda``).
     """
     return _core.dense_backward(grad_y, x, weight, y, activation, negative_slope, has_bias,
-                                need_grad_x, accumulate, grad_x, grad_weight, grad_bias)
+                                need_grad_x, accumulate, accumulate_grad_x, grad_x, grad_weight,
+                                grad_bias)

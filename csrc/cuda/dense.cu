@@ -224,8 +224,8 @@ void backward(const DenseBackward<T>& b, Stream stream) {
     }
     const T beta = b.accumulate ? T(1) : T(0);
     if (need_grad_x) {  // (batch, in) = grad_z (batch, out) W (out, in)
-        gemm_row_major(blas, false, false, batch, in, out, T(1), gz, ld_gz, b.weight.data, ld_w, beta,
-                       b.grad_x.data, ld_gx);
+        gemm_row_major(blas, false, false, batch, in, out, T(1), gz, ld_gz, b.weight.data, ld_w,
+                       b.accumulate_grad_x ? T(1) : beta, b.grad_x.data, ld_gx);
     }
     if (need_grad_w) {  // (out, in) = grad_z^T (out, batch) x (batch, in)
         gemm_row_major(blas, true, false, out, in, batch, T(1), gz, ld_gz, b.x.data, ld_x, beta,

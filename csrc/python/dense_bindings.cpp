@@ -138,12 +138,13 @@ py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::ha
 
 py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::handle weight_arg, py::handle y_arg,
                                   py::handle activation, py::handle negative_slope, py::handle has_bias_arg,
-                                  py::handle need_grad_x_arg, py::handle accumulate_arg, py::handle grad_x_arg,
+                                  py::handle need_grad_x_arg, py::handle accumulate_arg,
+                                  py::handle accumulate_grad_x_arg, py::handle grad_x_arg,
                                   py::handle grad_weight_arg, py::handle grad_bias_arg) {
     const Activation act = parse_activation(activation);
     const double slope = real(negative_slope, "negative_slope");
     const bool has_bias = truth(has_bias_arg), need_grad_x = truth(need_grad_x_arg);
-    const bool accumulate = truth(accumulate_arg);
+    const bool accumulate = truth(accumulate_arg), accumulate_grad_x = truth(accumulate_grad_x_arg);
     Call call("dense_backward");
     const ArrayArg gy = call.array(grad_y_arg, "grad_y", Access::read, kLayerFloats);
     const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
@@ -157,23 +158,28 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
     require_weight_for(x, w);
     require_shape(gy, "grad_y", {batch, n_out});
     require_shape(y, "y", {batch, n_out});
-    const auto grad = [&](py::handle given, const char* name, const std::vector<std::int64_t>& shape) {
-        if (given.is_none() && accumulate) {
-            throw py::value_error(std::string("accumulate=True needs ") + name + "= to add into");
+    const auto grad = [&](py::handle given, const char* name, const std::vector<std::int64_t>& shape,
+                          bool adds) {
+        if (given.is_none() && adds) {
+            throw py::value_error(std::string(accumulate ? "accumulate" : "accumulate_grad_x") + "=True needs " +
+                                  name + "= to add into");
         }
         return output(call, given, name, x, "x", shape);
     };
+    if (accumulate_grad_x && !need_grad_x) {
+        throw py::value_error("accumulate_grad_x=True needs need_grad_x=True");
+    }
     std::optional<ArrayArg> gx, gb;
-    if (need_grad_x) gx = grad(grad_x_arg, "grad_x", {batch, n_in});
-    const ArrayArg gw = grad(grad_weight_arg, "grad_weight", {n_out, n_in});
-    if (has_bias) gb = grad(grad_bias_arg, "grad_bias", {n_out});
+    if (need_grad_x) gx = grad(grad_x_arg, "grad_x", {batch, n_in}, accumulate || accumulate_grad_x);
+    const ArrayArg gw = grad(grad_weight_arg, "grad_weight", {n_out, n_in}, accumulate);
+    if (has_bias) gb = grad(grad_bias_arg, "grad_bias", {n_out}, accumulate);
     refuse_overlaps({{gx ? &*gx : nullptr, "grad_x"}, {&gw, "grad_weight"}, {gb ? &*gb : nullptr, "grad_bias"}},
                     {{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&y, "y"}});
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
         DenseBackward<T> b{matrix<const T>(gy), matrix<const T>(x), matrix<const T>(w), matrix<const T>(y), act, slope,
                            MatrixRef<T>{nullptr, batch, n_in, n_in, 1}, matrix<T>(gw), data_or_null<T>(gb),
-                           accumulate};
+                           accumulate, accumulate_grad_x};
         if (gx) b.grad_x = matrix<T>(*gx);
         run(call, [&] { dense_backward(b); }, [&](cuda::Stream s) { cuda::dense_backward(b, s); });
     });
@@ -191,7 +197,7 @@ void bind_dense(py::module_& m) {
     m.def("dense_backward", &dense_backward_binding, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
           py::arg("y"), py::arg("activation") = "identity", py::arg("negative_slope") = 0.01,
           py::arg("has_bias") = true, py::arg("need_grad_x") = true, py::arg("accumulate") = false,
-          py::arg("grad_x") = none, py::arg("grad_weight") = none, py::arg("grad_bias") = none);
+          py::arg("accumulate_grad_x") = false, py::arg("grad_x") = none, py::arg("grad_weight") = none, py::arg("grad_bias") = none);
 }
 
 }  // namespace gradcore::python

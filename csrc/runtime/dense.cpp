@@ -94,10 +94,11 @@ void backward(const DenseBackward<T>& b) {
         runtime::parallel_for(static_cast<std::size_t>(strips), batch * out, runtime::TaskFn(strip));
     }
     const T beta = b.accumulate ? T(1) : T(0);
+    const T beta_x = b.accumulate || b.accumulate_grad_x ? T(1) : T(0);
     // grad_x[:, j0:j1] = grad_z weight[:, j0:j1]; grad_weight[i0:i1, :] = grad_z[:, i0:i1]^T x.
     auto grad_x = [&](std::int64_t j0, std::int64_t j1) {
         runtime::gemm<T>(grad_z, runtime::columns(b.weight, j0, j1), runtime::columns(b.grad_x, j0, j1), T(1),
-                         beta, nullptr, Activation::identity, T(0));
+                         beta_x, nullptr, Activation::identity, T(0));
     };
     auto grad_weight = [&](std::int64_t i0, std::int64_t i1) {
         runtime::gemm<T>(transposed(runtime::columns(grad_z, i0, i1)), b.x, runtime::rows(b.grad_weight, i0, i1),

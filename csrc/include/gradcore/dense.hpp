@@ -40,7 +40,8 @@ GRADCORE_API void dense_forward(const DenseForward<double>& args);
 
 // grad_z = grad_y * act'(y); grad_x = grad_z W; grad_W = grad_z^T x; grad_b = sum_rows grad_z.
 // Outputs with null data are not computed. accumulate: add into the outputs instead of
-// overwriting them.
+// overwriting them; accumulate_grad_x: add into grad_x only (a residual connection adds
+// the skip's gradient there: the GEMM's write-back does the addition).
 template <class T>
 struct DenseBackward {
     MatrixRef<const T> grad_y, x, weight, y;
@@ -50,6 +51,7 @@ struct DenseBackward {
     MatrixRef<T> grad_weight;
     T* grad_bias;              // may be null
     bool accumulate;
+    bool accumulate_grad_x = false;
 };
 GRADCORE_API void dense_backward(const DenseBackward<float>& args);
 GRADCORE_API void dense_backward(const DenseBackward<double>& args);

@@ -1,6 +1,6 @@
 """Recurrent layers with PyTorch's interface: ``RNN``, ``LSTM`` and ``GRU``.
 
-Import it explicitly (``import gradcore.nn``). The classes hold their parameters as NumPy
+The classes hold their parameters as NumPy
 arrays named exactly as ``torch.nn.RNN/LSTM/GRU`` names them, run their forward and
 backward passes through ``gradcore.rnn_forward`` / ``gradcore.rnn_backward`` (one call per
 layer and direction; docs/api.md, "Recurrent layers"), and add what a training loop needs
@@ -45,69 +45,11 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from . import _core
-from ._args import count
-from ._rnn import rnn_backward, rnn_forward
+from .._args import count
+from .._rnn import rnn_backward, rnn_forward
+from ._module import Gradients, Module, generator, layer_dtype, to_numpy
 
-__all__ = ["GRU", "LSTM", "RNN", "Gradients", "IncompatibleKeys", "TBPTTResult", "from_torch",
-           "truncated_bptt"]
-
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _layer_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
-    if dt not in _DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def _to_numpy(value, label):
-    """A NumPy array for ``value``: arrays as is, torch tensors (on any device, with or
-    without grad) through ``.detach().cpu()``, other array-likes by conversion."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu()
-    return _core.host_array(value, label, False)
-
-
-class Gradients(dict):
-    """What ``backward`` returns: a ``dict`` of parameter gradients keyed by parameter
-    name, with the same keys in the same order as ``state_dict()``/``parameters()`` (so
-    ``zip(layer.parameters(), grads.values())`` pairs them), plus three attributes:
-
-    ``input``
-        dL/dx, x's shape (batch_first / unbatched as x was given).
-    ``hx``
-        dL/dh0, shaped like h0 ((L*D, B, H)); for LSTM the pair (dL/dh0, dL/dc0).
-        Computed also when ``forward`` got ``h0=None`` (the gradient w.r.t. the zero state).
-    ``hidden_grad_norms``
-        dict ``"l{k}"`` / ``"l{k}_reverse"`` -> float64 (T,): entry t is the L2 norm over
-        the batch of dL/dh_t of that layer and direction at time step t of the *input
-        sequence* (the reverse direction's norms are flipped back into input time order),
-        before any ``clip_hidden``. Growth towards small t is the picture of exploding
-        gradients; decay, of vanishing ones.
-    """
-
-    def __init__(self, grads=(), input=None, hx=None, hidden_grad_norms=None):
-        super().__init__(grads)
-        self.input = input
-        self.hx = hx
-        self.hidden_grad_norms = {} if hidden_grad_norms is None else hidden_grad_norms
-
-    def __repr__(self):
-        keys = ", ".join(self.keys())
-        shape = None if self.input is None else self.input.shape
-        return f"Gradients({{{keys}}}, input={shape})"
-
-
-class IncompatibleKeys(NamedTuple):
-    """What ``load_state_dict(..., strict=False)`` reports (as torch does)."""
-    missing_keys: list
-    unexpected_keys: list
-
+__all__ = ["GRU", "LSTM", "RNN", "TBPTTResult", "from_torch", "truncated_bptt"]
 
 class TBPTTResult(NamedTuple):
     """What :func:`truncated_bptt` returns.
@@ -137,7 +79,7 @@ class _Cache(NamedTuple):
     state_shape: tuple  # h_n's shape as returned to the caller
 
 
-class _RNNBase:
+class _RNNBase(Module):
     """Common machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
 
     _mode = ""           # torch's module class name: "RNN", "LSTM", "GRU"
@@ -145,21 +87,20 @@ class _RNNBase:
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dtype=np.float32, rng=None, _cell, _init=True):
+        super().__init__()
         self.input_size = count(input_size, "input_size")
         self.hidden_size = count(hidden_size, "hidden_size")
         self.num_layers = count(num_layers, "num_layers")
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
-        self.dtype = _layer_dtype(dtype)
+        self.dtype = layer_dtype(dtype)
         self.cell = _cell
         self._cache = None
         #: per layer/direction norms of dL/dh_t from the last backward (see Gradients)
         self.hidden_grad_norms = {}
-        params = {}
         for name, shape in self._shapes().items():
-            params[name] = np.zeros(shape, dtype=self.dtype)
-        self.__dict__["_params"] = params
+            self._params[name] = np.zeros(shape, dtype=self.dtype)
         if _init:
             self.reset_parameters(rng)
 
@@ -200,75 +141,10 @@ class _RNNBase:
         """Draw every parameter from uniform(-1/sqrt(H), 1/sqrt(H)), torch's default
         initialisation, in torch's parameter order. ``rng``: a ``numpy.random.Generator``,
         an int seed, or None (fresh entropy)."""
-        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        gen = generator(rng)
         bound = 1.0 / math.sqrt(self.hidden_size)
         for name, p in self._params.items():
             p[...] = gen.uniform(-bound, bound, size=p.shape)
-
-    def parameters(self) -> list:
-        """The parameter arrays themselves (not copies), in torch's order: update them in
-        place (``p -= lr * g``) to train. Same order as ``state_dict()`` and the
-        gradients ``backward`` returns."""
-        return list(self._params.values())
-
-    def named_parameters(self) -> list:
-        """[(name, array), ...] in torch's order; the arrays are the parameters themselves."""
-        return list(self._params.items())
-
-    def state_dict(self) -> dict:
-        """{name: copy of the parameter} in torch's order and naming, so it loads into a
-        torch module of the same configuration (after ``torch.from_numpy``) and back
-        into this class with ``load_state_dict``."""
-        return {name: p.copy() for name, p in self._params.items()}
-
-    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
-        """Copy parameters in from a mapping of name -> array (NumPy arrays, torch
-        tensors, anything array-like), converting to the layer's dtype.
-
-        Every entry is checked before any parameter is written: a wrong shape raises
-        ``ValueError`` naming the parameter and both shapes, a non-numeric dtype
-        ``TypeError``; with ``strict`` (the default) missing or unexpected names raise
-        ``ValueError`` listing them. Returns ``(missing_keys, unexpected_keys)``."""
-        if not hasattr(state_dict, "items"):
-            raise TypeError(f"state_dict must be a mapping of name -> array, "
-                            f"got {type(state_dict).__name__}")
-        expected = self._shapes()
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in expected]
-        if strict and (missing or unexpected):
-            parts = []
-            if missing:
-                parts.append(f"missing: {', '.join(missing)}")
-            if unexpected:
-                parts.append(f"unexpected: {', '.join(map(str, unexpected))}")
-            raise ValueError(f"state_dict does not match {self!r}: " + "; ".join(parts))
-        staged = {}
-        for name, shape in expected.items():
-            if name not in state_dict:
-                continue
-            value = _to_numpy(state_dict[name], name)
-            if value.dtype.kind not in "fiu":
-                raise TypeError(f"{name}: expected a real floating-point array, got dtype "
-                                f"{value.dtype}")
-            if value.shape != shape:
-                raise ValueError(f"{name}: expected shape {shape}, got {value.shape}")
-            staged[name] = value
-        for name, value in staged.items():
-            self._params[name][...] = value  # casts to the layer's dtype
-        return IncompatibleKeys(missing, unexpected)
-
-    def __getattr__(self, name):
-        params = self.__dict__.get("_params")
-        if params is not None and name in params:
-            return params[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __setattr__(self, name, value):
-        params = self.__dict__.get("_params")
-        if params is not None and name in params:
-            self.load_state_dict({name: value}, strict=False)
-        else:
-            object.__setattr__(self, name, value)
 
     # ----------------------------------------------------------------- torch
     @classmethod
@@ -316,7 +192,7 @@ class _RNNBase:
 
     # ----------------------------------------------------------------- forward
     def _array(self, value, label):
-        a = _to_numpy(value, label)
+        a = to_numpy(value, label)
         if a.dtype != self.dtype:
             raise TypeError(f"{label} has dtype {a.dtype} but the layer's parameters are "
                             f"{self.dtype} (cast it, or build the layer with dtype={a.dtype})")
