@@ -460,6 +460,8 @@ def _parser():
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default 5000; "
                    "1500 with --quick)")
     p.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
+    p.add_argument("--deep", action="store_true", help="the other demo: gradients exploding through "
+                   "the depth of an MLP and the cures (gradcore demo --deep --help)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and data (default 0)")
     p.add_argument("--seq-len", type=int, default=20, help="sequence length T (default 20)")
     p.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
@@ -485,6 +487,11 @@ def _parser():
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--deep" in argv:
+        from gradcore.demo_deep import main as deep_main
+
+        return deep_main([a for a in argv if a != "--deep"])
     parser = _parser()
     cfg = parser.parse_args(argv)
     if cfg.steps is None:
