@@ -94,7 +94,14 @@ class _Optimizer:
 
 
 class SGD(_Optimizer):
-    """torch.optim.SGD: momentum (with dampening), Nesterov, L2 weight decay.
+    """torch.optim.SGD: momentum (with dampening), Nesterov, L2 weight decay, and an L1
+    penalty ``l1 * |p|``.
+
+    ``l1``: added to the gradient as its subgradient ``l1 * sign(p)`` (``sign(0) = 0``),
+    before momentum; with ``proximal=True`` applied instead as the proximal step of
+    the penalty after the update, ``p = sign(u) * max(|u| - lr * l1, 0)`` for the
+    updated weight u (soft-thresholding: the penalty never carries a weight across 0, it
+    stops at 0, so weights become exactly 0 rather than oscillating around it).
 
     ``lr`` is a number or a schedule (a callable step -> lr, see StepLR etc.).
     ``clip_norm``: clip the gradients by their global L2 norm first (PyTorch's formula);
@@ -109,8 +116,10 @@ class SGD(_Optimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, **options):
+                 nesterov=False, *, l1=0.0, proximal=False, **options):
         super().__init__(params, lr, **options)
+        self.l1 = nonnegative(l1, "l1")
+        self.proximal = bool(proximal)
         self.momentum = nonnegative(momentum, "momentum")
         self.dampening = real(dampening, "dampening")
         self.weight_decay = nonnegative(weight_decay, "weight_decay")
@@ -125,20 +134,23 @@ class SGD(_Optimizer):
             return False
         grads, scale = prepared
         _core.sgd_step(self.params, grads, self.buffers, self.lr, self.momentum, self.dampening,
-                       self.nesterov, self.weight_decay, scale, self.step_count == 0,
-                       self.master_weights)
+                       self.nesterov, self.weight_decay, scale, self.step_count == 0, self.l1,
+                       self.proximal, self.master_weights)
         self.step_count += 1
         return True
 
 
 class Adam(_Optimizer):
     """torch.optim.Adam (L2 weight decay added to the gradient), fused; see SGD for the
-    schedule, clipping and skipping options."""
+    schedule, clipping and skipping options. ``l1``: ``l1 * sign(p)`` added to the
+    gradient, as the weight decay is (it goes through the moments)."""
 
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, **options):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, l1=0.0,
+                 **options):
         super().__init__(params, lr, **options)
+        self.l1 = nonnegative(l1, "l1")
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"betas must be a pair of numbers (beta1, beta2), got {betas!r}")
         b1, b2 = betas
@@ -156,18 +168,21 @@ class Adam(_Optimizer):
         grads, scale = prepared
         _core.adam_step(self.params, grads, self.exp_avg, self.exp_avg_sq, self.lr, self.beta1,
                         self.beta2, self.eps, self.weight_decay, self._decoupled, scale,
-                        self.step_count + 1, self.master_weights)
+                        self.step_count + 1, self.l1, self.master_weights)
         self.step_count += 1
         return True
 
 
 class AdamW(Adam):
-    """torch.optim.AdamW: decoupled weight decay (p -= lr * wd * p), default wd 0.01."""
+    """torch.optim.AdamW: decoupled weight decay (p -= lr * wd * p), default wd 0.01.
+    ``l1`` is decoupled the same way: the decayed weight is soft-thresholded by
+    ``lr * l1`` (``sign(p) * max(|p| - lr * l1, 0)``) before the Adam update."""
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, **options):
-        super().__init__(params, lr, betas, eps, weight_decay, **options)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, *, l1=0.0,
+                 **options):
+        super().__init__(params, lr, betas, eps, weight_decay, l1=l1, **options)
 
 
 # -------------------------------------------------------------------- schedules

@@ -18,8 +18,15 @@ def clip_scale(grads, clip_norm):
     return min(1.0, clip_norm / (total + 1e-6)) if total > 0 else 1.0
 
 
+def soft_threshold(u, t):
+    """The proximal step of t * |u|: sign(u) * max(|u| - t, 0)."""
+    return np.sign(u) * np.maximum(np.abs(u) - t, 0.0)
+
+
 def ref_sgd(params, grad_steps, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-            nesterov=False, clip_norm=None, clip_value=None):
+            nesterov=False, clip_norm=None, clip_value=None, l1=0.0, proximal=False):
+    """l1: l1 * sign(p) added to the gradient, or with proximal the updated weights
+    soft-thresholded by lr * l1."""
     p = [np.asarray(x, np.float64).copy() for x in params]
     buf = None
     for grads in grad_steps:
@@ -30,6 +37,8 @@ def ref_sgd(params, grad_steps, lr, momentum=0.0, dampening=0.0, weight_decay=0.
         g = [x * s for x in g]
         if weight_decay:
             g = [x + weight_decay * q for x, q in zip(g, p)]
+        if l1 and not proximal:
+            g = [x + l1 * np.sign(q) for x, q in zip(g, p)]
         if momentum:
             if buf is None:
                 buf = [x.copy() for x in g]
@@ -37,11 +46,15 @@ def ref_sgd(params, grad_steps, lr, momentum=0.0, dampening=0.0, weight_decay=0.
                 buf = [momentum * b + (1 - dampening) * x for b, x in zip(buf, g)]
             g = [x + momentum * b for x, b in zip(g, buf)] if nesterov else buf
         p = [q - lr * x for q, x in zip(p, g)]
+        if l1 and proximal:
+            p = [soft_threshold(q, lr * l1) for q in p]
     return p
 
 
 def ref_adam(params, grad_steps, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             decoupled=False, clip_norm=None):
+             decoupled=False, clip_norm=None, l1=0.0):
+    """l1: Adam adds l1 * sign(p) to the gradient; AdamW soft-thresholds the decayed
+    weights by lr * l1."""
     b1, b2 = betas
     p = [np.asarray(x, np.float64).copy() for x in params]
     m = [np.zeros_like(x) for x in p]
@@ -51,9 +64,9 @@ def ref_adam(params, grad_steps, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=
         s = clip_scale(g, clip_norm)
         g = [x * s for x in g]
         if decoupled:
-            p = [q * (1 - lr * weight_decay) for q in p]
-        elif weight_decay:
-            g = [x + weight_decay * q for x, q in zip(g, p)]
+            p = [soft_threshold(q * (1 - lr * weight_decay), lr * l1) for q in p]
+        else:
+            g = [x + weight_decay * q + l1 * np.sign(q) for x, q in zip(g, p)]
         m = [b1 * a + (1 - b1) * x for a, x in zip(m, g)]
         v = [b2 * a + (1 - b2) * x * x for a, x in zip(v, g)]
         bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t

@@ -41,6 +41,10 @@ SGD_CASES = [
     dict(momentum=0.9, nesterov=True),
     dict(momentum=0.9, nesterov=True, weight_decay=0.05),
     dict(momentum=0.5, dampening=0.1, weight_decay=0.01),
+    dict(l1=0.02),
+    dict(momentum=0.9, weight_decay=0.01, l1=0.05),
+    dict(l1=0.5, proximal=True),
+    dict(momentum=0.9, nesterov=True, l1=0.3, proximal=True),
 ]
 
 
@@ -60,6 +64,8 @@ ADAM_CASES = [
     dict(),
     dict(weight_decay=0.1),
     dict(betas=(0.8, 0.99), eps=1e-6, weight_decay=0.02),
+    dict(l1=0.05),
+    dict(weight_decay=0.02, l1=0.5),
 ]
 
 
@@ -345,3 +351,53 @@ def test_a_bad_total_norm_modifies_nothing():
     with pytest.raises(TypeError, match="total_norm must be a real number"):
         opt.step([g], total_norm="1.0")
     assert g.tolist() == [5.0, 5.0, 5.0] and p.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_proximal_l1_stops_weights_at_zero(isa, dtype):
+    """With a zero gradient the proximal step only shrinks: |p| falls by lr * l1 a step
+    and stops exactly at 0 (never crossing it); the subgradient form oscillates around 0
+    instead. AdamW's decoupled l1 shrinks the same way."""
+    p0 = np.array([1.0, -0.35, 0.05, -0.02, 0.0, 3e-8], dtype)
+    zero = [np.zeros_like(p0)]
+    prox = [p0.copy()]
+    opt = optim.SGD(prox, 0.1, l1=1.0, proximal=True)
+    for step in range(1, 16):
+        opt.step(zero)
+        want = np.sign(p0) * np.maximum(np.abs(p0.astype(np.float64)) - 0.1 * step, 0)
+        np.testing.assert_allclose(prox[0], want, rtol=0, atol=4 * step * np.finfo(dtype).eps)
+    np.testing.assert_array_equal(prox[0], 0)           # all exactly zero by step 10
+    sub = [p0.copy()]
+    opt = optim.SGD(sub, 0.1, l1=1.0)
+    for _ in range(15):
+        opt.step(zero)
+    assert np.count_nonzero(sub[0][:4]) == 4             # around 0, not at it
+    adamw = [p0.copy()]
+    opt = optim.AdamW(adamw, 0.1, weight_decay=0.0, l1=1.0)
+    for _ in range(15):
+        opt.step(zero)
+    np.testing.assert_array_equal(adamw[0], 0)
+
+
+def test_l1_with_16_bit_parameters_and_master_weights():
+    """The 16-bit path runs the same rule in float32 from the master copy."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    params, grad_steps = make(np.float32)
+    low = [p.astype(ml_dtypes.bfloat16) for p in params]
+    start = [p.astype(np.float64) for p in low]
+    opt = optim.SGD(low, 0.05, momentum=0.9, l1=0.1, proximal=True, master_weights=True)
+    for grads in grad_steps:
+        opt.step([g.astype(ml_dtypes.bfloat16) for g in grads])
+    want = ref_sgd(start,
+                   [[g.astype(ml_dtypes.bfloat16) for g in gs] for gs in grad_steps], 0.05,
+                   momentum=0.9, l1=0.1, proximal=True)
+    for master, p, w in zip(opt.master_weights, low, want):
+        np.testing.assert_allclose(master, w, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(p, master.astype(ml_dtypes.bfloat16))
+
+
+def test_l1_must_be_nonnegative():
+    with pytest.raises(ValueError, match="l1"):
+        optim.SGD([np.zeros(3)], 0.1, l1=-1.0)
+    with pytest.raises(ValueError, match="l1"):
+        optim.AdamW([np.zeros(3)], l1=float("nan"))

@@ -60,21 +60,36 @@ struct OptimKernels {
     using V = typename S::template V<T>;
     using Lane = Lanes<S, T>;
 
-    // torch.optim.SGD: g = s*g + wd*p; buf = g (first step) or mu*buf + (1-damp)*g;
-    // d = g + mu*buf (nesterov) or buf; p -= lr*d. buf may be null when momentum == 0.
+    // -1, 0 or 1 (0 for 0 and NaN): the L1 penalty's subgradient.
+    static V sign(V p) {
+        const V zero = S::set1(T(0));
+        return S::where_positive(p, S::set1(T(1)), S::where_positive(S::sub(zero, p), S::set1(T(-1)), zero));
+    }
+
+    // sign(u) max(|u| - t, 0), t >= 0: exactly 0 where |u| <= t, u -+ t (one rounding)
+    // elsewhere.
+    static V soft_threshold(V u, V t) { return S::sub(u, S::clamp(u, S::sub(S::set1(T(0)), t), t)); }
+
+    // torch.optim.SGD: g = s*g + wd*p (+ l1*sign(p)); buf = g (first step) or
+    // mu*buf + (1-damp)*g; d = g + mu*buf (nesterov) or buf; p -= lr*d, then with
+    // proximal p = soft_threshold(p, lr*l1). buf may be null when momentum == 0.
     template <class P>
     static void sgd_with(const P& x, T* buf, std::int64_t n, const SgdParams& a) {
         const V lr = S::set1(T(a.lr)), mu = S::set1(T(a.momentum)), wd = S::set1(T(a.weight_decay));
         const V keep = S::set1(T(1 - a.dampening)), scale = S::set1(T(a.grad_scale));
+        const V l1 = S::set1(T(a.l1)), shrink = S::set1(T(a.lr * a.l1));
+        const bool l1_grad = a.l1 != 0.0 && !a.proximal, l1_prox = a.l1 != 0.0 && a.proximal;
         Lane::for_each(n, [&](std::int64_t i, std::int64_t c) {
             const V pv = x.param(i, c);
             V gv = S::fma(wd, pv, S::mul(scale, x.grad(i, c)));
+            if (l1_grad) gv = S::fma(l1, sign(pv), gv);
             if (a.momentum != 0.0) {
                 const V b = a.first_step ? gv : S::fma(mu, Lane::load(buf + i, c), S::mul(keep, gv));
                 Lane::store(buf + i, b, c);
                 gv = a.nesterov ? S::fma(mu, b, gv) : b;
             }
-            x.update(i, S::sub(pv, S::mul(lr, gv)), c);
+            const V stepped = S::sub(pv, S::mul(lr, gv));
+            x.update(i, l1_prox ? soft_threshold(stepped, shrink) : stepped, c);
         });
     }
 
@@ -88,13 +103,17 @@ struct OptimKernels {
         const V inv_sqrt_bc2 = S::set1(T(1.0 / std::sqrt(a.bias_correction2)));
         const V eps = S::set1(T(a.eps));
         const V decay = S::set1(T(1 - a.lr * a.weight_decay));
+        const V l1 = S::set1(T(a.l1)), shrink = S::set1(T(a.lr * a.l1));
+        const bool has_l1 = a.l1 != 0.0;
         Lane::for_each(n, [&](std::int64_t i, std::int64_t c) {
             V pv = x.param(i, c);
             V gv = S::mul(scale, x.grad(i, c));
             if (a.decoupled) {
                 pv = S::mul(pv, decay);
+                if (has_l1) pv = soft_threshold(pv, shrink);
             } else {
                 gv = S::fma(wd, pv, gv);
+                if (has_l1) gv = S::fma(l1, sign(pv), gv);
             }
             const V mv = S::fma(b1, Lane::load(m + i, c), S::mul(c1, gv));
             const V vv = S::fma(b2, Lane::load(v + i, c), S::mul(c2, S::mul(gv, gv)));

@@ -62,12 +62,13 @@ constexpr int kMaxMR = 16;
 constexpr int kMaxNR = 64;
 
 struct SgdParams {
-    double lr, momentum, dampening, weight_decay, grad_scale;
+    double lr, momentum, dampening, weight_decay, grad_scale, l1;
     bool nesterov, first_step;  // first_step: the momentum buffer starts as the gradient (torch)
+    bool proximal;              // l1 by soft-thresholding the stepped weight, not in the gradient
 };
 
 struct AdamParams {
-    double lr, beta1, beta2, eps, weight_decay, grad_scale;
+    double lr, beta1, beta2, eps, weight_decay, grad_scale, l1;
     double bias_correction1, bias_correction2;  // 1 - beta^t
     bool decoupled;                              // AdamW: p -= lr * wd * p, not g += wd * p
 };

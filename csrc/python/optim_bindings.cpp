@@ -27,7 +27,7 @@ ArrayList master_list(Call& call, py::handle masters, const ArrayList& params) {
 void bind_optim(py::module_& m) {
     m.def("sgd_step", [](py::handle params, py::handle grads, py::handle buffers, double lr, double momentum,
                          double dampening, bool nesterov, double weight_decay, double grad_scale, bool first_step,
-                         py::handle masters) {
+                         double l1, bool proximal, py::handle masters) {
         Call call("sgd_step", Call::cpu_only | Call::flat_lists);
         const ArrayList p = call.list(params, "params", Access::write, kHostParams, Keep::arrays);
         const ArrayList g = call.list(grads, "grads", Access::read, kHostParams, Keep::arrays);
@@ -39,17 +39,18 @@ void bind_optim(py::module_& m) {
         }
         const ArrayList w = master_list(call, masters, p);
         const SgdOptions o{.lr = lr, .momentum = momentum, .dampening = dampening, .weight_decay = weight_decay,
-                           .grad_scale = grad_scale, .nesterov = nesterov, .first_step = first_step};
+                           .grad_scale = grad_scale, .nesterov = nesterov, .first_step = first_step,
+                           .l1 = l1, .proximal = proximal};
         py::gil_scoped_release release;
         sgd_step(p.views.data(), g.views.data(), momentum != 0.0 ? b.views.data() : nullptr, p.views.size(), o,
                  masters.is_none() ? nullptr : w.views.data());
     }, py::arg("params"), py::arg("grads"), py::arg("buffers"), py::arg("lr"), py::arg("momentum"),
        py::arg("dampening"), py::arg("nesterov"), py::arg("weight_decay"), py::arg("grad_scale"),
-       py::arg("first_step"), py::arg("masters") = py::none());
+       py::arg("first_step"), py::arg("l1") = 0.0, py::arg("proximal") = false, py::arg("masters") = py::none());
 
     m.def("adam_step", [](py::handle params, py::handle grads, py::handle exp_avg, py::handle exp_avg_sq,
                           double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
-                          double grad_scale, long long step, py::handle masters) {
+                          double grad_scale, long long step, double l1, py::handle masters) {
         Call call("adam_step", Call::cpu_only | Call::flat_lists);
         const ArrayList p = call.list(params, "params", Access::write, kHostParams, Keep::arrays);
         const ArrayList g = call.list(grads, "grads", Access::read, kHostParams, Keep::arrays);
@@ -60,13 +61,13 @@ void bind_optim(py::module_& m) {
         same_shapes(p.arrays, "params", m2.arrays, "exp_avg_sq");
         const ArrayList w = master_list(call, masters, p);
         const AdamOptions o{.lr = lr, .beta1 = beta1, .beta2 = beta2, .eps = eps, .weight_decay = weight_decay,
-                            .grad_scale = grad_scale, .step = step, .decoupled = decoupled};
+                            .grad_scale = grad_scale, .step = step, .decoupled = decoupled, .l1 = l1};
         py::gil_scoped_release release;
         adam_step(p.views.data(), g.views.data(), m1.views.data(), m2.views.data(), p.views.size(), o,
                   masters.is_none() ? nullptr : w.views.data());
     }, py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("lr"),
        py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("decoupled"),
-       py::arg("grad_scale"), py::arg("step"), py::arg("masters") = py::none());
+       py::arg("grad_scale"), py::arg("step"), py::arg("l1") = 0.0, py::arg("masters") = py::none());
 }
 
 }  // namespace gradcore::python

@@ -93,8 +93,8 @@ void sgd_step(const TensorView* params, const TensorView* grads, const TensorVie
         if (!buffers && count) throw std::invalid_argument("momentum needs momentum buffers");
         check_list(params, buffers, count, "buffers", Role::state);
     }
-    const kernels::SgdParams a{o.lr, o.momentum, o.dampening, o.weight_decay, o.grad_scale, o.nesterov,
-                               o.first_step};
+    const kernels::SgdParams a{o.lr, o.momentum, o.dampening, o.weight_decay, o.grad_scale, o.l1, o.nesterov,
+                               o.first_step, o.proximal};
     const TensorView* bufs = o.momentum != 0.0 ? buffers : nullptr;
     for_each_param_chunk(params, count, [&](const auto& tab, auto ptag, auto ctag, const runtime::Chunk& c) {
         using P = decltype(ptag);
@@ -116,7 +116,7 @@ void adam_step(const TensorView* params, const TensorView* grads, const TensorVi
     check_list(params, exp_avg_sq, count, "exp_avg_sq", Role::state);
     if (o.step < 1) throw std::invalid_argument("step must be >= 1");
     const double t = static_cast<double>(o.step);
-    const kernels::AdamParams a{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.grad_scale,
+    const kernels::AdamParams a{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.grad_scale, o.l1,
                                 1.0 - std::pow(o.beta1, t), 1.0 - std::pow(o.beta2, t), o.decoupled};
     for_each_param_chunk(params, count, [&](const auto& tab, auto ptag, auto ctag, const runtime::Chunk& c) {
         using P = decltype(ptag);
