@@ -14,9 +14,10 @@ except ImportError as error:
     raise missing_core_error(error) from None
 from ._args import integer
 from . import amp, cuda, diagnose, init, optim
-from . import _dense, _normalization, _norms, _rnn
+from . import _dense, _dropout, _normalization, _norms, _rnn
 # The front doors: each module lists its documented functions in its __all__.
 from ._dense import *  # noqa: F403
+from ._dropout import *  # noqa: F403
 from ._normalization import *  # noqa: F403
 from ._norms import *  # noqa: F403
 from ._rnn import *  # noqa: F403
@@ -28,7 +29,7 @@ __version__ = _core._version()
 
 __all__ = [
     "amp", "cuda", "diagnose", "init", "optim",
-    *_norms.__all__, *_dense.__all__, *_normalization.__all__, *_rnn.__all__,
+    *_norms.__all__, *_dense.__all__, *_dropout.__all__, *_normalization.__all__, *_rnn.__all__,
     "Event", "GradientMonitor", "adaptive_clip", "clip_by_global_norm", "clip_by_norm", "clip_by_value",
     "get_cmake_dir", "get_include", "get_library_dir", "get_num_threads", "info", "set_num_threads",
 ]

@@ -235,7 +235,7 @@ def test_mismatched_master_weights_change_nothing(masters, message):
     given = masters(params)
     before = [m.copy() for m in given]
     with pytest.raises(ValueError, match=message):
-        gradcore._core.sgd_step(params, grads, buffers, 0.1, 0.9, 0.0, False, 0.0, 1.0, True, given)
+        gradcore._core.sgd_step(params, grads, buffers, 0.1, 0.9, 0.0, False, 0.0, 1.0, True, masters=given)
     assert all(np.all(p == 1) for p in params) and all(np.all(b == 0) for b in buffers)
     assert all(np.array_equal(m, b) for m, b in zip(given, before))
 

@@ -154,6 +154,19 @@ struct NarrowOptimTable {
     }
 };
 
+// Dropout's mask applied from the counter-based generator (dropout_kernels.hpp), over
+// runs of n elements starting at element `first` of the call.
+template <class T>
+struct DropoutTable {
+    void (*apply)(const T* x, T* y, std::int64_t n, std::int64_t first, std::uint64_t seed, std::uint64_t offset,
+                  std::uint32_t threshold, T scale);
+
+    template <class K>
+    static constexpr DropoutTable of() {
+        return {.apply = &K::apply};
+    }
+};
+
 // The normalisation layers (see normalization_kernels.hpp), over blocks the runtime
 // cuts: rows x cols blocks of C-contiguous rows, or runs of n elements; statistics and
 // accumulators in float64.
@@ -213,6 +226,11 @@ struct KernelTable {
     NarrowOptimTable<BFloat16> optim_bf16;
     NormalizationTable<float> normalization_f32;
     NormalizationTable<double> normalization_f64;
+    DropoutTable<float> dropout_f32;
+    DropoutTable<double> dropout_f64;
+    // The dropout generator's raw words (tests).
+    void (*philox_bits)(std::uint32_t* out, std::int64_t n, std::int64_t first, std::uint64_t seed,
+                        std::uint64_t offset);
     // A plain multi-pass probe of the memory system, the yardstick of the benchmarks:
     // read-only sum of float32 (no widening), and an in-place read-modify-write.
     float (*probe_read)(const float*, std::int64_t);

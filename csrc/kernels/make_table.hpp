@@ -8,6 +8,7 @@
 #include "complex_norm_kernels.hpp"
 #include "dense_kernels.hpp"
 #include "gemm_kernels.hpp"
+#include "dropout_kernels.hpp"
 #include "kernel_table.hpp"
 #include "norm_kernels.hpp"
 #include "normalization_kernels.hpp"
@@ -44,6 +45,9 @@ constexpr KernelTable make_table(const TargetConfig& config) {
             .optim_bf16 = NarrowOptimTable<BFloat16>::of<NarrowOptimKernels<S, BFloat16>>(),
             .normalization_f32 = NormalizationTable<float>::of<NormalizationKernels<S, float>>(),
             .normalization_f64 = NormalizationTable<double>::of<NormalizationKernels<S, double>>(),
+            .dropout_f32 = DropoutTable<float>::of<DropoutKernels<float>>(),
+            .dropout_f64 = DropoutTable<double>::of<DropoutKernels<double>>(),
+            .philox_bits = &DropoutKernels<float>::bits,
             .probe_read = &ProbeKernels<S>::read,
             .probe_update = &ProbeKernels<S>::update,
             .probe_fma_f32 = &ProbeKernels<S>::template fma<float>,

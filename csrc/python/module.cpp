@@ -21,6 +21,7 @@ void bind_dense(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_normalization(py::module_& m);
+void bind_dropout(py::module_& m);
 void bind_test_hooks(py::module_& m);
 
 }  // namespace gradcore::python
@@ -50,6 +51,7 @@ PYBIND11_MODULE(_core, m) {
     python::bind_rnn(m);
     python::bind_optim(m);
     python::bind_normalization(m);
+    python::bind_dropout(m);
 
     using Release = py::gil_scoped_release;
     m.def("_cuda_built", &cuda_built);

@@ -27,6 +27,14 @@ const kernels::RnnTable<T>& rnn_kernels(const kernels::KernelTable& k) {
     }
 }
 template <class T>
+const kernels::DropoutTable<T>& dropout_kernels(const kernels::KernelTable& k) {
+    if constexpr (sizeof(T) == 4) {
+        return k.dropout_f32;
+    } else {
+        return k.dropout_f64;
+    }
+}
+template <class T>
 const kernels::NormalizationTable<T>& normalization_kernels(const kernels::KernelTable& k) {
     if constexpr (sizeof(T) == 4) {
         return k.normalization_f32;

@@ -7,7 +7,7 @@ returns a :class:`Gradients` (``{name: gradient}`` in ``parameters()`` order, ``
 dL/dx), and switches with ``train()`` / ``eval()``:
 
 - feed-forward: :class:`Linear` (an activation fused into the product), :class:`BatchNorm1d`,
-  :class:`LayerNorm`, combined with :class:`Sequential` and :class:`Residual` (a skip
+  :class:`LayerNorm`, :class:`Dropout` (its mask regenerated in the backward, not stored), combined with :class:`Sequential` and :class:`Residual` (a skip
   connection, ``y = x + block(x)``);
 - recurrent: :class:`RNN`, :class:`LSTM`, :class:`GRU` (stacked, bidirectional,
   ``batch_first``, :func:`from_torch`, :func:`truncated_bptt`; see their module's notes
@@ -28,9 +28,9 @@ Example, a residual MLP trained with gradcore's optimiser::
 """
 
 from ._containers import Residual, Sequential
-from ._layers import BatchNorm1d, LayerNorm, Linear
+from ._layers import BatchNorm1d, Dropout, LayerNorm, Linear
 from ._module import Gradients, IncompatibleKeys, Module
 from ._recurrent import GRU, LSTM, RNN, TBPTTResult, from_torch, truncated_bptt
 
-__all__ = ["GRU", "LSTM", "RNN", "BatchNorm1d", "Gradients", "IncompatibleKeys", "LayerNorm", "Linear",
+__all__ = ["GRU", "LSTM", "RNN", "BatchNorm1d", "Dropout", "Gradients", "IncompatibleKeys", "LayerNorm", "Linear",
            "Module", "Residual", "Sequential", "TBPTTResult", "from_torch", "truncated_bptt"]

@@ -1,6 +1,7 @@
 """Feed-forward layers with torch's interface: ``Linear`` (with a fused activation),
-``BatchNorm1d`` and ``LayerNorm``, their passes on gradcore's kernels
-(``dense_forward/backward``, ``batch_norm_forward/backward``, ``layer_norm_forward/backward``).
+``BatchNorm1d``, ``LayerNorm`` and ``Dropout``, their passes on gradcore's kernels
+(``dense_forward/backward``, ``batch_norm_forward/backward``, ``layer_norm_forward/backward``,
+``dropout``).
 This module keeps the caches, the running statistics' bookkeeping and the shapes; the
 numerics are the kernels'."""
 
@@ -12,12 +13,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import init
-from .._args import count, nonnegative
+from .._args import count, integer, nonnegative
 from .._dense import ACTIVATIONS, dense_backward, dense_forward
+from .._dropout import dropout
 from .._normalization import batch_norm_backward, batch_norm_forward, layer_norm_backward, layer_norm_forward
 from ._module import Gradients, Module, add_input_grad, generator, layer_dtype, to_numpy
 
-__all__ = ["BatchNorm1d", "LayerNorm", "Linear"]
+__all__ = ["BatchNorm1d", "Dropout", "LayerNorm", "Linear"]
 
 
 class _Layer(Module):
@@ -227,3 +229,55 @@ def _norm_grads(backward, layer, grad, into, need_input):
     if gx is not None:
         grads.input = add_input_grad(gx, into)
     return grads
+
+
+class _DropoutCache(NamedTuple):
+    offset: int | None  # the call's generator offset; None: the identity (eval, p = 0)
+    out_shape: tuple
+
+
+class Dropout(_Layer):
+    """``torch.nn.Dropout``: in training mode each element is kept with probability
+    ``1 - p`` and scaled by ``1 / (1 - p)``, else zeroed; in evaluation mode the identity.
+
+    ``Dropout(p=0.5, *, seed=None, dtype=np.float32)``. The mask comes from
+    ``gradcore.dropout``'s counter-based generator under ``seed`` (drawn from fresh
+    entropy when None) with ``offset`` = the number of training forwards so far
+    (``layer.offset``, an attribute to save and restore with a checkpoint): the backward
+    regenerates the forward's mask instead of storing it, and a seed reproduces a run
+    exactly on any thread count. torch's own generator gives other masks with the same
+    statistics."""
+
+    def __init__(self, p=0.5, *, seed=None, dtype=np.float32):
+        super().__init__(dtype)
+        p = nonnegative(p, "p")
+        if p > 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = p
+        self.seed = (int(np.random.default_rng().integers(0, 2 ** 63)) if seed is None
+                     else integer(seed, "seed", 0, 2 ** 64 - 1))
+        self.offset = 0
+
+    def forward(self, x):
+        x = self._input(x)
+        if not self.training or self.p == 0:
+            self._cache = _DropoutCache(None, x.shape)
+            return x
+        y = dropout(x, self.p, seed=self.seed, offset=self.offset)
+        self._cache = _DropoutCache(self.offset, y.shape)
+        self.offset += 1
+        return y
+
+    def _backward(self, grad, owned, into, need_input):
+        offset = self._cache.offset
+        grads = Gradients()
+        if offset is None:  # the identity; grad is the caller's unless owned
+            gx = None if into is not None else (grad if owned else grad.copy())
+        else:
+            # Into the owned gradient itself: an element-wise pass may write what it reads.
+            gx = dropout(grad, self.p, seed=self.seed, offset=offset, out=grad if owned else None)
+        grads.input = add_input_grad(grad if gx is None else gx, into)
+        return grads
+
+    def __repr__(self):
+        return f"Dropout(p={self.p:g}, dtype={self.dtype})"

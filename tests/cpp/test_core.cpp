@@ -4252,6 +4252,50 @@ void test_invalid_args() {
     g_case.clear();
 }
 
+// ================================================================== area: dropout
+
+// Dropout through the C++ API: Random123's published Philox4x32-10 answer for counter and
+// key 0, every element either 0 or x * (1 / (1 - p)) rounded to T, the kept fraction near
+// 1 - p, the same bits on every configuration, the edge probabilities, and refusals.
+template <class T>
+void check_dropout(double p) {
+    const i64 n = 100003;
+    std::vector<T> x(static_cast<std::size_t>(n));
+    for (i64 i = 0; i < n; ++i) x[i] = static_cast<T>(1.0 + 1e-3 * static_cast<double>(i % 977));
+    const T scale = p < 1 ? static_cast<T>(1.0 / (1.0 - p)) : T(0);
+    std::vector<T> first;
+    for_each_config([&](const Config&) {
+        std::vector<T> y(x.size());
+        gc::dropout(gc::Dropout<T>{x.data(), y.data(), n, p, 42, 7});
+        i64 kept = 0;
+        check_each(HERE, "dropout: 0 or x * scale", n, [&](i64 i) { return y[i] == T(0) || y[i] == x[i] * scale; },
+                   [&](i64 i) { return strf("p=%g y[%lld]=%.9g x=%.9g", p, (long long)i, (double)y[i], (double)x[i]); });
+        for (const T v : y) kept += v != T(0);
+        const double sd = std::sqrt(static_cast<double>(n) * p * (1 - p));
+        CHECK(std::fabs(static_cast<double>(kept) - static_cast<double>(n) * (1 - p)) <= 5 * sd + 0.5,
+              "p=%g: kept %lld of %lld", p, (long long)kept, (long long)n);
+        if (first.empty()) first = y;
+        CHECK(y == first, "p=%g: a different mask on this configuration", p);
+    });
+}
+
+void test_dropout() {
+    std::uint32_t words[8];
+    gc::dropout_bits(words, 8, 0, 0);
+    const std::uint32_t kat[4] = {0x6627E8D5u, 0xE169C58Du, 0xBC57AC4Cu, 0x9B00DBD8u};
+    CHECK(std::equal(kat, kat + 4, words), "Philox4x32-10(0, 0) = %08x %08x %08x %08x", words[0], words[1], words[2],
+          words[3]);
+    for (double p : {0.0, 0.3, 0.5, 1.0}) {
+        check_dropout<float>(p);
+        check_dropout<double>(p);
+    }
+    std::vector<double> x(4, 1.0), y(4);
+    EXPECT_INVALID("dropout: p > 1", gc::dropout(gc::Dropout<double>{x.data(), y.data(), 4, 1.5, 0, 0}));
+    EXPECT_INVALID("dropout: p NaN", gc::dropout(gc::Dropout<double>{x.data(), y.data(), 4, std::nan(""), 0, 0}));
+    EXPECT_INVALID("dropout: n < 0", gc::dropout(gc::Dropout<double>{x.data(), y.data(), -1, 0.5, 0, 0}));
+    EXPECT_INVALID("dropout: null y", gc::dropout(gc::Dropout<double>{x.data(), nullptr, 4, 0.5, 0, 0}));
+}
+
 }  // namespace
 
 // ================================================================== main
@@ -4276,7 +4320,7 @@ int main() {
     const AreaFn areas[] = {{"runtime", test_runtime},         {"norms", test_norms},   {"clip", test_clip},
                             {"adaptive_clip", test_adaptive_clip}, {"complex", test_complex}, {"gemm", test_gemm},     {"dense", test_dense},
                             {"vector_math", test_vector_math}, {"rnn", test_rnn},       {"optim", test_optim},
-                            {"normalization", test_normalization},
+                            {"normalization", test_normalization}, {"dropout", test_dropout},
                             {"c_api", test_c_api},             {"invalid_args", test_invalid_args}};
     for (const AreaFn& a : areas) {
         g_areas.push_back({a.name, 0, 0});

@@ -3,6 +3,7 @@
 
 #include "gradcore/cuda.hpp"
 #include "gradcore/dense.hpp"
+#include "gradcore/dropout.hpp"
 #include "gradcore/export.hpp"
 #include "gradcore/normalization.hpp"
 #include "gradcore/norms.hpp"
