@@ -474,7 +474,14 @@ def _parser():
                    help="max_norm of clip_by_global_norm_ in the clipped run (default 1.0)")
     p.add_argument("--clip-hidden", type=float, default=None,
                    help="also clip dL/dh_t element-wise in rnn_backward in the clipped run")
-    p.add_argument("--out", metavar="DIR", help=f"write the figure to DIR/{FIGURE} (default: "
+    add_output_arguments(p, FIGURE)
+    return p
+
+
+def add_output_arguments(p, figure_name):
+    """--out, --plot, --no-plot, --json, --plain, --no-color: what write_outputs and
+    Printer read."""
+    p.add_argument("--out", metavar="DIR", help=f"write the figure to DIR/{figure_name} (default: "
                    "the current directory; needs matplotlib) and the summary to "
                    "DIR/summary.json; DIR is created if needed")
     figure = p.add_mutually_exclusive_group()
@@ -483,7 +490,6 @@ def _parser():
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON to PATH")
     p.add_argument("--plain", action="store_true", help="plain-text tables even with rich")
     p.add_argument("--no-color", action="store_true", help="no colours")
-    return p
 
 
 def main(argv=None) -> int:
@@ -533,17 +539,23 @@ def main(argv=None) -> int:
     _summary_table(out, runs, cfg)
     _verdict(out, runs, cfg)
 
+    write_outputs(out, cfg, _summary(runs), FIGURE, lambda path: _plot(path, runs, cfg, out))
+    return 0
+
+
+def write_outputs(out, cfg, summary, figure, plot):
+    """The summary as JSON to --json and DIR/summary.json (--out DIR), and the figure
+    (``plot(path)``) to --plot, or DIR/figure, or ./figure, unless --no-plot."""
     json_paths = [cfg.json] if cfg.json else []
     if cfg.out:
         os.makedirs(cfg.out, exist_ok=True)
         json_paths.append(os.path.join(cfg.out, "summary.json"))
     for path in json_paths:
         with open(path, "w") as fh:
-            json.dump(_summary(runs), fh, indent=2, default=float)
+            json.dump(summary, fh, indent=2, default=float)
         out.line(f"summary written to {path}")
     if not cfg.no_plot:
-        _plot(cfg.plot or os.path.join(cfg.out or os.curdir, FIGURE), runs, cfg, out)
-    return 0
+        plot(cfg.plot or os.path.join(cfg.out or os.curdir, figure))
 
 
 def _train_with_progress(out, cfg, clip, test):

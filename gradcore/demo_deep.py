@@ -25,7 +25,6 @@ Nothing printed depends on timing, so a seed gives the same output every time.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -36,7 +35,7 @@ import numpy as np
 import gradcore
 import gradcore.nn as gnn
 from gradcore._missing_core import is_checkout
-from gradcore.demo import Printer, _codes, _fmt, _plot_hint, sparkline
+from gradcore.demo import Printer, _codes, _fmt, _plot_hint, add_output_arguments, sparkline, write_outputs
 
 __all__ = ["main"]
 
@@ -279,14 +278,7 @@ def _parser():
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--max-norm", type=float, default=5.0, help="clip_norm of the last run (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, split and batches (default 0)")
-    p.add_argument("--out", metavar="DIR", help=f"write the figure to DIR/{FIGURE} (default: the "
-                   "current directory; needs matplotlib) and the summary to DIR/summary.json")
-    figure = p.add_mutually_exclusive_group()
-    figure.add_argument("--plot", metavar="PATH", help="write the figure to PATH instead")
-    figure.add_argument("--no-plot", action="store_true", help="no figure")
-    p.add_argument("--json", metavar="PATH", help="write the summary as JSON to PATH")
-    p.add_argument("--plain", action="store_true", help="plain-text tables even with rich")
-    p.add_argument("--no-color", action="store_true", help="no colours")
+    add_output_arguments(p, FIGURE)
     return p
 
 
@@ -322,16 +314,7 @@ def main(argv=None) -> int:
     _summary_table(out, runs)
     _verdict(out, runs, cfg)
 
-    json_paths = [cfg.json] if cfg.json else []
-    if cfg.out:
-        os.makedirs(cfg.out, exist_ok=True)
-        json_paths.append(os.path.join(cfg.out, "summary.json"))
-    for path in json_paths:
-        with open(path, "w") as fh:
-            json.dump(_summary(runs), fh, indent=2, default=float)
-        out.line(f"summary written to {path}")
-    if not cfg.no_plot:
-        _plot(cfg.plot or os.path.join(cfg.out or os.curdir, FIGURE), runs, cfg, out)
+    write_outputs(out, cfg, _summary(runs), FIGURE, lambda path: _plot(path, runs, cfg, out))
     return 0
 
 
