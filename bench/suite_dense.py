@@ -23,6 +23,14 @@ Cases (matmul sizes are M×K×N: an (M, K) matrix times a (K, N) matrix)
     act(F.linear(x, W, b)); torch.autograd.grad(y, (x, W, b), gy)`` (no gradient
     accumulation, nothing to reset between calls).
 
+  * 5a-5e  the activations whose derivative needs z, in the same forward + backward at
+    64×512×512 float32 against gradcore's own relu layer (4b's size): elu, silu,
+    gelu_tanh, prelu (one slope per feature) within 10% of relu's time (ratio relu /
+    activation >= 0.91), gelu within 25% (>= 0.8). gradcore: ``y, z =
+    dense_forward(x, W, b, act, return_pre_activation=True); dense_backward(gy, x, W,
+    None, act, pre_activation=z)``; PyTorch: ``act(F.linear(x, W, b))`` with F.elu,
+    F.silu, F.gelu (approximate="none"/"tanh"), F.prelu (informative).
+
 Data: a, b, x, gy ~ N(0, 1); W ~ N(0, 1) / sqrt(in) (so z = x @ W.T + b is
 about N(0, 1): relu keeps about half the elements, tanh is not saturated); b ~
 N(0, 0.1²).  Every implementation allocates its outputs on every call.
@@ -62,6 +70,8 @@ T_DENSE_SMALL_NUMPY = 1.5
 T_DENSE_SMALL_TORCH = 2.0
 T_DENSE_MID_NUMPY = 1.2
 T_DENSE_BIG_NUMPY = 0.9
+T_ACTIVATION_VS_RELU = {"elu": 1 / 1.1, "silu": 1 / 1.1, "gelu_tanh": 1 / 1.1, "prelu": 1 / 1.1,
+                        "gelu": 1 / 1.25}
 
 NUMPY_DENSE_CODE = {
     "relu": ("z = x @ W.T + b; y = np.maximum(z, 0); gz = gy * (y > 0); "
@@ -239,7 +249,59 @@ class _Runner:
                           "dtype": "float32", "max_rel_err": errs})
 
 
-_ORDER = ["1a", "1b", "2a", "2b", "3a", "3b", "4a", "4b", "4c"]
+    # -- the activations that keep z, against gradcore's relu ----------------------
+    def activation(self, key, act, *, batch=64, n_in=512, n_out=512, seed=10):
+        np, gc, torch = self.np, self.gc, self.torch
+        f32 = np.float32
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((batch, n_in), dtype=f32)
+        W = rng.standard_normal((n_out, n_in), dtype=f32) * f32(1.0 / math.sqrt(n_in))
+        b = rng.standard_normal(n_out, dtype=f32) * f32(0.1)
+        gy = rng.standard_normal((batch, n_out), dtype=f32)
+        kw = {"prelu_weight": np.linspace(0.05, 0.3, n_out, dtype=f32)} if act == "prelu" else {}
+
+        def gc_step():
+            y, z = gc.dense_forward(x, W, b, act, return_pre_activation=True, **kw)
+            return gc.dense_backward(gy, x, W, None, act, pre_activation=z, **kw)
+
+        def relu_step():
+            y = gc.dense_forward(x, W, b, "relu")
+            return gc.dense_backward(gy, x, W, y, "relu")
+
+        t_step = None
+        if torch is not None:
+            F = torch.nn.functional
+            tx, tW, tb = (torch.from_numpy(a).requires_grad_(True) for a in (x, W, b))
+            ta = torch.from_numpy(kw["prelu_weight"]).requires_grad_(True) if act == "prelu" else None
+            tact = {"elu": F.elu, "silu": F.silu, "gelu": F.gelu,
+                    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+                    "prelu": lambda z: F.prelu(z, ta)}[act]
+            inputs = (tx, tW, tb) + ((ta,) if ta is not None else ())
+            tgy = torch.from_numpy(gy)
+
+            def t_step():
+                return torch.autograd.grad(tact(F.linear(tx, tW, tb)), inputs, tgy)
+
+        def check():
+            if torch is None:
+                return "ok"
+            got = dict(zip(("gx", "gW", "gb", "ga"), gc_step()))
+            ref = dict(zip(("gx", "gW", "gb", "ga"), (g.numpy() for g in t_step())))
+            bad = float32_problems(np, got, ref, tuple(ref), RTOL["float32"], {})
+            return "ok" if not bad else "; ".join(bad) + " vs torch"
+
+        chk = run_check(check)
+        gc_code = (f"y, z = gradcore.dense_forward(x, W, b, {act!r}, return_pre_activation=True); "
+                   f"gradcore.dense_backward(gy, x, W, None, {act!r}, pre_activation=z)")
+        peers = [("gradcore relu", GC_DENSE_CODE.replace("act", "'relu'"), relu_step,
+                  T_ACTIVATION_VS_RELU[act], False),
+                 ("torch", f"F.{act} after F.linear, torch.autograd.grad", t_step, None, True)]
+        self.case(key, f"dense fwd+bwd {act}", f"{batch}×{n_in}×{n_out} f32", gc_code, gc_step, peers,
+                  check=chk, dtype="float32", flops=6.0 * batch * n_in * n_out,
+                  params={"batch": batch, "in": n_in, "out": n_out, "activation": act, "dtype": "float32"})
+
+
+_ORDER = ["1a", "1b", "2a", "2b", "3a", "3b", "4a", "4b", "4c", "5a", "5b", "5c", "5d", "5e"]
 
 
 def run(ctx) -> SuiteResult:
@@ -258,6 +320,11 @@ def run(ctx) -> SuiteResult:
                                T_DENSE_SMALL_TORCH, seed=7)),
         ("4b", lambda: r.dense("4b", 64, 512, 512, "tanh", T_DENSE_MID_NUMPY, seed=8)),
         ("4c", lambda: r.dense("4c", *dbig, "relu", T_DENSE_BIG_NUMPY, seed=9)),
+        ("5a", lambda: r.activation("5a", "elu")),
+        ("5b", lambda: r.activation("5b", "silu")),
+        ("5c", lambda: r.activation("5c", "gelu")),
+        ("5d", lambda: r.activation("5d", "gelu_tanh")),
+        ("5e", lambda: r.activation("5e", "prelu")),
     ]
     for key, group in groups:
         try:

@@ -569,6 +569,8 @@ def test_public_scalar_arguments_are_checked_as_on_the_cpu():
     with pytest.raises(TypeError, match=r"give either clip_value or min/max"):
         gradcore.clip_by_value_(a, 1.0, min=0.0)
     with pytest.raises(ValueError, match=r"activation must be one of"):
+        gradcore.dense_forward(FakeCAIOnDevice(shape=(2, 3)), FakeCAIOnDevice(shape=(4, 3)), activation="swish")
+    with pytest.raises(ValueError, match=r"activation 'gelu' runs on the CPU only"):
         gradcore.dense_forward(FakeCAIOnDevice(shape=(2, 3)), FakeCAIOnDevice(shape=(4, 3)), activation="gelu")
     with pytest.raises(ValueError, match=r"cell must be one of"):
         gradcore.rnn_forward(FakeCAIOnDevice(shape=(2, 1, 3)), None, FakeCAIOnDevice(), FakeCAIOnDevice(), cell="x")

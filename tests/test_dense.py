@@ -615,7 +615,7 @@ def test_dense_forward_errors():
     read_only = np.zeros((4, 5))
     read_only.flags.writeable = False
     value_error("out", out=read_only)
-    value_error("activation", "gelu", activation="gelu")
+    value_error("activation", "swish", activation="swish")
     value_error("x", x=np.ones(3))
     value_error("weight", weight=np.ones((1, 5, 3)))
     for kw, names in [(dict(weight=w.astype(np.float32)), ("weight", "float32", "float64")),

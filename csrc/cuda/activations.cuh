@@ -53,7 +53,7 @@ __host__ __device__ inline T activation_forward(T z, Activation act, T slope) {
         case Activation::leaky_relu: return z < T(0) ? z * slope : z;
         case Activation::tanh: return tanh_(z);
         case Activation::sigmoid: return sigmoid(z);
-        case Activation::identity: break;
+        default: break;  // identity; the pre-activation ones are refused before a launch
     }
     return z;
 }
@@ -66,7 +66,7 @@ __host__ __device__ inline T activation_backward(T g, T y, Activation act, T slo
         case Activation::leaky_relu: return y > T(0) ? g : g * slope;
         case Activation::tanh: return g * dtanh(y);
         case Activation::sigmoid: return g * dsigmoid(y);
-        case Activation::identity: break;
+        default: break;
     }
     return g;
 }

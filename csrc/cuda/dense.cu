@@ -116,6 +116,13 @@ void check_activation(Activation act) {
         case Activation::leaky_relu:
         case Activation::tanh:
         case Activation::sigmoid: return;
+        case Activation::elu:
+        case Activation::silu:
+        case Activation::gelu:
+        case Activation::gelu_tanh:
+        case Activation::prelu:
+            throw std::invalid_argument("activations that need the pre-activation (elu, silu, gelu, gelu_tanh, "
+                                        "prelu) run on the CPU only");
     }
     throw std::invalid_argument("unknown activation " + std::to_string(static_cast<int>(act)));
 }

@@ -1,12 +1,13 @@
-// The element-wise passes of the dense backward: activation derivative and bias
-// reduction fused (one read of grad_y and y, one write of grad_z), and the bias
-// reduction alone.
+// The element-wise passes of the dense layer: the activations that need their input
+// applied after the GEMM; the backward's activation derivative and bias reduction fused
+// (one read of grad_y and y or z, one write of grad_z); the bias reduction alone.
 #pragma once
 
 #include <cstdint>
 
 #include "activations.hpp"
 #include "lanes.hpp"
+#include "table_types.hpp"
 #include "target.hpp"
 
 namespace gradcore::kernels::GRADCORE_TARGET {
@@ -17,7 +18,7 @@ struct DenseKernels {
     using Lane = Lanes<S, T>;
     static constexpr std::int64_t kLanes = S::template kLanes<T>;
 
-    enum class MathFn : int { exp = 0, tanh = 1, sigmoid = 2 };
+    enum class MathFn : int { exp = 0, tanh = 1, sigmoid = 2, expm1 = 3, normal_tail = 4 };
 
     // x = f(x) in place: the vector exp/tanh/sigmoid exposed for testing against NumPy.
     static void vector_math(T* x, std::int64_t n, int fn) {
@@ -25,6 +26,11 @@ struct DenseKernels {
             switch (static_cast<MathFn>(fn)) {
                 case MathFn::tanh: return VectorMath<S, T>::tanh(v);
                 case MathFn::sigmoid: return VectorMath<S, T>::sigmoid(v);
+                case MathFn::expm1: return VectorMath<S, T>::expm1(v);
+                case MathFn::normal_tail: {
+                    V density;
+                    return VectorMath<S, T>::normal_tail(v, density);
+                }
                 case MathFn::exp: break;
             }
             return VectorMath<S, T>::exp(v);
@@ -59,22 +65,78 @@ struct DenseKernels {
     // column j, c of its lanes inside the matrix), sums[j] (+)= sum_r g unless sums is null.
     template <class F>
     static void column_strips(std::int64_t rows, std::int64_t cols, T* sums, bool accumulate, F&& value) {
+        T* const out[1] = {sums};
+        strip_sums<1>(rows, cols, out, accumulate, [&](std::int64_t r, std::int64_t j, std::int64_t c) {
+            return Vectors<1>{{value(r, j, c)}};
+        });
+    }
+
+    // N vectors (a plain array: std::array would drop the vector types' attributes).
+    template <int N>
+    struct Vectors {
+        V v[N];
+    };
+
+    // The same with N sums per column: value returns Vectors<N>, out[k][j] (+)= their sums
+    // (out[k] null: not kept).
+    template <int N, class F>
+    static void strip_sums(std::int64_t rows, std::int64_t cols, T* const (&out)[N], bool accumulate, F&& value) {
         constexpr std::int64_t kStrip = 4 * kLanes;
         for (std::int64_t j0 = 0; j0 < cols; j0 += kStrip) {
             const std::int64_t width = cols - j0 < kStrip ? cols - j0 : kStrip;
             // The last strip's vectors may be partial, or empty (zeros that add nothing).
             const std::int64_t c[4] = {Lane::count(width, 0), Lane::count(width, 1), Lane::count(width, 2),
                                        Lane::count(width, 3)};
-            V sum[4] = {S::set1(T(0)), S::set1(T(0)), S::set1(T(0)), S::set1(T(0))};
+            V sum[N][4];
+            for (int k = 0; k < N; ++k)
+                for (int v = 0; v < 4; ++v) sum[k][v] = S::set1(T(0));
             for (std::int64_t r = 0; r < rows; ++r) {
-                for (int v = 0; v < 4; ++v) sum[v] = S::add(sum[v], value(r, j0 + v * kLanes, c[v]));
+                for (int v = 0; v < 4; ++v) {
+                    const Vectors<N> g = value(r, j0 + v * kLanes, c[v]);
+                    for (int k = 0; k < N; ++k) sum[k][v] = S::add(sum[k][v], g.v[k]);
+                }
             }
-            if (!sums) continue;
-            for (int v = 0; v < 4; ++v) {
-                T* out = sums + j0 + v * kLanes;
-                Lane::store(out, accumulate ? S::add(Lane::load(out, c[v]), sum[v]) : sum[v], c[v]);
+            for (int k = 0; k < N; ++k) {
+                if (!out[k]) continue;
+                for (int v = 0; v < 4; ++v) {
+                    T* o = out[k] + j0 + v * kLanes;
+                    Lane::store(o, accumulate ? S::add(Lane::load(o, c[v]), sum[k][v]) : sum[k][v], c[v]);
+                }
             }
         }
+    }
+
+    // The slope of prelu at column j (one per column, or one shared), else param.
+    static V slope_at(const ActivationArgs<T>& a, std::int64_t j, std::int64_t c) {
+        if (a.slopes) return a.per_column ? Lane::load(a.slopes + j, c) : S::set1(a.slopes[0]);
+        return S::set1(a.param);
+    }
+
+    // y[r, j] = act(z[r, j]) for the needs_pre_activation activations.
+    static void activate(const T* z, std::int64_t ld_z, T* y, std::int64_t ld_y, std::int64_t rows,
+                         std::int64_t cols, const ActivationArgs<T>& a) {
+        for (std::int64_t r = 0; r < rows; ++r) {
+            Lane::for_each(cols, [&](std::int64_t j, std::int64_t c) {
+                Lane::store(y + r * ld_y + j,
+                            Activations<S, T>::forward(Lane::load(z + r * ld_z + j, c), a.act, slope_at(a, j, c)), c);
+            });
+        }
+    }
+
+    // gz = act'(z) gy for the needs_pre_activation activations, with grad_bias[j] (+)=
+    // sum_r gz and, for prelu, grad_slope[j] (+)= sum_r gy z [z <= 0] (torch's dL/da per
+    // column; the runtime adds them up for a shared slope). Null outputs are not kept.
+    static void grad_z_from_input(const T* gy, std::int64_t ld_gy, const T* z, std::int64_t ld_z, T* gz,
+                                  std::int64_t ld_gz, std::int64_t rows, std::int64_t cols,
+                                  const ActivationArgs<T>& a, T* grad_bias, T* grad_slope, bool accumulate) {
+        T* const out[2] = {grad_bias, grad_slope};
+        const V zero = S::set1(T(0));
+        strip_sums<2>(rows, cols, out, accumulate, [&](std::int64_t r, std::int64_t j, std::int64_t c) {
+            const V g = Lane::load(gy + r * ld_gy + j, c), zv = Lane::load(z + r * ld_z + j, c);
+            const V d = Activations<S, T>::backward_from_input(g, zv, a.act, slope_at(a, j, c));
+            Lane::store(gz + r * ld_gz + j, d, c);
+            return Vectors<2>{{d, grad_slope ? S::where_positive(zv, zero, S::mul(g, zv)) : zero}};
+        });
     }
 };
 

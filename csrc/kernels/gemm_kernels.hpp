@@ -227,7 +227,7 @@ struct GemmKernels {
                 if (beta != T(0)) x = S::fma(vb, S::load(row + v * kLanes), x);
                 if (ep) {
                     if (ep->bias) x = S::add(x, S::load(ep->bias + v * kLanes));
-                    x = Activations<S, T>::forward(x, ep->act, S::set1(ep->slope));
+                    x = Activations<S, T>::epilogue(x, ep->act, S::set1(ep->slope));
                 }
                 S::store(row + v * kLanes, x);
             }
@@ -261,7 +261,7 @@ struct GemmKernels {
                 const V bias = S::set1(ep && ep->bias ? ep->bias[r] : T(0));
                 for (int v = 0; v < kNVec; ++v) {
                     V x = alpha == T(1) ? acc[r][v] : S::mul(acc[r][v], S::set1(alpha));
-                    if (ep) x = Activations<S, T>::forward(S::add(x, bias), ep->act, S::set1(ep->slope));
+                    if (ep) x = Activations<S, T>::epilogue(S::add(x, bias), ep->act, S::set1(ep->slope));
                     S::store(tile + r * NR + v * kLanes, x);
                 }
             }

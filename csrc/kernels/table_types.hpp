@@ -33,6 +33,16 @@ struct ChunkStats {
     std::int64_t nonfinite;
 };
 
+// The activation of a needs_pre_activation pass: param is elu's alpha (or leaky_relu's
+// slope); prelu's slopes, when given, are one per column (per_column) or one shared.
+template <class T>
+struct ActivationArgs {
+    Activation act;
+    T param;
+    const T* slopes;
+    bool per_column;
+};
+
 // The fused write-back of a GEMM tile.
 template <class T>
 struct Epilogue {
@@ -84,7 +94,8 @@ struct GradSums {
 };
 
 static_assert(std::is_trivial_v<ScaledSum> && std::is_trivial_v<ChunkStats> &&
-              std::is_trivial_v<Epilogue<float>> && std::is_trivial_v<GemmBlocking> &&
+              std::is_trivial_v<Epilogue<float>> && std::is_trivial_v<ActivationArgs<float>> &&
+              std::is_trivial_v<GemmBlocking> &&
               std::is_trivial_v<SgdParams> &&
               std::is_trivial_v<AdamParams> && std::is_trivial_v<Moments> && std::is_trivial_v<GradSums>);
 

@@ -5,7 +5,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -108,10 +110,54 @@ py::object matmul_binding(py::handle a_arg, py::handle b_arg, bool trans_a, bool
     return c.object;
 }
 
+// prelu's slopes: 1 (shared) or out_features values of x's dtype; elu's alpha >= 0.
+struct ActivationParams {
+    Activation act;
+    double negative_slope, alpha;
+    std::optional<ArrayArg> prelu_weight;
+
+    ActivationParams(Call& call, py::handle activation, py::handle negative_slope_arg, py::handle alpha_arg,
+                     py::handle prelu_weight_arg, const ArrayArg& x, std::int64_t n_out)
+        : act(parse_activation(activation)),
+          negative_slope(real(negative_slope_arg, "negative_slope")),
+          alpha(real(alpha_arg, "alpha")) {
+        if (act == Activation::elu && !(alpha >= 0.0 && std::isfinite(alpha))) {
+            throw py::value_error("alpha must be a finite number >= 0 (elu's derivative is taken from its input)");
+        }
+        if (act == Activation::prelu) {
+            if (prelu_weight_arg.is_none()) throw py::value_error("activation 'prelu' needs prelu_weight=");
+            prelu_weight = call.array(prelu_weight_arg, "prelu_weight", Access::read, kLayerFloats);
+            same_dtype(x, "x", *prelu_weight, "prelu_weight");
+            require_ndim(*prelu_weight, "prelu_weight", 1);
+            if (prelu_weight->numel != 1 && prelu_weight->numel != n_out) {
+                throw py::value_error("prelu_weight has " + std::to_string(prelu_weight->numel) +
+                                      " values, expected 1 (shared) or out_features = " + std::to_string(n_out));
+            }
+        } else if (!prelu_weight_arg.is_none()) {
+            throw py::value_error("prelu_weight is only for activation 'prelu'");
+        }
+        if (needs_pre_activation(act) && call.on_cuda()) {
+            throw py::value_error(std::string("activation '") + name_of(act, kActivations) +
+                                  "' runs on the CPU only (the CUDA backend has identity, relu, leaky_relu, tanh, "
+                                  "sigmoid)");
+        }
+    }
+
+    // Into a DenseForward<T> or DenseBackward<T>.
+    template <class Args>
+    void apply(Args& args) const {
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(args.prelu_weight)>>;
+        args.alpha = alpha;
+        if (prelu_weight) {
+            args.prelu_weight = static_cast<const T*>(prelu_weight->data);
+            args.prelu_weight_count = prelu_weight->numel;
+        }
+    }
+};
+
 py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::handle bias_arg, py::handle activation,
-                                 py::handle negative_slope, py::handle out) {
-    const Activation act = parse_activation(activation);
-    const double slope = real(negative_slope, "negative_slope");
+                                 py::handle negative_slope, py::handle alpha, py::handle prelu_weight,
+                                 py::handle return_pre_activation, py::handle out) {
     Call call("dense_forward");
     const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
     const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
@@ -125,39 +171,63 @@ py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::ha
         same_dtype(x, "x", *bias, "bias");
         require_shape(*bias, "bias", {n_out});
     }
+    const ActivationParams a(call, activation, negative_slope, alpha, prelu_weight, x, n_out);
+    const bool keep_z = truth(return_pre_activation);
+    if (keep_z && !needs_pre_activation(a.act)) {
+        // z is not formed on the way: the GEMM applies these activations in its write-back.
+        throw py::value_error("return_pre_activation is for the activations whose backward needs z (elu, silu, "
+                              "gelu, gelu_tanh, prelu)");
+    }
     const ArrayArg y = output(call, out, "out", x, "x", {batch, n_out});
-    refuse_overlaps({{&y, "out"}}, {{&x, "x"}, {&w, "weight"}, {bias ? &*bias : nullptr, "bias"}});
+    refuse_overlaps({{&y, "out"}}, {{&x, "x"}, {&w, "weight"}, {bias ? &*bias : nullptr, "bias"},
+                                    {a.prelu_weight ? &*a.prelu_weight : nullptr, "prelu_weight"}});
+    std::optional<ArrayArg> z;
+    if (keep_z) z = call.new_array({batch, n_out}, x.dtype, "pre_activation");
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
-        const DenseForward<T> f{matrix<const T>(x), matrix<const T>(w), data_or_null<const T>(bias), matrix<T>(y), act,
-                                slope};
+        DenseForward<T> f{matrix<const T>(x), matrix<const T>(w), data_or_null<const T>(bias), matrix<T>(y), a.act,
+                          a.negative_slope};
+        a.apply(f);
+        if (z) f.pre_activation = matrix<T>(*z);
         run(call, [&] { dense_forward(f); }, [&](cuda::Stream s) { cuda::dense_forward(f, s); });
     });
-    return y.object;
+    if (!keep_z) return y.object;
+    return py::make_tuple(y.object, z->object);
 }
 
 py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::handle weight_arg, py::handle y_arg,
-                                  py::handle activation, py::handle negative_slope, py::handle has_bias_arg,
+                                  py::handle activation, py::handle negative_slope, py::handle alpha,
+                                  py::handle prelu_weight, py::handle pre_activation_arg, py::handle has_bias_arg,
                                   py::handle need_grad_x_arg, py::handle accumulate_arg,
                                   py::handle accumulate_grad_x_arg, py::handle grad_x_arg,
-                                  py::handle grad_weight_arg, py::handle grad_bias_arg) {
-    const Activation act = parse_activation(activation);
-    const double slope = real(negative_slope, "negative_slope");
+                                  py::handle grad_weight_arg, py::handle grad_bias_arg,
+                                  py::handle grad_prelu_weight_arg) {
     const bool has_bias = truth(has_bias_arg), need_grad_x = truth(need_grad_x_arg);
     const bool accumulate = truth(accumulate_arg), accumulate_grad_x = truth(accumulate_grad_x_arg);
     Call call("dense_backward");
     const ArrayArg gy = call.array(grad_y_arg, "grad_y", Access::read, kLayerFloats);
     const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
     const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
-    const ArrayArg y = call.array(y_arg, "y", Access::read, kLayerFloats);
     same_dtype(x, "x", w, "weight");
     same_dtype(x, "x", gy, "grad_y");
-    same_dtype(x, "x", y, "y");
-    for (auto [a, name] : {Named{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&y, "y"}}) require_ndim(*a, name, 2);
+    for (auto [a, name] : {Named{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}}) require_ndim(*a, name, 2);
     const std::int64_t batch = x.shape[0], n_in = x.shape[1], n_out = w.shape[0];
     require_weight_for(x, w);
     require_shape(gy, "grad_y", {batch, n_out});
-    require_shape(y, "y", {batch, n_out});
+    const ActivationParams a(call, activation, negative_slope, alpha, prelu_weight, x, n_out);
+    // The derivative's source: y, or z for the activations that need their input.
+    const bool from_input = needs_pre_activation(a.act);
+    const char* source_name = from_input ? "pre_activation" : "y";
+    py::handle source_arg = from_input ? pre_activation_arg : y_arg;
+    if (source_arg.is_none()) {
+        throw py::value_error(std::string("activation '") + name_of(a.act, kActivations) + "' needs " + source_name +
+                              "= (the forward's " + (from_input ? "z, from return_pre_activation=True" : "output") +
+                              ")");
+    }
+    const ArrayArg source = call.array(source_arg, source_name, Access::read, kLayerFloats);
+    same_dtype(x, "x", source, source_name);
+    require_ndim(source, source_name, 2);
+    require_shape(source, source_name, {batch, n_out});
     const auto grad = [&](py::handle given, const char* name, const std::vector<std::int64_t>& shape,
                           bool adds) {
         if (given.is_none() && adds) {
@@ -169,20 +239,29 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
     if (accumulate_grad_x && !need_grad_x) {
         throw py::value_error("accumulate_grad_x=True needs need_grad_x=True");
     }
-    std::optional<ArrayArg> gx, gb;
+    std::optional<ArrayArg> gx, gb, ga;
     if (need_grad_x) gx = grad(grad_x_arg, "grad_x", {batch, n_in}, accumulate || accumulate_grad_x);
     const ArrayArg gw = grad(grad_weight_arg, "grad_weight", {n_out, n_in}, accumulate);
     if (has_bias) gb = grad(grad_bias_arg, "grad_bias", {n_out}, accumulate);
-    refuse_overlaps({{gx ? &*gx : nullptr, "grad_x"}, {&gw, "grad_weight"}, {gb ? &*gb : nullptr, "grad_bias"}},
-                    {{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&y, "y"}});
+    if (a.prelu_weight) ga = grad(grad_prelu_weight_arg, "grad_prelu_weight", {a.prelu_weight->numel}, accumulate);
+    refuse_overlaps({{gx ? &*gx : nullptr, "grad_x"}, {&gw, "grad_weight"}, {gb ? &*gb : nullptr, "grad_bias"},
+                     {ga ? &*ga : nullptr, "grad_prelu_weight"}},
+                    {{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&source, source_name},
+                     {a.prelu_weight ? &*a.prelu_weight : nullptr, "prelu_weight"}});
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
-        DenseBackward<T> b{matrix<const T>(gy), matrix<const T>(x), matrix<const T>(w), matrix<const T>(y), act, slope,
-                           MatrixRef<T>{nullptr, batch, n_in, n_in, 1}, matrix<T>(gw), data_or_null<T>(gb),
-                           accumulate, accumulate_grad_x};
+        const MatrixRef<const T> src = matrix<const T>(source);
+        DenseBackward<T> b{matrix<const T>(gy), matrix<const T>(x), matrix<const T>(w),
+                           from_input ? MatrixRef<const T>{nullptr, batch, n_out, n_out, 1} : src, a.act,
+                           a.negative_slope, MatrixRef<T>{nullptr, batch, n_in, n_in, 1}, matrix<T>(gw),
+                           data_or_null<T>(gb), accumulate, accumulate_grad_x};
+        a.apply(b);
+        if (from_input) b.pre_activation = src;
+        if (ga) b.grad_prelu_weight = ga->as<T>();
         if (gx) b.grad_x = matrix<T>(*gx);
         run(call, [&] { dense_backward(b); }, [&](cuda::Stream s) { cuda::dense_backward(b, s); });
     });
+    if (ga) return py::make_tuple(object_or_none(gx), gw.object, object_or_none(gb), ga->object);
     return py::make_tuple(object_or_none(gx), gw.object, object_or_none(gb));
 }
 
@@ -193,11 +272,14 @@ void bind_dense(py::module_& m) {
     m.def("matmul", &matmul_binding, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
           py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("out") = none);
     m.def("dense_forward", &dense_forward_binding, py::arg("x"), py::arg("weight"), py::arg("bias") = none,
-          py::arg("activation") = "identity", py::arg("negative_slope") = 0.01, py::arg("out") = none);
+          py::arg("activation") = "identity", py::arg("negative_slope") = 0.01, py::arg("alpha") = 1.0,
+          py::arg("prelu_weight") = none, py::arg("return_pre_activation") = false, py::arg("out") = none);
     m.def("dense_backward", &dense_backward_binding, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
           py::arg("y"), py::arg("activation") = "identity", py::arg("negative_slope") = 0.01,
+          py::arg("alpha") = 1.0, py::arg("prelu_weight") = none, py::arg("pre_activation") = none,
           py::arg("has_bias") = true, py::arg("need_grad_x") = true, py::arg("accumulate") = false,
-          py::arg("accumulate_grad_x") = false, py::arg("grad_x") = none, py::arg("grad_weight") = none, py::arg("grad_bias") = none);
+          py::arg("accumulate_grad_x") = false, py::arg("grad_x") = none, py::arg("grad_weight") = none,
+          py::arg("grad_bias") = none, py::arg("grad_prelu_weight") = none);
 }
 
 }  // namespace gradcore::python

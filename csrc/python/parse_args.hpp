@@ -102,7 +102,12 @@ inline constexpr Named<Activation> kActivations[] = {{"identity", Activation::id
                                                      {"relu", Activation::relu},
                                                      {"leaky_relu", Activation::leaky_relu},
                                                      {"tanh", Activation::tanh},
-                                                     {"sigmoid", Activation::sigmoid}};
+                                                     {"sigmoid", Activation::sigmoid},
+                                                     {"elu", Activation::elu},
+                                                     {"silu", Activation::silu},
+                                                     {"gelu", Activation::gelu},
+                                                     {"gelu_tanh", Activation::gelu_tanh},
+                                                     {"prelu", Activation::prelu}};
 inline constexpr Named<Cell> kCells[] = {
     {"rnn_tanh", Cell::rnn_tanh}, {"rnn_relu", Cell::rnn_relu}, {"lstm", Cell::lstm}, {"gru", Cell::gru}};
 

@@ -17,7 +17,8 @@ void bind_test_hooks(py::module_& m) {
     // f(x) elementwise with the kernels' vector math, on a C-contiguous copy.
     m.def("_vector_math", [](py::handle x, py::handle name) {
         static constexpr Named<MathFunction> kFunctions[] = {
-            {"exp", MathFunction::exp}, {"tanh", MathFunction::tanh}, {"sigmoid", MathFunction::sigmoid}};
+            {"exp", MathFunction::exp}, {"tanh", MathFunction::tanh}, {"sigmoid", MathFunction::sigmoid},
+            {"expm1", MathFunction::expm1}, {"normal_tail", MathFunction::normal_tail}};
         const MathFunction fn = by_name(name, "name", kFunctions);
         Call call("_vector_math", Call::cpu_only);
         const ArrayArg in = call.array(x, "x", Access::read, {kFloat32or64, 0});

@@ -1,13 +1,17 @@
 // Dense layer forward/backward as GEMMs with fused element-wise work:
-// forward = one GEMM whose write-back adds the bias and applies the activation;
+// forward = one GEMM whose write-back adds the bias and applies the activation (for the
+// activations whose derivative needs their input, the GEMM writes z and one pass over it
+// writes y: z is what the backward reads, as torch's autograd keeps it);
 // backward = one fused pass (activation derivative + bias reduction) producing grad_z,
 // then grad_x = grad_z W and grad_W = grad_z^T x. grad_z is the only temporary, the
 // same one NumPy's composition materialises; with the identity activation grad_y is
 // used directly and there is none.
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "gradcore/dense.hpp"
 #include "gradcore/runtime.hpp"
@@ -26,6 +30,22 @@ std::string shape(std::int64_t r, std::int64_t c) {
 
 using runtime::transposed;
 
+// Rows per task of the element-wise passes over a (batch, out) matrix.
+std::int64_t rows_per_task(std::int64_t cols) { return std::max<std::int64_t>(1, (std::int64_t(1) << 14) / std::max<std::int64_t>(cols, 1)); }
+
+template <class T>
+kernels::ActivationArgs<T> activation_args(Activation act, double alpha, const T* prelu_weight, std::int64_t count,
+                                          std::int64_t out) {
+    if (act == Activation::prelu && (!prelu_weight || (count != 1 && count != out))) {
+        throw std::invalid_argument("prelu needs prelu_weight with 1 or out_features (" + std::to_string(out) +
+                                    ") values, got " + std::to_string(prelu_weight ? count : 0));
+    }
+    if (act == Activation::elu && !(alpha >= 0.0 && std::isfinite(alpha))) {
+        throw std::invalid_argument("elu's alpha must be a finite number >= 0");
+    }
+    return {act, static_cast<T>(alpha), act == Activation::prelu ? prelu_weight : nullptr, count > 1};
+}
+
 template <class T>
 const kernels::GemmTable<T>& gemm_table() {
     return runtime::gemm_kernels<T>(runtime::active_table());
@@ -41,15 +61,46 @@ void forward(const DenseForward<T>& f) {
     if (f.y.rows != batch || f.y.cols != out) {
         throw std::invalid_argument("y has shape " + shape(f.y.rows, f.y.cols) + ", expected " + shape(batch, out));
     }
-    runtime::gemm<T>(f.x, transposed(f.weight), f.y, T(1), T(0), f.bias, f.act, static_cast<T>(f.negative_slope));
+    if (!needs_pre_activation(f.act)) {
+        runtime::gemm<T>(f.x, transposed(f.weight), f.y, T(1), T(0), f.bias, f.act,
+                         static_cast<T>(f.negative_slope));
+        return;
+    }
+    const kernels::ActivationArgs<T> args =
+        activation_args(f.act, f.alpha, f.prelu_weight, f.prelu_weight_count, out);
+    MatrixRef<T> z = f.pre_activation;
+    std::unique_ptr<T[]> scratch;
+    if (!z.data) {
+        scratch.reset(new T[static_cast<std::size_t>(batch * out)]);
+        z = {scratch.get(), batch, out, out, 1};
+    } else if (z.rows != batch || z.cols != out || (batch > 0 && out > 0 && z.cs != 1)) {
+        throw std::invalid_argument("pre_activation has shape " + shape(z.rows, z.cols) + ", expected " +
+                                    shape(batch, out) + " with contiguous rows");
+    }
+    if (batch > 0 && out > 0 && f.y.cs != 1) throw std::invalid_argument("y must have contiguous rows");
+    runtime::gemm<T>(f.x, transposed(f.weight), z, T(1), T(0), f.bias, Activation::identity, T(0));
+    const std::int64_t step = rows_per_task(out);
+    const kernels::GemmTable<T>& k = gemm_table<T>();
+    auto rows = [&](std::size_t t) {
+        const std::int64_t r0 = static_cast<std::int64_t>(t) * step, r1 = std::min(batch, r0 + step);
+        k.activate(z.data + r0 * z.rs, z.rs, f.y.data + r0 * f.y.rs, f.y.rs, r1 - r0, out, args);
+    };
+    runtime::parallel_for(static_cast<std::size_t>((batch + step - 1) / step), batch * out, runtime::TaskFn(rows));
 }
 
 template <class T>
 void backward(const DenseBackward<T>& b) {
     const std::int64_t batch = b.x.rows, in = b.x.cols, out = b.weight.rows;
+    const bool from_input = needs_pre_activation(b.act);
+    // What the activation's derivative is taken from: z for the needs_pre_activation ones.
+    const MatrixRef<const T>& y = from_input ? b.pre_activation : b.y;
+    const char* y_name = from_input ? "pre_activation" : "y";
+    if (from_input && !y.data && batch > 0 && out > 0) {
+        throw std::invalid_argument("this activation's backward needs pre_activation (the forward's z)");
+    }
     // (NumPy's strides of zero-size arrays are arbitrary: only non-empty ones matter.)
-    if (batch > 0 && out > 0 && (b.grad_y.cs != 1 || b.y.cs != 1)) {
-        throw std::invalid_argument("grad_y and y must have contiguous rows");
+    if (batch > 0 && out > 0 && (b.grad_y.cs != 1 || y.cs != 1)) {
+        throw std::invalid_argument(std::string("grad_y and ") + y_name + " must have contiguous rows");
     }
     auto expect = [](const char* name, std::int64_t r, std::int64_t c, std::int64_t er, std::int64_t ec) {
         if (r != er || c != ec) {
@@ -58,7 +109,9 @@ void backward(const DenseBackward<T>& b) {
     };
     expect("weight", b.weight.rows, b.weight.cols, out, in);
     expect("grad_y", b.grad_y.rows, b.grad_y.cols, batch, out);
-    expect("y", b.y.rows, b.y.cols, batch, out);
+    expect(y_name, y.rows, y.cols, batch, out);
+    const kernels::ActivationArgs<T> args =
+        activation_args(b.act, b.alpha, b.prelu_weight, b.prelu_weight_count, out);
     if (b.grad_x.data) expect("grad_x", b.grad_x.rows, b.grad_x.cols, batch, in);
     if (b.grad_weight.data) expect("grad_weight", b.grad_weight.rows, b.grad_weight.cols, out, in);
 
@@ -78,13 +131,25 @@ void backward(const DenseBackward<T>& b) {
             grad_z = {gz, batch, out, out, 1};
         }
         // Column strips in parallel: each strip owns its bias entries (no reduction
-        // across threads, deterministic for any thread count).
+        // across threads, deterministic for any thread count). A shared prelu slope's
+        // gradient is summed from per-column sums, in column order.
         constexpr std::int64_t kStrip = 256;
         const std::int64_t strips = (out + kStrip - 1) / kStrip;
+        const bool slope_grad = b.act == Activation::prelu && b.grad_prelu_weight;
+        // (zeros: accumulating into them is writing them)
+        std::vector<T> slope_columns(slope_grad && !args.per_column ? static_cast<std::size_t>(out) : 0);
+        T* slope_out = !slope_grad ? nullptr : args.per_column ? b.grad_prelu_weight : slope_columns.data();
         auto strip = [&](std::size_t s) {
             const std::int64_t j0 = static_cast<std::int64_t>(s) * kStrip;
             const std::int64_t w = std::min(kStrip, out - j0);
-            if (gz) {
+            if (from_input) {
+                T* bias = b.grad_bias ? b.grad_bias + j0 : nullptr;
+                T* slope_sums = slope_out ? slope_out + j0 : nullptr;
+                kernels::ActivationArgs<T> strip_args = args;  // the strip's own slopes
+                if (args.per_column) strip_args.slopes += j0;
+                k.grad_z_from_input(b.grad_y.data + j0, b.grad_y.rs, y.data + j0, y.rs, gz + j0, ld_gz, batch, w,
+                                    strip_args, bias, slope_sums, b.accumulate);
+            } else if (gz) {
                 k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.y.data + j0, b.y.rs, gz + j0, ld_gz, batch,
                          w, act, slope, b.grad_bias ? b.grad_bias + j0 : nullptr, b.accumulate);
             } else {  // identity: only the bias reduction is needed
@@ -92,6 +157,11 @@ void backward(const DenseBackward<T>& b) {
             }
         };
         runtime::parallel_for(static_cast<std::size_t>(strips), batch * out, runtime::TaskFn(strip));
+        if (!slope_columns.empty()) {
+            T total = T(0);
+            for (const T v : slope_columns) total += v;
+            b.grad_prelu_weight[0] = b.accumulate ? b.grad_prelu_weight[0] + total : total;
+        }
     }
     const T beta = b.accumulate ? T(1) : T(0);
     const T beta_x = b.accumulate || b.accumulate_grad_x ? T(1) : T(0);

@@ -12,7 +12,7 @@ namespace gradcore {
 
 // x = f(x) in place with the library's vector exp/tanh/sigmoid (the ones the dense and
 // recurrent kernels use), on the calling thread: what the tests hold against NumPy.
-enum class MathFunction : int { exp = 0, tanh = 1, sigmoid = 2 };
+enum class MathFunction : int { exp = 0, tanh = 1, sigmoid = 2, expm1 = 3, normal_tail = 4 };
 GRADCORE_API void vector_math(float* x, std::int64_t n, MathFunction fn);
 GRADCORE_API void vector_math(double* x, std::int64_t n, MathFunction fn);
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import init
 from .._args import count, integer, nonnegative
-from .._dense import ACTIVATIONS, dense_backward, dense_forward
+from .._dense import ACTIVATIONS, PRE_ACTIVATION, dense_backward, dense_forward
 from .._dropout import dropout
 from .._normalization import batch_norm_backward, batch_norm_forward, layer_norm_backward, layer_norm_forward
 from ._module import Gradients, Module, add_input_grad, generator, layer_dtype, to_numpy
@@ -48,23 +48,28 @@ class _Layer(Module):
 class _LinearCache(NamedTuple):
     x: np.ndarray       # the input as (batch, in)
     y: np.ndarray       # the output as (batch, out)
+    z: Any              # the pre-activation (batch, out) for the activations that need it
     in_shape: tuple
     out_shape: tuple
 
 
 class Linear(_Layer):
     """``y = act(x @ weight.T + bias)``, ``torch.nn.Linear`` followed by an element-wise
-    activation fused into the product's write-back (``activation``: identity, relu,
-    leaky_relu with ``negative_slope``, tanh, sigmoid).
+    activation fused into the layer (``activation``: identity, relu, leaky_relu with
+    ``negative_slope``, tanh, sigmoid applied in the product's write-back; elu with
+    ``alpha``, silu, gelu, gelu_tanh, prelu, for which the layer also keeps z for the
+    backward; see ``gradcore.dense_forward``).
 
     ``Linear(in_features, out_features, bias=True, *, activation="identity",
-    negative_slope=0.01, dtype=np.float32, rng=None)``: weight (out, in) and bias (out,)
-    drawn as torch draws them (uniform(-1/sqrt(in), 1/sqrt(in))); ``rng`` a
-    ``numpy.random.Generator`` or an int seed. x is (*, in_features), y (*, out_features).
+    negative_slope=0.01, alpha=1.0, prelu_parameters=1, dtype=np.float32, rng=None)``:
+    weight (out, in) and bias (out,) drawn as torch draws them (uniform(-1/sqrt(in),
+    1/sqrt(in))); ``rng`` a ``numpy.random.Generator`` or an int seed. With prelu, the
+    parameter ``prelu_weight`` (``prelu_parameters`` = 1 or out_features slopes, 0.25 as
+    torch's ``nn.PReLU``). x is (*, in_features), y (*, out_features).
     """
 
     def __init__(self, in_features, out_features, bias=True, *, activation="identity",
-                 negative_slope=0.01, dtype=np.float32, rng=None):
+                 negative_slope=0.01, alpha=1.0, prelu_parameters=1, dtype=np.float32, rng=None):
         super().__init__(dtype)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
@@ -72,10 +77,20 @@ class Linear(_Layer):
         self.out_features = count(out_features, "out_features")
         self.activation = activation
         self.negative_slope = float(negative_slope)
+        self.alpha = nonnegative(alpha, "alpha")
         self._params["weight"] = np.zeros((self.out_features, self.in_features), self.dtype)
         if bias:
             self._params["bias"] = np.zeros(self.out_features, self.dtype)
+        if activation == "prelu":
+            n = count(prelu_parameters, "prelu_parameters")
+            if n not in (1, self.out_features):
+                raise ValueError(f"prelu_parameters must be 1 or out_features ({self.out_features}), got {n}")
+            self._params["prelu_weight"] = np.full(n, 0.25, self.dtype)
         self.reset_parameters(rng)
+
+    def _activation_args(self):
+        return dict(negative_slope=self.negative_slope, alpha=self.alpha,
+                    prelu_weight=self._params.get("prelu_weight"))
 
     def reset_parameters(self, rng=None) -> None:
         """torch's default: weight by ``kaiming_uniform(a=sqrt(5))``, i.e. uniform(-1/sqrt(in),
@@ -92,10 +107,12 @@ class Linear(_Layer):
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x has shape {x.shape}, expected (*, {self.in_features})")
         x2 = x.reshape(-1, self.in_features)
-        y2 = dense_forward(x2, self.weight, self._params.get("bias"), self.activation,
-                           negative_slope=self.negative_slope)
+        keep_z = self.activation in PRE_ACTIVATION
+        result = dense_forward(x2, self.weight, self._params.get("bias"), self.activation,
+                               return_pre_activation=keep_z, **self._activation_args())
+        y2, z2 = result if keep_z else (result, None)
         out_shape = x.shape[:-1] + (self.out_features,)
-        self._cache = _LinearCache(x2, y2, x.shape, out_shape)
+        self._cache = _LinearCache(x2, y2, z2, x.shape, out_shape)
         return y2.reshape(out_shape)
 
     def _backward(self, grad, owned, into, need_input):
@@ -110,11 +127,12 @@ class Linear(_Layer):
             into2 = into.reshape(-1, self.in_features)
             if not np.may_share_memory(into2, into) or np.may_share_memory(into2, g2):
                 into2 = None
-        gx, gw, gb = dense_backward(g2, c.x, self.weight, c.y, self.activation,
-                                    negative_slope=self.negative_slope, has_bias=has_bias,
-                                    need_grad_x=need_input or into is not None,
-                                    accumulate_grad_x=into2 is not None, grad_x=into2)
-        grads = Gradients({"weight": gw, **({"bias": gb} if has_bias else {})})
+        gx, gw, gb, *ga = dense_backward(g2, c.x, self.weight, c.y, self.activation, pre_activation=c.z,
+                                         has_bias=has_bias, need_grad_x=need_input or into is not None,
+                                         accumulate_grad_x=into2 is not None, grad_x=into2,
+                                         **self._activation_args())
+        grads = Gradients({"weight": gw, **({"bias": gb} if has_bias else {}),
+                           **({"prelu_weight": ga[0]} if ga else {})})
         if into2 is not None:
             grads.input = into
         elif gx is not None:
