@@ -49,7 +49,8 @@ struct Activations {
     }
 
     // Every activation; param is prelu's slope or elu's alpha (or leaky_relu's slope).
-    static V forward(V z, Activation act, V param) {
+    // Inlined, so that a loop calling it with a constant act keeps only that case.
+    [[gnu::always_inline]] static V forward(V z, Activation act, V param) {
         const V zero = S::set1(T(0));
         switch (act) {
             case Activation::prelu:
@@ -121,7 +122,7 @@ struct Activations {
 
     // dL/dz from dL/dy and z, for the needs_pre_activation ones (torch's formulas; at
     // z = 0 elu and prelu take the left derivative, as torch).
-    static V backward_from_input(V g, V z, Activation act, V param) {
+    [[gnu::always_inline]] static V backward_from_input(V g, V z, Activation act, V param) {
         const V zero = S::set1(T(0)), one = S::set1(T(1));
         switch (act) {
             case Activation::prelu:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "activations.hpp"
 #include "lanes.hpp"
@@ -112,15 +113,32 @@ struct DenseKernels {
         return S::set1(a.param);
     }
 
+    // f(std::integral_constant<Activation, A>) for a.act = A: the loops below compiled once
+    // per activation, with no switch per vector.
+    template <class F>
+    static void with_activation(Activation act, F&& f) {
+        using A = Activation;
+        switch (act) {
+            case A::elu: return f(std::integral_constant<A, A::elu>{});
+            case A::silu: return f(std::integral_constant<A, A::silu>{});
+            case A::gelu: return f(std::integral_constant<A, A::gelu>{});
+            case A::gelu_tanh: return f(std::integral_constant<A, A::gelu_tanh>{});
+            case A::prelu: return f(std::integral_constant<A, A::prelu>{});
+            default: return f(std::integral_constant<A, A::identity>{});
+        }
+    }
+
     // y[r, j] = act(z[r, j]) for the needs_pre_activation activations.
     static void activate(const T* z, std::int64_t ld_z, T* y, std::int64_t ld_y, std::int64_t rows,
                          std::int64_t cols, const ActivationArgs<T>& a) {
-        for (std::int64_t r = 0; r < rows; ++r) {
-            Lane::for_each(cols, [&](std::int64_t j, std::int64_t c) {
-                Lane::store(y + r * ld_y + j,
-                            Activations<S, T>::forward(Lane::load(z + r * ld_z + j, c), a.act, slope_at(a, j, c)), c);
-            });
-        }
+        with_activation(a.act, [&](auto act) {
+            for (std::int64_t r = 0; r < rows; ++r) {
+                Lane::for_each(cols, [&](std::int64_t j, std::int64_t c) {
+                    const V zv = Lane::load(z + r * ld_z + j, c);
+                    Lane::store(y + r * ld_y + j, Activations<S, T>::forward(zv, act.value, slope_at(a, j, c)), c);
+                });
+            }
+        });
     }
 
     // gz = act'(z) gy for the needs_pre_activation activations, with grad_bias[j] (+)=
@@ -131,11 +149,14 @@ struct DenseKernels {
                                   const ActivationArgs<T>& a, T* grad_bias, T* grad_slope, bool accumulate) {
         T* const out[2] = {grad_bias, grad_slope};
         const V zero = S::set1(T(0));
-        strip_sums<2>(rows, cols, out, accumulate, [&](std::int64_t r, std::int64_t j, std::int64_t c) {
-            const V g = Lane::load(gy + r * ld_gy + j, c), zv = Lane::load(z + r * ld_z + j, c);
-            const V d = Activations<S, T>::backward_from_input(g, zv, a.act, slope_at(a, j, c));
-            Lane::store(gz + r * ld_gz + j, d, c);
-            return Vectors<2>{{d, grad_slope ? S::where_positive(zv, zero, S::mul(g, zv)) : zero}};
+        with_activation(a.act, [&](auto act) {
+            strip_sums<2>(rows, cols, out, accumulate, [&](std::int64_t r, std::int64_t j, std::int64_t c) {
+                const V g = Lane::load(gy + r * ld_gy + j, c), zv = Lane::load(z + r * ld_z + j, c);
+                const V d = Activations<S, T>::backward_from_input(g, zv, act.value, slope_at(a, j, c));
+                Lane::store(gz + r * ld_gz + j, d, c);
+                const bool slopes = act.value == Activation::prelu;  // (grad_slope is null otherwise)
+                return Vectors<2>{{d, slopes ? S::where_positive(zv, zero, S::mul(g, zv)) : zero}};
+            });
         });
     }
 };

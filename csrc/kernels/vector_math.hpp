@@ -113,13 +113,17 @@ struct VectorMath {
         lo = S::sub(a, hi);
     }
 
-    // Dekker's product: a b = p + e exactly.
+    // a b = p + e exactly: one FMA where the target fuses it, else Dekker's product.
     static void two_prod(V a, V b, V& p, V& e) {
-        V ah, al, bh, bl;
-        split(a, ah, al);
-        split(b, bh, bl);
         p = product(a, b);
-        e = S::add(S::add(S::add(S::sub(S::mul(ah, bh), p), S::mul(ah, bl)), S::mul(al, bh)), S::mul(al, bl));
+        if constexpr (S::kHasFma) {
+            e = S::fma(a, b, S::sub(S::set1(T(0)), p));
+        } else {
+            V ah, al, bh, bl;
+            split(a, ah, al);
+            split(b, bh, bl);
+            e = S::add(S::add(S::add(S::sub(S::mul(ah, bh), p), S::mul(ah, bl)), S::mul(al, bh)), S::mul(al, bl));
+        }
     }
 
     // sigmoid(r + dr) for |dr| <= a few ulp of r: exp(-|r|) corrected to first order.
@@ -134,22 +138,15 @@ struct VectorMath {
     // The standard normal distribution's tail: returns Q = Phi(-|z|) = erfc(|z|/sqrt 2) / 2
     // and sets density = exp(-z^2 / 2), so Phi(z) = z < 0 ? Q : 1 - Q and
     // phi(z) = density / sqrt(2 pi). Q = density g(w) / (2 (1 + t)), t = |z| / sqrt 2, with
-    // g by Clenshaw's recurrence.
-    // z^2 / 2 is formed exactly (Veltkamp's split of |z|, no FMA needed), so the tail keeps
-    // its relative accuracy where exp(-z^2/2) is far below 1. |z| is clamped where Q has
-    // long underflowed (40 for float64, 15 for float32).
+    // g by Clenshaw's recurrence. z^2 = p + e exactly (two_prod), so exp(-z^2/2) =
+    // exp(-p/2) (1 - e/2) keeps its relative accuracy where it is far below 1. |z| is
+    // clamped where Q has long underflowed (40 for float64, 15 for float32).
     static V normal_tail(V z, V& density) {
-        const V zero = S::set1(T(0));
+        const V zero = S::set1(T(0)), half = S::set1(T(0.5)), one = S::set1(T(1));
         const V az = S::clamp(S::max(S::sub(zero, z), z), zero, S::set1(kF64 ? T(40) : T(15)));
-        V hi, lo;  // hi^2 is exact
-        split(az, hi, lo);
-        // z^2 / 2 = hi^2 / 2 - r with r = -(hi lo + lo^2 / 2), |r| << 1: exp(-z^2/2) =
-        // exp(-hi^2/2) (1 + r + r^2/2 + r^3/6).
-        const V r = S::sub(zero, S::fma(hi, lo, S::mul(S::set1(T(0.5)), S::mul(lo, lo))));
-        V corr = S::fma(r, S::set1(T(1.0 / 6.0)), S::set1(T(0.5)));
-        corr = S::fma(corr, r, S::set1(T(1)));
-        corr = S::fma(corr, r, S::set1(T(1)));
-        density = S::mul(exp(S::mul(S::set1(T(-0.5)), S::mul(hi, hi))), corr);
+        V p, e;
+        two_prod(az, az, p, e);
+        density = S::mul(exp(S::mul(S::set1(T(-0.5)), p)), S::sub(one, S::mul(half, e)));
         // w = (t - 4) / (t + 4) = (|z| - 4 sqrt 2) / (|z| + 4 sqrt 2): t itself never rounded.
         const V k = S::set1(T(5.6568542494923801952));
         const V w = S::div(S::sub(az, k), S::add(az, k));
@@ -164,7 +161,7 @@ struct VectorMath {
             b1 = b0;
         }
         const V g = S::add(S::fma(w, b1, S::sub(zero, b2)), S::set1(static_cast<T>(coef[0])));
-        return S::div(S::mul(S::mul(S::set1(T(0.5)), density), g), S::add(t, S::set1(T(1))));
+        return S::div(S::mul(S::mul(half, density), g), S::add(t, one));
     }
 
     // With e = exp(-|x|) <= 1: 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, so

@@ -190,6 +190,7 @@ struct Avx2 {
     // d[j * ld + i] = s[i * ls + j] for a kLanes x kLanes block (GEMM packing of
     // transposed operands).
     static constexpr bool kHasTranspose = true;
+    static constexpr bool kHasFma = true;  // fma is fused (one rounding)
     static void transpose_block(const float* s, std::int64_t ls, float* d, std::int64_t ld) {
         __m256 r[8], t[8];
         for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s + i * ls);

@@ -167,6 +167,7 @@ struct Avx512 {
     // GEMM packing of transposed operands (the contract is Avx2's): d[j * ld + i] =
     // s[i * ls + j] for a kLanes x kLanes block.
     static constexpr bool kHasTranspose = true;
+    static constexpr bool kHasFma = true;  // fma is fused (one rounding)
     static void transpose_block(const float* s, std::int64_t ls, float* d, std::int64_t ld) {
         __m512 r[16];
         for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(s + i * ls);

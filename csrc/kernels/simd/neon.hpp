@@ -158,6 +158,7 @@ struct Neon {
     }
 
     static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
+    static constexpr bool kHasFma = true;         // fma is fused (one rounding)
     static float32x4_t sqrt(float32x4_t x) { return vsqrtq_f32(x); }
     static float64x2_t sqrt(float64x2_t x) { return vsqrtq_f64(x); }
 };

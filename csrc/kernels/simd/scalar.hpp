@@ -110,6 +110,7 @@ struct Scalar {
     static T pow2i(T n) { return std::ldexp(T(1), static_cast<int>(n)); }
 
     static constexpr bool kHasTranspose = false;  // GEMM packing transposes element-wise
+    static constexpr bool kHasFma = false;  // fma is a * b + c, two roundings (no FMA in the baseline ISA)
     template <class T>
     static T sqrt(T x) { return std::sqrt(x); }
 };
