@@ -26,9 +26,9 @@ Cases (matmul sizes are M×K×N: an (M, K) matrix times a (K, N) matrix)
   * 5a-5e  the activations whose derivative needs z, in the same forward + backward at
     64×512×512 float32 against gradcore's own relu layer (4b's size): elu, silu,
     gelu_tanh, prelu (one slope per feature) within 10% of relu's time (ratio relu /
-    activation >= 0.91), gelu within 25% (>= 0.8). gradcore: ``y, z =
-    dense_forward(x, W, b, act, return_pre_activation=True); dense_backward(gy, x, W,
-    None, act, pre_activation=z)``; PyTorch: ``act(F.linear(x, W, b))`` with F.elu,
+    activation >= 0.91), gelu within 25% (>= 0.8). gradcore: ``y, s =
+    dense_forward(x, W, b, act, return_saved=True); dense_backward(gy, x, W, None, act,
+    saved=s)``; PyTorch: ``act(F.linear(x, W, b))`` with F.elu,
     F.silu, F.gelu (approximate="none"/"tanh"), F.prelu (informative).
 
 Data: a, b, x, gy ~ N(0, 1); W ~ N(0, 1) / sqrt(in) (so z = x @ W.T + b is
@@ -249,7 +249,7 @@ class _Runner:
                           "dtype": "float32", "max_rel_err": errs})
 
 
-    # -- the activations that keep z, against gradcore's relu ----------------------
+    # -- the activations whose backward reads what the forward saved, against relu ---
     def activation(self, key, act, *, batch=64, n_in=512, n_out=512, seed=10):
         np, gc, torch = self.np, self.gc, self.torch
         f32 = np.float32
@@ -261,8 +261,8 @@ class _Runner:
         kw = {"prelu_weight": np.linspace(0.05, 0.3, n_out, dtype=f32)} if act == "prelu" else {}
 
         def gc_step():
-            y, z = gc.dense_forward(x, W, b, act, return_pre_activation=True, **kw)
-            return gc.dense_backward(gy, x, W, None, act, pre_activation=z, **kw)
+            y, s = gc.dense_forward(x, W, b, act, return_saved=True, **kw)
+            return gc.dense_backward(gy, x, W, None, act, saved=s, **kw)
 
         def relu_step():
             y = gc.dense_forward(x, W, b, "relu")
@@ -291,8 +291,8 @@ class _Runner:
             return "ok" if not bad else "; ".join(bad) + " vs torch"
 
         chk = run_check(check)
-        gc_code = (f"y, z = gradcore.dense_forward(x, W, b, {act!r}, return_pre_activation=True); "
-                   f"gradcore.dense_backward(gy, x, W, None, {act!r}, pre_activation=z)")
+        gc_code = (f"y, s = gradcore.dense_forward(x, W, b, {act!r}, return_saved=True); "
+                   f"gradcore.dense_backward(gy, x, W, None, {act!r}, saved=s)")
         peers = [("gradcore relu", GC_DENSE_CODE.replace("act", "'relu'"), relu_step,
                   T_ACTIVATION_VS_RELU[act], False),
                  ("torch", f"F.{act} after F.linear, torch.autograd.grad", t_step, None, True)]

@@ -8,9 +8,9 @@ from . import _core
 __all__ = ["dense_backward", "dense_forward", "matmul"]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid", "elu", "silu", "gelu", "gelu_tanh", "prelu")
-#: the activations whose derivative is taken from their input z (the forward keeps it:
-#: ``return_pre_activation=True``, then ``dense_backward(..., pre_activation=z)``)
-PRE_ACTIVATION = ("elu", "silu", "gelu", "gelu_tanh", "prelu")
+#: the activations whose derivative needs their input z: the forward saves what the
+#: backward reads (``return_saved=True``, then ``dense_backward(..., saved=saved)``)
+NEEDS_SAVED = ("elu", "silu", "gelu", "gelu_tanh", "prelu")
 
 
 def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
@@ -25,7 +25,7 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None)
 
 
 def dense_forward(x, weight, bias=None, activation="identity", *, negative_slope=0.01, alpha=1.0,
-                  prelu_weight=None, return_pre_activation=False, out=None):
+                  prelu_weight=None, return_saved=False, out=None):
     """``y = act(x @ weight.T + bias)`` with ``torch.nn.Linear``'s layout: x (batch, in),
     weight (out, in), bias (out,). ``out`` (C-contiguous, not overlapping the inputs)
     receives y when given.
@@ -37,27 +37,30 @@ def dense_forward(x, weight, bias=None, activation="identity", *, negative_slope
     - elu (``alpha`` >= 0), silu, gelu (exact, ``z * Phi(z)``), gelu_tanh (torch's
       ``approximate="tanh"``), prelu (``prelu_weight``: one slope per output feature or
       one shared, torch's ``nn.PReLU`` weight): their derivative needs z = x W^T + b, so
-      the GEMM writes z and one pass over it writes y. ``return_pre_activation=True``
-      returns ``(y, z)``: pass z to ``dense_backward(..., pre_activation=z)``. Keeping z
-      costs one write of (batch, out) values, what torch's autograd keeps for them too.
+      the GEMM writes z into y and one pass turns it into y. With ``return_saved=True``
+      that pass also computes, from the same exp / sigmoid / Phi, what the backward reads,
+      and the call returns ``(y, saved)``: ``saved`` is act'(z) (z itself for prelu, whose
+      slopes' gradient needs it); pass it to ``dense_backward(..., saved=saved)``, which
+      then only multiplies. It costs one write of (batch, out) values, as torch's autograd
+      keeps z for them.
 
     CUDA device arrays (all of them on one device): runs on the GPU (cuBLAS GEMM, fused
     epilogue) and returns a device array of the caller's library; ``out=`` must then be
     one (see ``gradcore.cuda``)."""
     return _core.dense_forward(x, weight, bias, activation, negative_slope, alpha, prelu_weight,
-                               return_pre_activation, out)
+                               return_saved, out)
 
 
 def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slope=0.01, alpha=1.0,
-                   prelu_weight=None, pre_activation=None, has_bias=True, need_grad_x=True,
+                   prelu_weight=None, saved=None, has_bias=True, need_grad_x=True,
                    accumulate=False, accumulate_grad_x=False, grad_x=None, grad_weight=None,
                    grad_bias=None, grad_prelu_weight=None):
     """Gradients of ``dense_forward``: returns ``(grad_x, grad_weight, grad_bias)``, and
     for prelu ``(grad_x, grad_weight, grad_bias, grad_prelu_weight)``.
 
     The activation's derivative is taken from ``y`` (the forward output), or for elu,
-    silu, gelu, gelu_tanh and prelu from ``pre_activation`` (the forward's z; ``y`` may
-    then be None). One fused pass computes ``grad_z = grad_y * act'`` and the bias
+    silu, gelu, gelu_tanh and prelu from ``saved`` (what ``dense_forward(...,
+    return_saved=True)`` returned; ``y`` may then be None). One fused pass computes ``grad_z = grad_y * act'`` and the bias
     gradient (its column sums; for prelu also the slopes' gradient, torch's
     ``sum grad_y * z`` over z <= 0); then ``grad_x = grad_z @ weight`` and ``grad_weight
     = grad_z.T @ x``. ``grad_z`` is the only temporary (none for the identity).
@@ -72,5 +75,5 @@ def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slop
     arrays of the caller's library (see ``gradcore.cuda``).
     """
     return _core.dense_backward(grad_y, x, weight, y, activation, negative_slope, alpha, prelu_weight,
-                                pre_activation, has_bias, need_grad_x, accumulate, accumulate_grad_x,
+                                saved, has_bias, need_grad_x, accumulate, accumulate_grad_x,
                                 grad_x, grad_weight, grad_bias, grad_prelu_weight)

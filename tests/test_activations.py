@@ -1,8 +1,9 @@
 """The activations whose derivative needs their input (elu, silu, gelu, gelu_tanh, prelu):
-accuracy in ulp over the whole range of float32/float64 through the dense layer, forward
-and backward against plain NumPy float64 references on every ISA and thread count, parity
-with torch's F.elu/silu/gelu/prelu and nn.PReLU's weight gradient, the gradcore.nn.Linear
-that keeps z for them, and bad input refused before anything is written."""
+accuracy in ulp over the whole range of float32/float64 through the dense layer, forward,
+saved derivative and backward against plain NumPy float64 references on every ISA and
+thread count, parity with torch's F.elu/silu/gelu/prelu and nn.PReLU's weight gradient,
+the gradcore.nn.Linear that saves for them, and bad input refused before anything is
+written."""
 
 import math
 
@@ -180,14 +181,21 @@ def test_dense_forward_backward_against_numpy(isa, threads, dtype, act, per_chan
     x, w, b, gy = case(3, dtype, n_out=n_out)
     slopes = np.linspace(-0.3, 0.6, n_out).astype(dtype) if per_channel else np.array([0.2], dtype)
     kw = dict(prelu_weight=slopes) if act == "prelu" else (dict(alpha=0.7) if act == "elu" else {})
-    y, z = gradcore.dense_forward(x, w, b, act, return_pre_activation=True, **kw)
-    # z is the product (the GEMM's own accuracy), y the activation of it (the activation's)
+    y, saved = gradcore.dense_forward(x, w, b, act, return_saved=True, **kw)
+    # z: the same GEMM as the identity layer's (the GEMM's own accuracy); y and saved are
+    # the activation of z and its derivative (or z itself for prelu)
+    z = gradcore.dense_forward(x, w, b)
     rd.assert_gemm_close(z, rd.ref_dense_pre(x, w, b), rd.ref_dense_forward_scale(x, w, b), dtype, x.shape[1])
     slope = slopes.astype(np.float64) if act == "prelu" else 0.25
     ref_y = ref_act(z, act, alpha=0.7, slope=slope, dtype=dtype).astype(np.float64)
     np.testing.assert_allclose(y, ref_y, rtol=8 * np.finfo(dtype).eps, atol=8 * np.finfo(dtype).tiny)
-    np.testing.assert_array_equal(gradcore.dense_forward(x, w, b, act, **kw), y)   # without keeping z
-    grads = gradcore.dense_backward(gy, x, w, None, act, pre_activation=z, **kw)
+    np.testing.assert_array_equal(gradcore.dense_forward(x, w, b, act, **kw), y)   # without saving
+    if act == "prelu":
+        np.testing.assert_array_equal(saved, z)
+    else:
+        np.testing.assert_allclose(saved, ref_grad(z, act, alpha=0.7), rtol=16 * np.finfo(dtype).eps,
+                                   atol=16 * np.finfo(dtype).eps)
+    grads = gradcore.dense_backward(gy, x, w, None, act, saved=saved, **kw)
     gz = gy.astype(np.float64) * ref_grad(z, act, alpha=0.7, slope=slope)
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == F32 else dict(rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(grads[0], gz @ w.astype(np.float64), **tol)
@@ -209,8 +217,8 @@ def test_same_bits_on_every_thread_count():
         try:
             for act in ACTS:
                 kw = dict(prelu_weight=np.array([0.1], np.float32)) if act == "prelu" else {}
-                y, z = gradcore.dense_forward(x, w, b, act, return_pre_activation=True, **kw)
-                out.append((act, y, gradcore.dense_backward(gy, x, w, y, act, pre_activation=z, **kw)))
+                y, saved = gradcore.dense_forward(x, w, b, act, return_saved=True, **kw)
+                out.append((act, y, gradcore.dense_backward(gy, x, w, y, act, saved=saved, **kw)))
         finally:
             gradcore.set_num_threads(2)
     n = len(ACTS)
@@ -242,8 +250,8 @@ def test_matches_torch(torch, dtype, act):
     yt = {"elu": lambda z: F.elu(z), "silu": F.silu, "gelu": F.gelu,
           "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"), "prelu": lambda z: F.prelu(z, at)}[name](zt)
     yt.backward(torch.tensor(gy))
-    y, z = gradcore.dense_forward(x, w, b, name, return_pre_activation=True, **kw)
-    grads = gradcore.dense_backward(gy, x, w, y, name, pre_activation=z, **kw)
+    y, saved = gradcore.dense_forward(x, w, b, name, return_saved=True, **kw)
+    grads = gradcore.dense_backward(gy, x, w, y, name, saved=saved, **kw)
     tol = dict(rtol=2e-5, atol=2e-6) if dtype == F32 else dict(rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
     for got, want in zip(grads, [xt.grad, wt.grad, bt.grad] + ([at.grad] if name == "prelu" else [])):
@@ -251,7 +259,7 @@ def test_matches_torch(torch, dtype, act):
 
 
 @pytest.mark.parametrize("act", ACTS)
-def test_nn_linear_keeps_z_and_matches_torch(torch, act):
+def test_nn_linear_saves_for_its_backward_and_matches_torch(torch, act):
     """gradcore.nn.Linear(activation=...) against torch.nn.Linear followed by the torch
     activation module (nn.PReLU's weight as the layer's prelu_weight)."""
     lin = gnn.Linear(6, 5, activation=act, dtype=np.float64, rng=0,
@@ -291,19 +299,19 @@ def test_bad_input_writes_nothing():
         (dict(activation="prelu", prelu_weight=np.ones(1, np.float32)), TypeError, "prelu_weight"),
         (dict(activation="relu", prelu_weight=np.ones(1)), ValueError, "only for activation 'prelu'"),
         (dict(activation="elu", alpha=-1.0), ValueError, "alpha"),
-        (dict(activation="relu", return_pre_activation=True), ValueError, "return_pre_activation"),
+        (dict(activation="relu", return_saved=True), ValueError, "return_saved"),
         (dict(activation="swish"), ValueError, "activation"),
     ]
     for kwargs, exc, match in bad:
         with pytest.raises(exc, match=match):
             gradcore.dense_forward(x, w, b, out=out, **kwargs)
         np.testing.assert_array_equal(out, 7.0)
-    y, z = gradcore.dense_forward(x, w, b, "silu", return_pre_activation=True)
-    with pytest.raises(ValueError, match="needs pre_activation"):
+    y, saved = gradcore.dense_forward(x, w, b, "silu", return_saved=True)
+    with pytest.raises(ValueError, match="needs saved"):
         gradcore.dense_backward(gy, x, w, y, "silu")
-    with pytest.raises(ValueError, match="pre_activation has shape"):
-        gradcore.dense_backward(gy, x, w, y, "silu", pre_activation=z[:, :3])
+    with pytest.raises(ValueError, match="saved has shape"):
+        gradcore.dense_backward(gy, x, w, y, "silu", saved=saved[:, :3])
     gw = np.full(w.shape, 7.0)
     with pytest.raises(ValueError, match="prelu_weight"):
-        gradcore.dense_backward(gy, x, w, y, "prelu", pre_activation=z, grad_weight=gw)
+        gradcore.dense_backward(gy, x, w, y, "prelu", saved=saved, grad_weight=gw)
     np.testing.assert_array_equal(gw, 7.0)

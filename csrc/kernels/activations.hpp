@@ -2,8 +2,9 @@
 // struct S. Two kinds:
 // - relu, leaky_relu, tanh, sigmoid: applied in the GEMM's write-back, derivatives taken
 //   from the output y (what torch's autograd saves for them);
-// - elu, silu, gelu, gelu_tanh, prelu (needs_pre_activation): derivatives need the input
-//   z, which the forward keeps; y = act(z) is a pass over z after the GEMM.
+// - elu, silu, gelu, gelu_tanh, prelu (needs_saved): derivatives need the input z; a pass
+//   over z after the GEMM writes y and act'(z) together (they share the exp / sigmoid /
+//   Phi), which the backward then only multiplies by.
 // param is the negative slope of leaky_relu or the alpha of elu; prelu's slopes come as a
 // vector (one per column, or one shared).
 #pragma once
@@ -66,9 +67,9 @@ struct Activations {
             }
             case Activation::gelu_tanh: {
                 // 0.5 z (1 + tanh(u)) = z sigmoid(2u): no cancellation where tanh(u) -> -1.
-                V r, dr;
+                V r, dr, c;
                 gelu_tanh_2u_exact(z, r, dr);
-                return S::mul(z, Math::sigmoid_of_sum(r, dr));
+                return S::mul(z, Math::sigmoid_of_sum(r, dr, c));
             }
             default:
                 break;
@@ -120,47 +121,46 @@ struct Activations {
         return g;
     }
 
-    // dL/dz from dL/dy and z, for the needs_pre_activation ones (torch's formulas; at
-    // z = 0 elu and prelu take the left derivative, as torch).
-    [[gnu::always_inline]] static V backward_from_input(V g, V z, Activation act, V param) {
+    // y = act(z) and d = act'(z) for elu, silu, gelu and gelu_tanh (torch's derivatives;
+    // at z = 0 elu takes the left one, as torch). For prelu d is z itself, what its
+    // backward reads. Inlined for a constant act, as forward.
+    [[gnu::always_inline]] static V forward_and_grad(V z, Activation act, V param, V& d) {
         const V zero = S::set1(T(0)), one = S::set1(T(1));
         switch (act) {
-            case Activation::prelu:
-                return S::where_positive(z, g, S::mul(g, param));
-            case Activation::elu:
-                return S::where_positive(z, g, S::mul(g, S::mul(param, Math::exp(z))));
+            case Activation::elu: {
+                const V e = Math::exp(z);
+                d = S::where_positive(z, one, S::mul(param, e));
+                return S::where_positive(S::sub(zero, z), S::mul(param, Math::expm1_from(z, e)), z);
+            }
             case Activation::silu: {
-                const V s = Math::sigmoid(z);
-                return S::mul(g, S::mul(s, S::fma(z, S::sub(one, s), one)));
+                V c;  // 1 - s, exact where s -> 1
+                const V s = Math::sigmoid_with_complement(z, c);
+                d = S::mul(s, S::fma(z, c, one));
+                return S::mul(z, s);
             }
             case Activation::gelu: {
                 V density;
                 const V q = Math::normal_tail(z, density);
                 const V cdf = S::where_positive(S::sub(zero, z), q, S::sub(one, q));
-                return S::mul(g, S::fma(z, S::mul(density, S::set1(T(kInvSqrt2Pi))), cdf));
+                d = S::fma(z, S::mul(density, S::set1(T(kInvSqrt2Pi))), cdf);
+                return S::mul(z, cdf);
             }
             case Activation::gelu_tanh: {
-                // d/dz z s(2u) = s + z 2 s (1 - s) u', u' = sqrt(2/pi) (1 + 3 c z^2); z is
-                // clamped in u and u' where s(1 - s) has underflowed, so 0 * inf never
-                // happens.
+                // d/dz z s(2u) = s + z 2 s (1 - s) u', u' = sqrt(2/pi) (1 + 3 c z^2), with z
+                // clamped in u' where s(1 - s) has underflowed (no 0 * inf).
+                V r, dr, c;
+                gelu_tanh_2u_exact(z, r, dr);
+                const V s = Math::sigmoid_of_sum(r, dr, c);
                 const V zc = S::clamp(z, S::set1(T(-1e4)), S::set1(T(1e4)));
-                const V s = Math::sigmoid(gelu_tanh_2u(zc));
                 const V du = S::mul(S::set1(T(2 * kSqrt2OverPi)),
                                     S::fma(S::set1(T(3 * kGeluCubic)), S::mul(zc, zc), one));
-                return S::mul(g, S::fma(S::mul(z, S::mul(s, S::sub(one, s))), du, s));
+                d = S::fma(S::mul(z, S::mul(s, c)), du, s);
+                return S::mul(z, s);
             }
             default:
-                break;
+                d = z;
+                return forward(z, act, param);
         }
-        return g;
-    }
-
-    // 2u = 2 sqrt(2/pi) (z + 0.044715 z^3), z clamped to +-1e4 (sigmoid(2u) has saturated
-    // long before; z^3 would overflow float32 beyond 7e12).
-    static V gelu_tanh_2u(V z) {
-        const V zc = S::clamp(z, S::set1(T(-1e4)), S::set1(T(1e4)));
-        const V inner = S::fma(S::set1(T(kGeluCubic)), S::mul(zc, S::mul(zc, zc)), zc);
-        return S::mul(S::set1(T(2 * kSqrt2OverPi)), inner);
     }
 };
 

@@ -128,35 +128,49 @@ struct DenseKernels {
         }
     }
 
-    // y[r, j] = act(z[r, j]) for the needs_pre_activation activations.
-    static void activate(const T* z, std::int64_t ld_z, T* y, std::int64_t ld_y, std::int64_t rows,
-                         std::int64_t cols, const ActivationArgs<T>& a) {
+    // y[r, j] = act(z[r, j]) for the needs_saved activations, and saved[r, j] = act'(z) (z for
+    // prelu) unless saved is null (inference). y may be z (in place).
+    static void activate(const T* z, std::int64_t ld_z, T* y, std::int64_t ld_y, T* saved, std::int64_t ld_s,
+                         std::int64_t rows, std::int64_t cols, const ActivationArgs<T>& a) {
         with_activation(a.act, [&](auto act) {
             for (std::int64_t r = 0; r < rows; ++r) {
                 Lane::for_each(cols, [&](std::int64_t j, std::int64_t c) {
                     const V zv = Lane::load(z + r * ld_z + j, c);
-                    Lane::store(y + r * ld_y + j, Activations<S, T>::forward(zv, act.value, slope_at(a, j, c)), c);
+                    if (saved) {
+                        V d;
+                        const V yv = Activations<S, T>::forward_and_grad(zv, act.value, slope_at(a, j, c), d);
+                        Lane::store(saved + r * ld_s + j, d, c);
+                        Lane::store(y + r * ld_y + j, yv, c);
+                    } else {
+                        Lane::store(y + r * ld_y + j, Activations<S, T>::forward(zv, act.value, slope_at(a, j, c)), c);
+                    }
                 });
             }
         });
     }
 
-    // gz = act'(z) gy for the needs_pre_activation activations, with grad_bias[j] (+)=
-    // sum_r gz and, for prelu, grad_slope[j] (+)= sum_r gy z [z <= 0] (torch's dL/da per
-    // column; the runtime adds them up for a shared slope). Null outputs are not kept.
-    static void grad_z_from_input(const T* gy, std::int64_t ld_gy, const T* z, std::int64_t ld_z, T* gz,
+    // gz = act'(z) gy from the forward's saved array (act'(z) itself: one multiply; prelu's z:
+    // gy or a gy, with its slopes' gradient grad_slope[j] (+)= sum_r gy z [z <= 0], torch's
+    // dL/da per column, the runtime adding them up for a shared slope), with grad_bias[j]
+    // (+)= sum_r gz. Null outputs are not kept.
+    static void grad_z_from_saved(const T* gy, std::int64_t ld_gy, const T* saved, std::int64_t ld_s, T* gz,
                                   std::int64_t ld_gz, std::int64_t rows, std::int64_t cols,
                                   const ActivationArgs<T>& a, T* grad_bias, T* grad_slope, bool accumulate) {
-        T* const out[2] = {grad_bias, grad_slope};
         const V zero = S::set1(T(0));
-        with_activation(a.act, [&](auto act) {
-            strip_sums<2>(rows, cols, out, accumulate, [&](std::int64_t r, std::int64_t j, std::int64_t c) {
-                const V g = Lane::load(gy + r * ld_gy + j, c), zv = Lane::load(z + r * ld_z + j, c);
-                const V d = Activations<S, T>::backward_from_input(g, zv, act.value, slope_at(a, j, c));
+        if (a.act != Activation::prelu) {
+            column_strips(rows, cols, grad_bias, accumulate, [&](std::int64_t r, std::int64_t j, std::int64_t c) {
+                const V d = S::mul(Lane::load(gy + r * ld_gy + j, c), Lane::load(saved + r * ld_s + j, c));
                 Lane::store(gz + r * ld_gz + j, d, c);
-                const bool slopes = act.value == Activation::prelu;  // (grad_slope is null otherwise)
-                return Vectors<2>{{d, slopes ? S::where_positive(zv, zero, S::mul(g, zv)) : zero}};
+                return d;
             });
+            return;
+        }
+        T* const out[2] = {grad_bias, grad_slope};
+        strip_sums<2>(rows, cols, out, accumulate, [&](std::int64_t r, std::int64_t j, std::int64_t c) {
+            const V g = Lane::load(gy + r * ld_gy + j, c), zv = Lane::load(saved + r * ld_s + j, c);
+            const V d = S::where_positive(zv, g, S::mul(g, slope_at(a, j, c)));
+            Lane::store(gz + r * ld_gz + j, d, c);
+            return Vectors<2>{{d, S::where_positive(zv, zero, S::mul(g, zv))}};
         });
     }
 };

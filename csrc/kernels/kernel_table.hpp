@@ -85,12 +85,13 @@ struct GemmTable {
     // reduction of grad_z alone, summed in the same order.
     void (*column_sums)(const T* x, std::int64_t ld, std::int64_t rows, std::int64_t cols, T* sums,
                         bool accumulate);
-    // y = act(z) for the needs_pre_activation activations (rows x cols).
-    void (*activate)(const T* z, std::int64_t ld_z, T* y, std::int64_t ld_y, std::int64_t rows, std::int64_t cols,
-                     const ActivationArgs<T>& args);
-    // grad_z = act'(z) grad_y for them, with the bias's column sums and prelu's
+    // y = act(z) for the needs_saved activations (rows x cols; y may be z), and saved =
+    // act'(z) (z for prelu) unless null.
+    void (*activate)(const T* z, std::int64_t ld_z, T* y, std::int64_t ld_y, T* saved, std::int64_t ld_s,
+                     std::int64_t rows, std::int64_t cols, const ActivationArgs<T>& args);
+    // grad_z = act'(z) grad_y for them from saved, with the bias's column sums and prelu's
     // sum_r grad_y z [z <= 0] per column (null: not kept).
-    void (*grad_z_from_input)(const T* gy, std::int64_t ld_gy, const T* z, std::int64_t ld_z, T* gz,
+    void (*grad_z_from_saved)(const T* gy, std::int64_t ld_gy, const T* saved, std::int64_t ld_s, T* gz,
                               std::int64_t ld_gz, std::int64_t rows, std::int64_t cols, const ActivationArgs<T>& args,
                               T* grad_bias, T* grad_slope, bool accumulate);
     void (*vector_math)(T* x, std::int64_t n, int fn);  // 0 exp, 1 tanh, 2 sigmoid, 3 expm1, 4 normal tail
@@ -109,7 +110,7 @@ struct GemmTable {
                 .grad_z = &D::grad_z,
                 .column_sums = &D::column_sums,
                 .activate = &D::activate,
-                .grad_z_from_input = &D::grad_z_from_input,
+                .grad_z_from_saved = &D::grad_z_from_saved,
                 .vector_math = &D::vector_math};
     }
 };

@@ -33,7 +33,7 @@ struct ChunkStats {
     std::int64_t nonfinite;
 };
 
-// The activation of a needs_pre_activation pass: param is elu's alpha (or leaky_relu's
+// The activation of a needs_saved pass: param is elu's alpha (or leaky_relu's
 // slope); prelu's slopes, when given, are one per column (per_column) or one shared.
 template <class T>
 struct ActivationArgs {

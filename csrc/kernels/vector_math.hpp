@@ -45,13 +45,16 @@ struct VectorMath {
     // exp(x) - 1 without the cancellation near 0: for |x| < ln(2)/2 the exp series less
     // its first term, x * sum x^k / (k+1)!; beyond, exp(x) - 1, which is at least 0.29 in
     // magnitude there (the subtraction costs under an ulp).
-    static V expm1(V x) {
+    static V expm1(V x) { return expm1_from(x, exp(x)); }
+
+    // expm1(x) given ex = exp(x) (a caller that needs both computes exp once).
+    static V expm1_from(V x, V ex) {
         constexpr int kDegree = kF64 ? 12 : 7;
         V p = S::set1(static_cast<T>(kInverseFactorial[kDegree + 1]));
         for (int k = kDegree - 1; k >= 0; --k) p = S::fma(p, x, S::set1(static_cast<T>(kInverseFactorial[k + 1])));
         const V ax = S::max(S::sub(S::set1(T(0)), x), x);
         return S::where_positive(S::sub(S::set1(T(0.34657359027997264)), ax), S::mul(x, p),
-                                 S::sub(exp(x), S::set1(T(1))));
+                                 S::sub(ex, S::set1(T(1))));
     }
 
     // Chebyshev coefficients of g(w) = (1 + t) erfc(t) exp(t^2), w = (t - 4) / (t + 4),
@@ -126,14 +129,21 @@ struct VectorMath {
         }
     }
 
-    // sigmoid(r + dr) for |dr| <= a few ulp of r: exp(-|r|) corrected to first order.
-    static V sigmoid_of_sum(V r, V dr) {
+    // s = sigmoid(r + dr) and c = 1 - s, each to a few ulp (c not from a subtraction), for
+    // |dr| <= a few ulp of r: exp(-|r|) corrected to first order.
+    static V sigmoid_of_sum(V r, V dr, V& c) {
         const V zero = S::set1(T(0)), one = S::set1(T(1));
         const V shift = S::where_positive(r, S::sub(zero, dr), dr);  // the correction to -|r|
         const V e = S::mul(exp(S::sub(zero, S::max(S::sub(zero, r), r))), S::add(one, shift));
-        const V s = S::div(one, S::add(one, e));
-        return S::where_positive(S::sub(zero, r), S::mul(e, s), s);
+        const V t = S::div(one, S::add(one, e));  // sigmoid(|r|); e t = 1 - t
+        const V et = S::mul(e, t);
+        const V negative = S::sub(zero, r);
+        c = S::where_positive(negative, t, et);
+        return S::where_positive(negative, et, t);
     }
+
+    // sigmoid(x) with c = 1 - sigmoid(x) = sigmoid(-x), both without cancellation.
+    static V sigmoid_with_complement(V x, V& c) { return sigmoid_of_sum(x, S::set1(T(0)), c); }
 
     // The standard normal distribution's tail: returns Q = Phi(-|z|) = erfc(|z|/sqrt 2) / 2
     // and sets density = exp(-z^2 / 2), so Phi(z) = z < 0 ? Q : 1 - Q and

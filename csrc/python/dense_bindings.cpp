@@ -136,7 +136,7 @@ struct ActivationParams {
         } else if (!prelu_weight_arg.is_none()) {
             throw py::value_error("prelu_weight is only for activation 'prelu'");
         }
-        if (needs_pre_activation(act) && call.on_cuda()) {
+        if (needs_saved(act) && call.on_cuda()) {
             throw py::value_error(std::string("activation '") + name_of(act, kActivations) +
                                   "' runs on the CPU only (the CUDA backend has identity, relu, leaky_relu, tanh, "
                                   "sigmoid)");
@@ -157,7 +157,7 @@ struct ActivationParams {
 
 py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::handle bias_arg, py::handle activation,
                                  py::handle negative_slope, py::handle alpha, py::handle prelu_weight,
-                                 py::handle return_pre_activation, py::handle out) {
+                                 py::handle return_saved, py::handle out) {
     Call call("dense_forward");
     const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
     const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
@@ -172,32 +172,31 @@ py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::ha
         require_shape(*bias, "bias", {n_out});
     }
     const ActivationParams a(call, activation, negative_slope, alpha, prelu_weight, x, n_out);
-    const bool keep_z = truth(return_pre_activation);
-    if (keep_z && !needs_pre_activation(a.act)) {
-        // z is not formed on the way: the GEMM applies these activations in its write-back.
-        throw py::value_error("return_pre_activation is for the activations whose backward needs z (elu, silu, "
-                              "gelu, gelu_tanh, prelu)");
+    const bool keep = truth(return_saved);
+    if (keep && !needs_saved(a.act)) {
+        throw py::value_error("return_saved is for the activations whose backward needs z (elu, silu, gelu, "
+                              "gelu_tanh, prelu); the others' backward reads y");
     }
     const ArrayArg y = output(call, out, "out", x, "x", {batch, n_out});
     refuse_overlaps({{&y, "out"}}, {{&x, "x"}, {&w, "weight"}, {bias ? &*bias : nullptr, "bias"},
                                     {a.prelu_weight ? &*a.prelu_weight : nullptr, "prelu_weight"}});
-    std::optional<ArrayArg> z;
-    if (keep_z) z = call.new_array({batch, n_out}, x.dtype, "pre_activation");
+    std::optional<ArrayArg> saved;
+    if (keep) saved = call.new_array({batch, n_out}, x.dtype, "saved");
     with_float(x.dtype, [&](auto tag) {
         using T = decltype(tag);
         DenseForward<T> f{matrix<const T>(x), matrix<const T>(w), data_or_null<const T>(bias), matrix<T>(y), a.act,
                           a.negative_slope};
         a.apply(f);
-        if (z) f.pre_activation = matrix<T>(*z);
+        if (saved) f.saved = matrix<T>(*saved);
         run(call, [&] { dense_forward(f); }, [&](cuda::Stream s) { cuda::dense_forward(f, s); });
     });
-    if (!keep_z) return y.object;
-    return py::make_tuple(y.object, z->object);
+    if (!keep) return y.object;
+    return py::make_tuple(y.object, saved->object);
 }
 
 py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::handle weight_arg, py::handle y_arg,
                                   py::handle activation, py::handle negative_slope, py::handle alpha,
-                                  py::handle prelu_weight, py::handle pre_activation_arg, py::handle has_bias_arg,
+                                  py::handle prelu_weight, py::handle saved_arg, py::handle has_bias_arg,
                                   py::handle need_grad_x_arg, py::handle accumulate_arg,
                                   py::handle accumulate_grad_x_arg, py::handle grad_x_arg,
                                   py::handle grad_weight_arg, py::handle grad_bias_arg,
@@ -215,13 +214,13 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
     require_weight_for(x, w);
     require_shape(gy, "grad_y", {batch, n_out});
     const ActivationParams a(call, activation, negative_slope, alpha, prelu_weight, x, n_out);
-    // The derivative's source: y, or z for the activations that need their input.
-    const bool from_input = needs_pre_activation(a.act);
-    const char* source_name = from_input ? "pre_activation" : "y";
-    py::handle source_arg = from_input ? pre_activation_arg : y_arg;
+    // The derivative's source: y, or what the forward saved for the activations that need z.
+    const bool from_saved = needs_saved(a.act);
+    const char* source_name = from_saved ? "saved" : "y";
+    py::handle source_arg = from_saved ? saved_arg : y_arg;
     if (source_arg.is_none()) {
         throw py::value_error(std::string("activation '") + name_of(a.act, kActivations) + "' needs " + source_name +
-                              "= (the forward's " + (from_input ? "z, from return_pre_activation=True" : "output") +
+                              "= (" + (from_saved ? "from dense_forward(..., return_saved=True)" : "the forward's output") +
                               ")");
     }
     const ArrayArg source = call.array(source_arg, source_name, Access::read, kLayerFloats);
@@ -252,11 +251,11 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
         using T = decltype(tag);
         const MatrixRef<const T> src = matrix<const T>(source);
         DenseBackward<T> b{matrix<const T>(gy), matrix<const T>(x), matrix<const T>(w),
-                           from_input ? MatrixRef<const T>{nullptr, batch, n_out, n_out, 1} : src, a.act,
+                           from_saved ? MatrixRef<const T>{nullptr, batch, n_out, n_out, 1} : src, a.act,
                            a.negative_slope, MatrixRef<T>{nullptr, batch, n_in, n_in, 1}, matrix<T>(gw),
                            data_or_null<T>(gb), accumulate, accumulate_grad_x};
         a.apply(b);
-        if (from_input) b.pre_activation = src;
+        if (from_saved) b.saved = src;
         if (ga) b.grad_prelu_weight = ga->as<T>();
         if (gx) b.grad_x = matrix<T>(*gx);
         run(call, [&] { dense_backward(b); }, [&](cuda::Stream s) { cuda::dense_backward(b, s); });
@@ -273,10 +272,10 @@ void bind_dense(py::module_& m) {
           py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("out") = none);
     m.def("dense_forward", &dense_forward_binding, py::arg("x"), py::arg("weight"), py::arg("bias") = none,
           py::arg("activation") = "identity", py::arg("negative_slope") = 0.01, py::arg("alpha") = 1.0,
-          py::arg("prelu_weight") = none, py::arg("return_pre_activation") = false, py::arg("out") = none);
+          py::arg("prelu_weight") = none, py::arg("return_saved") = false, py::arg("out") = none);
     m.def("dense_backward", &dense_backward_binding, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
           py::arg("y"), py::arg("activation") = "identity", py::arg("negative_slope") = 0.01,
-          py::arg("alpha") = 1.0, py::arg("prelu_weight") = none, py::arg("pre_activation") = none,
+          py::arg("alpha") = 1.0, py::arg("prelu_weight") = none, py::arg("saved") = none,
           py::arg("has_bias") = true, py::arg("need_grad_x") = true, py::arg("accumulate") = false,
           py::arg("accumulate_grad_x") = false, py::arg("grad_x") = none, py::arg("grad_weight") = none,
           py::arg("grad_bias") = none, py::arg("grad_prelu_weight") = none);

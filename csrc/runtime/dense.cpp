@@ -1,7 +1,7 @@
 // Dense layer forward/backward as GEMMs with fused element-wise work:
 // forward = one GEMM whose write-back adds the bias and applies the activation (for the
-// activations whose derivative needs their input, the GEMM writes z and one pass over it
-// writes y: z is what the backward reads, as torch's autograd keeps it);
+// activations whose derivative needs their input, the GEMM writes z into y and one pass
+// turns it into y and saves act'(z), or z for prelu: what the backward reads);
 // backward = one fused pass (activation derivative + bias reduction) producing grad_z,
 // then grad_x = grad_z W and grad_W = grad_z^T x. grad_z is the only temporary, the
 // same one NumPy's composition materialises; with the identity activation grad_y is
@@ -61,29 +61,26 @@ void forward(const DenseForward<T>& f) {
     if (f.y.rows != batch || f.y.cols != out) {
         throw std::invalid_argument("y has shape " + shape(f.y.rows, f.y.cols) + ", expected " + shape(batch, out));
     }
-    if (!needs_pre_activation(f.act)) {
+    if (!needs_saved(f.act)) {
         runtime::gemm<T>(f.x, transposed(f.weight), f.y, T(1), T(0), f.bias, f.act,
                          static_cast<T>(f.negative_slope));
         return;
     }
     const kernels::ActivationArgs<T> args =
         activation_args(f.act, f.alpha, f.prelu_weight, f.prelu_weight_count, out);
-    MatrixRef<T> z = f.pre_activation;
-    std::unique_ptr<T[]> scratch;
-    if (!z.data) {
-        scratch.reset(new T[static_cast<std::size_t>(batch * out)]);
-        z = {scratch.get(), batch, out, out, 1};
-    } else if (z.rows != batch || z.cols != out || (batch > 0 && out > 0 && z.cs != 1)) {
-        throw std::invalid_argument("pre_activation has shape " + shape(z.rows, z.cols) + ", expected " +
-                                    shape(batch, out) + " with contiguous rows");
+    const MatrixRef<T>& s = f.saved;
+    if (s.data && (s.rows != batch || s.cols != out || (batch > 0 && out > 0 && s.cs != 1))) {
+        throw std::invalid_argument("saved has shape " + shape(s.rows, s.cols) + ", expected " + shape(batch, out) +
+                                    " with contiguous rows");
     }
     if (batch > 0 && out > 0 && f.y.cs != 1) throw std::invalid_argument("y must have contiguous rows");
-    runtime::gemm<T>(f.x, transposed(f.weight), z, T(1), T(0), f.bias, Activation::identity, T(0));
+    runtime::gemm<T>(f.x, transposed(f.weight), f.y, T(1), T(0), f.bias, Activation::identity, T(0));
     const std::int64_t step = rows_per_task(out);
     const kernels::GemmTable<T>& k = gemm_table<T>();
     auto rows = [&](std::size_t t) {
         const std::int64_t r0 = static_cast<std::int64_t>(t) * step, r1 = std::min(batch, r0 + step);
-        k.activate(z.data + r0 * z.rs, z.rs, f.y.data + r0 * f.y.rs, f.y.rs, r1 - r0, out, args);
+        T* y = f.y.data + r0 * f.y.rs;
+        k.activate(y, f.y.rs, y, f.y.rs, s.data ? s.data + r0 * s.rs : nullptr, s.rs, r1 - r0, out, args);
     };
     runtime::parallel_for(static_cast<std::size_t>((batch + step - 1) / step), batch * out, runtime::TaskFn(rows));
 }
@@ -91,12 +88,12 @@ void forward(const DenseForward<T>& f) {
 template <class T>
 void backward(const DenseBackward<T>& b) {
     const std::int64_t batch = b.x.rows, in = b.x.cols, out = b.weight.rows;
-    const bool from_input = needs_pre_activation(b.act);
-    // What the activation's derivative is taken from: z for the needs_pre_activation ones.
-    const MatrixRef<const T>& y = from_input ? b.pre_activation : b.y;
-    const char* y_name = from_input ? "pre_activation" : "y";
-    if (from_input && !y.data && batch > 0 && out > 0) {
-        throw std::invalid_argument("this activation's backward needs pre_activation (the forward's z)");
+    const bool from_saved = needs_saved(b.act);
+    // What the activation's derivative is taken from: the forward's saved array, or y.
+    const MatrixRef<const T>& y = from_saved ? b.saved : b.y;
+    const char* y_name = from_saved ? "saved" : "y";
+    if (from_saved && !y.data && batch > 0 && out > 0) {
+        throw std::invalid_argument("this activation's backward needs saved (the forward's)");
     }
     // (NumPy's strides of zero-size arrays are arbitrary: only non-empty ones matter.)
     if (batch > 0 && out > 0 && (b.grad_y.cs != 1 || y.cs != 1)) {
@@ -142,12 +139,12 @@ void backward(const DenseBackward<T>& b) {
         auto strip = [&](std::size_t s) {
             const std::int64_t j0 = static_cast<std::int64_t>(s) * kStrip;
             const std::int64_t w = std::min(kStrip, out - j0);
-            if (from_input) {
+            if (from_saved) {
                 T* bias = b.grad_bias ? b.grad_bias + j0 : nullptr;
                 T* slope_sums = slope_out ? slope_out + j0 : nullptr;
                 kernels::ActivationArgs<T> strip_args = args;  // the strip's own slopes
                 if (args.per_column) strip_args.slopes += j0;
-                k.grad_z_from_input(b.grad_y.data + j0, b.grad_y.rs, y.data + j0, y.rs, gz + j0, ld_gz, batch, w,
+                k.grad_z_from_saved(b.grad_y.data + j0, b.grad_y.rs, y.data + j0, y.rs, gz + j0, ld_gz, batch, w,
                                     strip_args, bias, slope_sums, b.accumulate);
             } else if (gz) {
                 k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.y.data + j0, b.y.rs, gz + j0, ld_gz, batch,

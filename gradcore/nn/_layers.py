@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import init
 from .._args import count, integer, nonnegative
-from .._dense import ACTIVATIONS, PRE_ACTIVATION, dense_backward, dense_forward
+from .._dense import ACTIVATIONS, NEEDS_SAVED, dense_backward, dense_forward
 from .._dropout import dropout
 from .._normalization import batch_norm_backward, batch_norm_forward, layer_norm_backward, layer_norm_forward
 from ._module import Gradients, Module, add_input_grad, generator, layer_dtype, to_numpy
@@ -48,7 +48,7 @@ class _Layer(Module):
 class _LinearCache(NamedTuple):
     x: np.ndarray       # the input as (batch, in)
     y: np.ndarray       # the output as (batch, out)
-    z: Any              # the pre-activation (batch, out) for the activations that need it
+    saved: Any          # what the backward reads for the activations that need z
     in_shape: tuple
     out_shape: tuple
 
@@ -57,8 +57,8 @@ class Linear(_Layer):
     """``y = act(x @ weight.T + bias)``, ``torch.nn.Linear`` followed by an element-wise
     activation fused into the layer (``activation``: identity, relu, leaky_relu with
     ``negative_slope``, tanh, sigmoid applied in the product's write-back; elu with
-    ``alpha``, silu, gelu, gelu_tanh, prelu, for which the layer also keeps z for the
-    backward; see ``gradcore.dense_forward``).
+    ``alpha``, silu, gelu, gelu_tanh, prelu, for which the layer also keeps what the
+    backward reads, act'(z) or for prelu z; see ``gradcore.dense_forward``).
 
     ``Linear(in_features, out_features, bias=True, *, activation="identity",
     negative_slope=0.01, alpha=1.0, prelu_parameters=1, dtype=np.float32, rng=None)``:
@@ -107,12 +107,12 @@ class Linear(_Layer):
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x has shape {x.shape}, expected (*, {self.in_features})")
         x2 = x.reshape(-1, self.in_features)
-        keep_z = self.activation in PRE_ACTIVATION
+        keep = self.activation in NEEDS_SAVED
         result = dense_forward(x2, self.weight, self._params.get("bias"), self.activation,
-                               return_pre_activation=keep_z, **self._activation_args())
-        y2, z2 = result if keep_z else (result, None)
+                               return_saved=keep, **self._activation_args())
+        y2, saved = result if keep else (result, None)
         out_shape = x.shape[:-1] + (self.out_features,)
-        self._cache = _LinearCache(x2, y2, z2, x.shape, out_shape)
+        self._cache = _LinearCache(x2, y2, saved, x.shape, out_shape)
         return y2.reshape(out_shape)
 
     def _backward(self, grad, owned, into, need_input):
@@ -127,7 +127,7 @@ class Linear(_Layer):
             into2 = into.reshape(-1, self.in_features)
             if not np.may_share_memory(into2, into) or np.may_share_memory(into2, g2):
                 into2 = None
-        gx, gw, gb, *ga = dense_backward(g2, c.x, self.weight, c.y, self.activation, pre_activation=c.z,
+        gx, gw, gb, *ga = dense_backward(g2, c.x, self.weight, c.y, self.activation, saved=c.saved,
                                          has_bias=has_bias, need_grad_x=need_input or into is not None,
                                          accumulate_grad_x=into2 is not None, grad_x=into2,
                                          **self._activation_args())

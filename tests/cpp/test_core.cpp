@@ -2274,6 +2274,11 @@ const char* act_name(gc::Activation a) {
         case gc::Activation::leaky_relu: return "leaky_relu";
         case gc::Activation::tanh: return "tanh";
         case gc::Activation::sigmoid: return "sigmoid";
+        case gc::Activation::elu: return "elu";
+        case gc::Activation::silu: return "silu";
+        case gc::Activation::gelu: return "gelu";
+        case gc::Activation::gelu_tanh: return "gelu_tanh";
+        case gc::Activation::prelu: return "prelu";
     }
     return "?";
 }
@@ -2290,9 +2295,102 @@ ld act_ref(gc::Activation a, ld z, ld slope) {
         case gc::Activation::leaky_relu: return z < 0 ? z * slope : z;
         case gc::Activation::tanh: return std::tanh(z);
         case gc::Activation::sigmoid: return sigmoid_ref(z);
-        case gc::Activation::identity: break;
+        default: break;  // the saved-derivative ones: saved_act_ref
     }
     return z;
+}
+
+// y and dy/dz of the activations whose backward reads the forward's saved array (alpha
+// 0.7 for elu, the slope for prelu), in long double from the definitions.
+void saved_act_ref(gc::Activation a, ld z, ld slope, ld& y, ld& d) {
+    const ld c = std::sqrt(2.0L / 3.14159265358979323846264338327950288L), k = 0.044715L;
+    switch (a) {
+        case gc::Activation::elu:
+            y = z > 0 ? z : 0.7L * std::expm1(z), d = z > 0 ? 1 : 0.7L * std::exp(z);
+            return;
+        case gc::Activation::silu: {
+            const ld s = sigmoid_ref(z);
+            y = z * s, d = s * (1 + z * (1 - s));
+            return;
+        }
+        case gc::Activation::gelu: {
+            const ld cdf = 0.5L * std::erfc(-z / std::sqrt(2.0L));
+            y = z * cdf, d = cdf + z * std::exp(-z * z / 2) / std::sqrt(2 * 3.14159265358979323846264338327950288L);
+            return;
+        }
+        case gc::Activation::gelu_tanh: {
+            const ld t = std::tanh(c * (z + k * z * z * z));
+            y = 0.5L * z * (1 + t), d = 0.5L * (1 + t) + 0.5L * z * (1 - t * t) * c * (1 + 3 * k * z * z);
+            return;
+        }
+        case gc::Activation::prelu:
+            y = z > 0 ? z : slope * z, d = z;  // prelu saves z itself
+            return;
+        default:
+            y = z, d = 1;
+    }
+}
+
+// Forward with saved and backward from it, through the C++ API, against saved_act_ref
+// applied to the identity layer's z (the same GEMM); prelu with one slope per feature.
+template <class T>
+void check_saved_activations(Rng& r) {
+    const i64 batch = 7, in = 5, out = 300;  // 300: two column strips in the backward
+    std::vector<T> x(batch * in), w(out * in), b(out), gy(batch * out), slopes(out);
+    for (auto& v : x) v = static_cast<T>(r.uniform(-2, 2));
+    for (auto& v : w) v = static_cast<T>(r.uniform(-1, 1));
+    for (auto& v : b) v = static_cast<T>(r.uniform(-1, 1));
+    for (auto& v : gy) v = static_cast<T>(r.uniform(-1, 1));
+    for (i64 j = 0; j < out; ++j) slopes[j] = static_cast<T>(-0.2 + 0.003 * static_cast<double>(j));
+    const gc::MatrixRef<const T> xm{x.data(), batch, in, in, 1}, wm{w.data(), out, in, in, 1};
+    std::vector<T> z(batch * out);
+    gc::dense_forward(gc::DenseForward<T>{xm, wm, b.data(), {z.data(), batch, out, out, 1},
+                                          gc::Activation::identity, 0.0});
+    const ld tol = sizeof(T) == 4 ? 1e-6L : 1e-14L;
+    for (gc::Activation a : {gc::Activation::elu, gc::Activation::silu, gc::Activation::gelu,
+                             gc::Activation::gelu_tanh, gc::Activation::prelu}) {
+        g_case = act_name(a);
+        std::vector<T> y(batch * out), saved(batch * out), gx(batch * in), gw(out * in), gb(out), ga(out);
+        gc::DenseForward<T> f{xm, wm, b.data(), {y.data(), batch, out, out, 1}, a, 0.0};
+        f.alpha = 0.7;
+        f.prelu_weight = slopes.data(), f.prelu_weight_count = out;
+        f.saved = {saved.data(), batch, out, out, 1};
+        gc::dense_forward(f);
+        gc::DenseBackward<T> bw{{gy.data(), batch, out, out, 1}, xm, wm, {nullptr, batch, out, out, 1}, a, 0.0,
+                                {gx.data(), batch, in, in, 1}, {gw.data(), out, in, in, 1}, gb.data(), false};
+        bw.alpha = 0.7;
+        bw.prelu_weight = slopes.data(), bw.prelu_weight_count = out;
+        bw.saved = {saved.data(), batch, out, out, 1};
+        bw.grad_prelu_weight = ga.data();
+        gc::dense_backward(bw);
+        ld worst = 0, worst_grad = 0;
+        std::vector<ld> gz(batch * out), gb_ref(out, 0), ga_ref(out, 0);
+        for (i64 i = 0; i < batch * out; ++i) {
+            ld yr, dr;
+            saved_act_ref(a, z[i], slopes[i % out], yr, dr);
+            worst = std::max(worst, std::fabs(y[i] - yr) / std::max<ld>(1, std::fabs(yr)));
+            worst = std::max(worst, std::fabs(saved[i] - dr) / std::max<ld>(1, std::fabs(dr)));
+            const ld slope_d = a == gc::Activation::prelu ? (z[i] > 0 ? 1 : slopes[i % out]) : dr;
+            gz[i] = gy[i] * slope_d;
+            gb_ref[i % out] += gz[i];
+            if (a == gc::Activation::prelu && z[i] <= 0) ga_ref[i % out] += gy[i] * static_cast<ld>(z[i]);
+        }
+        for (i64 j = 0; j < out; ++j) {
+            worst_grad = std::max(worst_grad, std::fabs(gb[j] - gb_ref[j]) / std::max<ld>(1, std::fabs(gb_ref[j])));
+            if (a == gc::Activation::prelu) {
+                worst_grad = std::max(worst_grad, std::fabs(ga[j] - ga_ref[j]) / std::max<ld>(1, std::fabs(ga_ref[j])));
+            }
+        }
+        for (i64 i = 0; i < batch; ++i) {
+            for (i64 c = 0; c < in; ++c) {
+                ld s = 0;
+                for (i64 j = 0; j < out; ++j) s += gz[i * out + j] * w[j * in + c];
+                worst_grad = std::max(worst_grad, std::fabs(gx[i * in + c] - s) / std::max<ld>(1, std::fabs(s)));
+            }
+        }
+        CHECK(worst <= tol, "%s: forward / saved off by %.3Lg (relative to max(1, |ref|))", act_name(a), worst);
+        CHECK(worst_grad <= 100 * tol, "%s: backward off by %.3Lg", act_name(a), worst_grad);
+    }
 }
 
 // d act / dz, from the output y (what the backward reads).
@@ -2302,7 +2400,7 @@ ld dact_from_y(gc::Activation a, ld y, ld slope) {
         case gc::Activation::leaky_relu: return y > 0 ? 1 : slope;
         case gc::Activation::tanh: return 1 - y * y;
         case gc::Activation::sigmoid: return y * (1 - y);
-        case gc::Activation::identity: break;
+        default: break;
     }
     return 1;
 }
@@ -2488,6 +2586,10 @@ void test_dense() {
     Rng r(505);
     dense_tests<float>(r);
     dense_tests<double>(r);
+    for_each_config([&](const Config&) {
+        check_saved_activations<float>(r);
+        check_saved_activations<double>(r);
+    });
     g_case.clear();
 }
 
@@ -2498,6 +2600,8 @@ const char* fn_name(gc::MathFunction f) {
         case gc::MathFunction::exp: return "exp";
         case gc::MathFunction::tanh: return "tanh";
         case gc::MathFunction::sigmoid: return "sigmoid";
+        case gc::MathFunction::expm1: return "expm1";
+        case gc::MathFunction::normal_tail: return "normal_tail";
     }
     return "?";
 }
@@ -2507,15 +2611,18 @@ ld math_ref(gc::MathFunction f, ld x) {
         case gc::MathFunction::exp: return std::exp(x);
         case gc::MathFunction::tanh: return std::tanh(x);
         case gc::MathFunction::sigmoid: return sigmoid_ref(x);
+        case gc::MathFunction::expm1: return std::expm1(x);
+        case gc::MathFunction::normal_tail: return 0.5L * std::erfc(std::fabs(x) / std::sqrt(2.0L));
     }
     return x;
 }
 
 // The accuracy promised by kernels/vector_math.hpp (and tested from Python): NaN -> NaN;
 // results past the largest finite value by half an ulp or more are inf; normal results
-// within 4 ulp; results in the subnormal range within 2 smallest subnormals.
+// within 4 ulp (the normal tail, a product of several rounded factors: 5); results in the
+// subnormal range within 2 smallest subnormals.
 template <class T>
-bool math_agrees(T got, ld ref) {
+bool math_agrees(T got, ld ref, ld max_ulp = 4) {
     if (std::isnan(ref)) return std::isnan(got);
     const ld big = max_of<T>();
     const ld half_ulp_max = std::ldexp(1.0L, std::numeric_limits<T>::max_exponent - std::numeric_limits<T>::digits - 1);
@@ -2524,7 +2631,7 @@ bool math_agrees(T got, ld ref) {
     if (a > big) return (std::isinf(got) || std::fabs(static_cast<ld>(got)) == big) && (got > 0) == (ref > 0);
     if (!std::isfinite(got)) return false;
     const ld err = std::fabs(static_cast<ld>(got) - ref);
-    if (a >= tiny_of<T>()) return err <= 4 * ulp_of<T>(ref);
+    if (a >= tiny_of<T>()) return err <= max_ulp * ulp_of<T>(ref);
     return err <= 2 * denorm_of<T>();
 }
 
@@ -2593,7 +2700,8 @@ template <class T>
 void math_tests(Rng& r) {
     const std::vector<T> x = math_points<T>(r);
     const i64 n = static_cast<i64>(x.size());
-    for (gc::MathFunction fn : {gc::MathFunction::exp, gc::MathFunction::tanh, gc::MathFunction::sigmoid}) {
+    for (gc::MathFunction fn : {gc::MathFunction::exp, gc::MathFunction::tanh, gc::MathFunction::sigmoid,
+                                gc::MathFunction::expm1, gc::MathFunction::normal_tail}) {
         g_case = strf("vector_math<%s> %s, %lld points", type_name<T>(), fn_name(fn), ll(n));
         std::vector<ld> ref(x.size());
         for (std::size_t i = 0; i < x.size(); ++i) ref[i] = math_ref(fn, x[i]);
@@ -2601,7 +2709,8 @@ void math_tests(Rng& r) {
             std::vector<T> y = x;
             gc::vector_math(y.data(), n, fn);
             check_each(HERE, "vector_math accuracy", n, [&](i64 i) {
-                return math_agrees<T>(y[static_cast<std::size_t>(i)], ref[static_cast<std::size_t>(i)]);
+                return math_agrees<T>(y[static_cast<std::size_t>(i)], ref[static_cast<std::size_t>(i)],
+                                      fn == gc::MathFunction::normal_tail ? 5 : 4);
             }, [&](i64 i) {
                 const auto k = static_cast<std::size_t>(i);
                 return strf("x=%.17g: got %.17g, expected %.20Lg (%.3Lg ulp)", static_cast<double>(x[k]),

@@ -10,15 +10,17 @@ namespace gradcore {
 
 // y = act(z). identity .. sigmoid: applied in the GEMM's write-back, derivatives taken from
 // y. elu (alpha), silu (z sigmoid(z)), gelu (z Phi(z)), gelu_tanh (torch's approximate="tanh")
-// and prelu (a learnable slope per output feature, or one shared): derivatives taken from
-// the pre-activation z, which the forward keeps (see kernels/activations.hpp).
+// and prelu (a learnable slope per output feature, or one shared): their derivatives need
+// z, so the forward saves what the backward reads: act'(z) itself (computed with y, from
+// the same exp / Phi), or for prelu z (its slopes' gradient needs it). See
+// kernels/activations.hpp.
 enum class Activation : int {
     identity = 0, relu = 1, leaky_relu = 2, tanh = 3, sigmoid = 4,
     elu = 5, silu = 6, gelu = 7, gelu_tanh = 8, prelu = 9
 };
 
-// Whether the backward needs the pre-activation z (the forward's pre_activation output).
-constexpr bool needs_pre_activation(Activation a) { return static_cast<int>(a) >= static_cast<int>(Activation::elu); }
+// Whether the backward reads the forward's `saved` array instead of y.
+constexpr bool needs_saved(Activation a) { return static_cast<int>(a) >= static_cast<int>(Activation::elu); }
 
 // m(i, j) = data[i * rs + j * cs].
 template <class T>
@@ -36,8 +38,8 @@ GRADCORE_API void gemm(MatrixRef<const double> a, MatrixRef<const double> b, Mat
 
 // y = act(x W^T + bias), x (batch, in), W (out, in), bias (out) or null, y (batch, out).
 // Bias and the write-back activations are applied in the GEMM's write-back; for the
-// needs_pre_activation ones the GEMM writes z = x W^T + bias to pre_activation (a
-// scratch buffer when its data is null) and a pass over z writes y.
+// needs_saved ones the GEMM writes z = x W^T + bias into y and one pass over it writes y
+// and, when saved.data is not null, saved (act'(z), or z for prelu).
 template <class T>
 struct DenseForward {
     MatrixRef<const T> x, weight;
@@ -48,7 +50,7 @@ struct DenseForward {
     double alpha = 1.0;              // elu (>= 0)
     const T* prelu_weight = nullptr;  // prelu: prelu_weight_count = 1 (shared) or out slopes
     std::int64_t prelu_weight_count = 0;
-    MatrixRef<T> pre_activation{};   // (batch, out), unit column stride; data may be null
+    MatrixRef<T> saved{};            // (batch, out), unit column stride; data may be null
 };
 GRADCORE_API void dense_forward(const DenseForward<float>& args);
 GRADCORE_API void dense_forward(const DenseForward<double>& args);
@@ -57,9 +59,9 @@ GRADCORE_API void dense_forward(const DenseForward<double>& args);
 // Outputs with null data are not computed. accumulate: add into the outputs instead of
 // overwriting them; accumulate_grad_x: add into grad_x only (a residual connection adds
 // the skip's gradient there: the GEMM's write-back does the addition).
-// The needs_pre_activation activations read pre_activation (the forward's z) instead of
-// y (whose data may then be null); prelu also adds dL/da into grad_prelu_weight (its
-// prelu_weight_count entries, when not null).
+// The needs_saved activations read the forward's saved array instead of y (whose data may
+// then be null); prelu also adds dL/da into grad_prelu_weight (its prelu_weight_count
+// entries, when not null).
 template <class T>
 struct DenseBackward {
     MatrixRef<const T> grad_y, x, weight, y;
@@ -73,7 +75,7 @@ struct DenseBackward {
     double alpha = 1.0;
     const T* prelu_weight = nullptr;
     std::int64_t prelu_weight_count = 0;
-    MatrixRef<const T> pre_activation{};
+    MatrixRef<const T> saved{};
     T* grad_prelu_weight = nullptr;
 };
 GRADCORE_API void dense_backward(const DenseBackward<float>& args);
