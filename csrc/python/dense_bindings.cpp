@@ -116,14 +116,18 @@ struct ActivationParams {
     double negative_slope, alpha;
     std::optional<ArrayArg> prelu_weight;
 
-    ActivationParams(Call& call, py::handle activation, py::handle negative_slope_arg, py::handle alpha_arg,
-                     py::handle prelu_weight_arg, const ArrayArg& x, std::int64_t n_out)
+    // The scalars, checked before any array.
+    ActivationParams(py::handle activation, py::handle negative_slope_arg, py::handle alpha_arg)
         : act(parse_activation(activation)),
           negative_slope(real(negative_slope_arg, "negative_slope")),
           alpha(real(alpha_arg, "alpha")) {
         if (act == Activation::elu && !(alpha >= 0.0 && std::isfinite(alpha))) {
             throw py::value_error("alpha must be a finite number >= 0 (elu's derivative is taken from its input)");
         }
+    }
+
+    // prelu's weight and the device, once x and the output size are known.
+    void read_arrays(Call& call, py::handle prelu_weight_arg, const ArrayArg& x, std::int64_t n_out) {
         if (act == Activation::prelu) {
             if (prelu_weight_arg.is_none()) throw py::value_error("activation 'prelu' needs prelu_weight=");
             prelu_weight = call.array(prelu_weight_arg, "prelu_weight", Access::read, kLayerFloats);
@@ -158,6 +162,7 @@ struct ActivationParams {
 py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::handle bias_arg, py::handle activation,
                                  py::handle negative_slope, py::handle alpha, py::handle prelu_weight,
                                  py::handle return_saved, py::handle out) {
+    ActivationParams a(activation, negative_slope, alpha);
     Call call("dense_forward");
     const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
     const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
@@ -171,7 +176,7 @@ py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::ha
         same_dtype(x, "x", *bias, "bias");
         require_shape(*bias, "bias", {n_out});
     }
-    const ActivationParams a(call, activation, negative_slope, alpha, prelu_weight, x, n_out);
+    a.read_arrays(call, prelu_weight, x, n_out);
     const bool keep = truth(return_saved);
     if (keep && !needs_saved(a.act)) {
         throw py::value_error("return_saved is for the activations whose backward needs z (elu, silu, gelu, "
@@ -201,19 +206,9 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
                                   py::handle accumulate_grad_x_arg, py::handle grad_x_arg,
                                   py::handle grad_weight_arg, py::handle grad_bias_arg,
                                   py::handle grad_prelu_weight_arg) {
+    ActivationParams a(activation, negative_slope, alpha);
     const bool has_bias = truth(has_bias_arg), need_grad_x = truth(need_grad_x_arg);
     const bool accumulate = truth(accumulate_arg), accumulate_grad_x = truth(accumulate_grad_x_arg);
-    Call call("dense_backward");
-    const ArrayArg gy = call.array(grad_y_arg, "grad_y", Access::read, kLayerFloats);
-    const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
-    const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
-    same_dtype(x, "x", w, "weight");
-    same_dtype(x, "x", gy, "grad_y");
-    for (auto [a, name] : {Named{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}}) require_ndim(*a, name, 2);
-    const std::int64_t batch = x.shape[0], n_in = x.shape[1], n_out = w.shape[0];
-    require_weight_for(x, w);
-    require_shape(gy, "grad_y", {batch, n_out});
-    const ActivationParams a(call, activation, negative_slope, alpha, prelu_weight, x, n_out);
     // The derivative's source: y, or what the forward saved for the activations that need z.
     const bool from_saved = needs_saved(a.act);
     const char* source_name = from_saved ? "saved" : "y";
@@ -223,10 +218,22 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
                               "= (" + (from_saved ? "from dense_forward(..., return_saved=True)" : "the forward's output") +
                               ")");
     }
+    Call call("dense_backward");
+    const ArrayArg gy = call.array(grad_y_arg, "grad_y", Access::read, kLayerFloats);
+    const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
+    const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
     const ArrayArg source = call.array(source_arg, source_name, Access::read, kLayerFloats);
+    same_dtype(x, "x", w, "weight");
+    same_dtype(x, "x", gy, "grad_y");
     same_dtype(x, "x", source, source_name);
-    require_ndim(source, source_name, 2);
+    for (auto [arr, name] : {Named{&gy, "grad_y"}, {&x, "x"}, {&w, "weight"}, {&source, source_name}}) {
+        require_ndim(*arr, name, 2);
+    }
+    const std::int64_t batch = x.shape[0], n_in = x.shape[1], n_out = w.shape[0];
+    require_weight_for(x, w);
+    require_shape(gy, "grad_y", {batch, n_out});
     require_shape(source, source_name, {batch, n_out});
+    a.read_arrays(call, prelu_weight, x, n_out);
     const auto grad = [&](py::handle given, const char* name, const std::vector<std::int64_t>& shape,
                           bool adds) {
         if (given.is_none() && adds) {
