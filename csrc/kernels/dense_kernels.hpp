@@ -1,6 +1,7 @@
-// The element-wise passes of the dense layer: the activations that need their input
-// applied after the GEMM; the backward's activation derivative and bias reduction fused
-// (one read of grad_y and y or z, one write of grad_z); the bias reduction alone.
+// The element-wise passes of the dense layer: the activations that need their input,
+// applied after the GEMM with their derivative saved; the backward's activation
+// derivative and bias reduction fused (one read of grad_y and of y or the saved
+// derivative, one write of grad_z); the bias reduction alone.
 #pragma once
 
 #include <cstdint>

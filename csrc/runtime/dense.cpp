@@ -31,7 +31,9 @@ std::string shape(std::int64_t r, std::int64_t c) {
 using runtime::transposed;
 
 // Rows per task of the element-wise passes over a (batch, out) matrix.
-std::int64_t rows_per_task(std::int64_t cols) { return std::max<std::int64_t>(1, (std::int64_t(1) << 14) / std::max<std::int64_t>(cols, 1)); }
+std::int64_t rows_per_task(std::int64_t cols) {
+    return std::max<std::int64_t>(1, (std::int64_t(1) << 14) / std::max<std::int64_t>(cols, 1));
+}
 
 template <class T>
 kernels::ActivationArgs<T> activation_args(Activation act, double alpha, const T* prelu_weight, std::int64_t count,
