@@ -25,7 +25,7 @@ def matmul(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None)
 
 
 def dense_forward(x, weight, bias=None, activation="identity", *, negative_slope=0.01, alpha=1.0,
-                  prelu_weight=None, return_saved=False, out=None):
+                  prelu_weight=None, return_saved=False, dropout=0.0, seed=None, offset=0, out=None):
     """``y = act(x @ weight.T + bias)`` with ``torch.nn.Linear``'s layout: x (batch, in),
     weight (out, in), bias (out,). ``out`` (C-contiguous, not overlapping the inputs)
     receives y when given.
@@ -44,17 +44,23 @@ def dense_forward(x, weight, bias=None, activation="identity", *, negative_slope
       then only multiplies. It costs one write of (batch, out) values, as torch's autograd
       keeps z for them.
 
+    ``dropout`` (in [0, 1)): y = ``gradcore.dropout(act(z), dropout, seed=seed,
+    offset=offset)`` in the same call (element (r, j) is element r * out + j of y's C
+    order; ``seed`` required). The backward given the same three regenerates the mask
+    instead of reading a stored one. tanh and sigmoid then save their derivative too
+    (``return_saved=True``): y no longer holds act(z) where kept.
+
     CUDA device arrays (all of them on one device): runs on the GPU (cuBLAS GEMM, fused
     epilogue) and returns a device array of the caller's library; ``out=`` must then be
     one (see ``gradcore.cuda``)."""
     return _core.dense_forward(x, weight, bias, activation, negative_slope, alpha, prelu_weight,
-                               return_saved, out)
+                               return_saved, dropout, seed, offset, out)
 
 
 def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slope=0.01, alpha=1.0,
                    prelu_weight=None, saved=None, has_bias=True, need_grad_x=True,
                    accumulate=False, accumulate_grad_x=False, grad_x=None, grad_weight=None,
-                   grad_bias=None, grad_prelu_weight=None):
+                   grad_bias=None, grad_prelu_weight=None, dropout=0.0, seed=None, offset=0):
     """Gradients of ``dense_forward``: returns ``(grad_x, grad_weight, grad_bias)``, and
     for prelu ``(grad_x, grad_weight, grad_bias, grad_prelu_weight)``.
 
@@ -63,7 +69,8 @@ def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slop
     return_saved=True)`` returned; ``y`` may then be None). One fused pass computes ``grad_z = grad_y * act'`` and the bias
     gradient (its column sums; for prelu also the slopes' gradient, torch's
     ``sum grad_y * z`` over z <= 0); then ``grad_x = grad_z @ weight`` and ``grad_weight
-    = grad_z.T @ x``. ``grad_z`` is the only temporary (none for the identity).
+    = grad_z.T @ x``. ``grad_z`` is the only temporary (none for the identity without
+    dropout). ``dropout``, ``seed``, ``offset``: the forward's, its mask regenerated.
 
     ``grad_bias`` is None when ``has_bias=False``; ``grad_x`` is None when
     ``need_grad_x=False`` (a first layer). Output buffers may be passed; with
@@ -76,4 +83,4 @@ def dense_backward(grad_y, x, weight, y, activation="identity", *, negative_slop
     """
     return _core.dense_backward(grad_y, x, weight, y, activation, negative_slope, alpha, prelu_weight,
                                 saved, has_bias, need_grad_x, accumulate, accumulate_grad_x,
-                                grad_x, grad_weight, grad_bias, grad_prelu_weight)
+                                grad_x, grad_weight, grad_bias, grad_prelu_weight, dropout, seed, offset)

@@ -182,3 +182,51 @@ def test_layer_arguments():
     with pytest.raises(ValueError, match="seed"):
         gnn.Dropout(0.5, seed=-2)
     assert gnn.Dropout(0.5).seed != gnn.Dropout(0.5).seed        # fresh entropy when not given
+
+
+# --------------------------------------------------------------------------- fused in the dense layer
+@pytest.mark.parametrize("act", ["identity", "relu", "leaky_relu", "tanh", "sigmoid", "silu", "gelu", "prelu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_dropout_is_dropout_of_the_layer(isa, threads, dtype, act):
+    """dense_forward(..., dropout=p) is gradcore.dropout of the layer without it, bit for
+    bit; its backward is the layer's backward of the masked gradient (the mask
+    regenerated from seed and offset), through y or the saved derivative."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((37, 11)).astype(dtype)
+    w = rng.standard_normal((300, 11)).astype(dtype)
+    b = rng.standard_normal(300).astype(dtype)
+    gy = rng.standard_normal((37, 300)).astype(dtype)
+    kw = dict(prelu_weight=np.linspace(0.1, 0.3, 300).astype(dtype)) if act == "prelu" else {}
+    saves = act in ("tanh", "sigmoid", "silu", "gelu", "prelu")
+    drop = dict(dropout=0.3, seed=17, offset=4)
+    plain = gradcore.dense_forward(x, w, b, act, return_saved=act in ("silu", "gelu", "prelu"), **kw)
+    y0, s0 = plain if isinstance(plain, tuple) else (plain, None)
+    out = gradcore.dense_forward(x, w, b, act, return_saved=saves, **drop, **kw)
+    y, saved = out if saves else (out, None)
+    np.testing.assert_array_equal(y, gradcore.dropout(y0, 0.3, seed=17, offset=4))
+    if s0 is not None:
+        np.testing.assert_array_equal(saved, s0)
+    got = gradcore.dense_backward(gy, x, w, y, act, saved=saved, **drop, **kw)
+    masked = gradcore.dropout(gy, 0.3, seed=17, offset=4)
+    if act in ("tanh", "sigmoid"):   # the reference from the undropped layer's y
+        want = gradcore.dense_backward(masked, x, w, y0, act)
+    else:
+        want = gradcore.dense_backward(masked, x, w, y0, act, saved=s0, **kw)
+    # tanh/sigmoid: the saved 1 - t^2 and s (1 - s) (the complement exact) against the
+    # reference's from y, which loses bits of 1 - y where y -> 1: a few ulps of the sum
+    tol = 8 * np.finfo(dtype).eps * (300 if act in ("tanh", "sigmoid") else 1)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol * float(np.max(np.abs(r))))
+
+
+def test_dense_dropout_arguments():
+    x, w = np.ones((2, 3)), np.ones((4, 3))
+    with pytest.raises(ValueError, match="dropout must be in"):
+        gradcore.dense_forward(x, w, dropout=1.0, seed=0)
+    with pytest.raises(ValueError, match="needs seed"):
+        gradcore.dense_forward(x, w, dropout=0.5)
+    with pytest.raises(ValueError, match="needs saved"):
+        y = gradcore.dense_forward(x, w, None, "tanh", dropout=0.5, seed=1)
+        gradcore.dense_backward(np.ones((2, 4)), x, w, y, "tanh", dropout=0.5, seed=1)
+    y, saved = gradcore.dense_forward(x, w, None, "tanh", dropout=0.5, seed=1, return_saved=True)
+    assert saved.shape == y.shape

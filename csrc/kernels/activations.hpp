@@ -157,6 +157,17 @@ struct Activations {
                 d = S::fma(S::mul(z, S::mul(s, c)), du, s);
                 return S::mul(z, s);
             }
+            case Activation::tanh: {  // (saved only with dropout, which scales y)
+                const V t = Math::tanh(z);
+                d = S::sub(one, S::mul(t, t));
+                return t;
+            }
+            case Activation::sigmoid: {
+                V c;
+                const V s = Math::sigmoid_with_complement(z, c);
+                d = S::mul(s, c);
+                return s;
+            }
             default:
                 d = z;
                 return forward(z, act, param);

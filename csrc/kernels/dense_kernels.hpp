@@ -125,6 +125,8 @@ struct DenseKernels {
             case A::gelu: return f(std::integral_constant<A, A::gelu>{});
             case A::gelu_tanh: return f(std::integral_constant<A, A::gelu_tanh>{});
             case A::prelu: return f(std::integral_constant<A, A::prelu>{});
+            case A::tanh: return f(std::integral_constant<A, A::tanh>{});
+            case A::sigmoid: return f(std::integral_constant<A, A::sigmoid>{});
             default: return f(std::integral_constant<A, A::identity>{});
         }
     }

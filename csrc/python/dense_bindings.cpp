@@ -116,15 +116,29 @@ struct ActivationParams {
     double negative_slope, alpha;
     std::optional<ArrayArg> prelu_weight;
 
+    DenseDropout dropout;
+
     // The scalars, checked before any array.
-    ActivationParams(py::handle activation, py::handle negative_slope_arg, py::handle alpha_arg)
+    ActivationParams(py::handle activation, py::handle negative_slope_arg, py::handle alpha_arg,
+                     py::handle dropout_arg, py::handle seed_arg, py::handle offset_arg)
         : act(parse_activation(activation)),
           negative_slope(real(negative_slope_arg, "negative_slope")),
           alpha(real(alpha_arg, "alpha")) {
         if (act == Activation::elu && !(alpha >= 0.0 && std::isfinite(alpha))) {
             throw py::value_error("alpha must be a finite number >= 0 (elu's derivative is taken from its input)");
         }
+        dropout.p = real(dropout_arg, "dropout");
+        if (!(dropout.p >= 0.0 && dropout.p < 1.0)) {
+            throw py::value_error("dropout must be in [0, 1), got " + std::string(py::repr(dropout_arg)));
+        }
+        if (dropout.p > 0.0) {
+            if (seed_arg.is_none()) throw py::value_error("dropout > 0 needs seed= (and offset=, the call's stream)");
+            dropout.seed = counter(seed_arg, "seed");
+            dropout.offset = counter(offset_arg, "offset");
+        }
     }
+
+    bool saves() const { return needs_saved(act, dropout.p); }
 
     // prelu's weight and the device, once x and the output size are known.
     void read_arrays(Call& call, py::handle prelu_weight_arg, const ArrayArg& x, std::int64_t n_out) {
@@ -145,6 +159,7 @@ struct ActivationParams {
                                   "' runs on the CPU only (the CUDA backend has identity, relu, leaky_relu, tanh, "
                                   "sigmoid)");
         }
+        if (dropout.p > 0.0 && call.on_cuda()) throw py::value_error("dropout runs on the CPU only");
     }
 
     // Into a DenseForward<T> or DenseBackward<T>.
@@ -152,6 +167,7 @@ struct ActivationParams {
     void apply(Args& args) const {
         using T = std::remove_cv_t<std::remove_pointer_t<decltype(args.prelu_weight)>>;
         args.alpha = alpha;
+        args.dropout = dropout;
         if (prelu_weight) {
             args.prelu_weight = static_cast<const T*>(prelu_weight->data);
             args.prelu_weight_count = prelu_weight->numel;
@@ -161,8 +177,9 @@ struct ActivationParams {
 
 py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::handle bias_arg, py::handle activation,
                                  py::handle negative_slope, py::handle alpha, py::handle prelu_weight,
-                                 py::handle return_saved, py::handle out) {
-    ActivationParams a(activation, negative_slope, alpha);
+                                 py::handle return_saved, py::handle dropout, py::handle seed, py::handle offset,
+                                 py::handle out) {
+    ActivationParams a(activation, negative_slope, alpha, dropout, seed, offset);
     Call call("dense_forward");
     const ArrayArg x = call.array(x_arg, "x", Access::read_strided, kLayerFloats);
     const ArrayArg w = call.array(weight_arg, "weight", Access::read_strided, kLayerFloats);
@@ -178,9 +195,9 @@ py::object dense_forward_binding(py::handle x_arg, py::handle weight_arg, py::ha
     }
     a.read_arrays(call, prelu_weight, x, n_out);
     const bool keep = truth(return_saved);
-    if (keep && !needs_saved(a.act)) {
+    if (keep && !a.saves()) {
         throw py::value_error("return_saved is for the activations whose backward needs z (elu, silu, gelu, "
-                              "gelu_tanh, prelu); the others' backward reads y");
+                              "gelu_tanh, prelu; with dropout also tanh, sigmoid); the others' backward reads y");
     }
     const ArrayArg y = output(call, out, "out", x, "x", {batch, n_out});
     refuse_overlaps({{&y, "out"}}, {{&x, "x"}, {&w, "weight"}, {bias ? &*bias : nullptr, "bias"},
@@ -205,12 +222,13 @@ py::object dense_backward_binding(py::handle grad_y_arg, py::handle x_arg, py::h
                                   py::handle need_grad_x_arg, py::handle accumulate_arg,
                                   py::handle accumulate_grad_x_arg, py::handle grad_x_arg,
                                   py::handle grad_weight_arg, py::handle grad_bias_arg,
-                                  py::handle grad_prelu_weight_arg) {
-    ActivationParams a(activation, negative_slope, alpha);
+                                  py::handle grad_prelu_weight_arg, py::handle dropout, py::handle seed,
+                                  py::handle offset) {
+    ActivationParams a(activation, negative_slope, alpha, dropout, seed, offset);
     const bool has_bias = truth(has_bias_arg), need_grad_x = truth(need_grad_x_arg);
     const bool accumulate = truth(accumulate_arg), accumulate_grad_x = truth(accumulate_grad_x_arg);
     // The derivative's source: y, or what the forward saved for the activations that need z.
-    const bool from_saved = needs_saved(a.act);
+    const bool from_saved = a.saves();
     const char* source_name = from_saved ? "saved" : "y";
     py::handle source_arg = from_saved ? saved_arg : y_arg;
     if (source_arg.is_none()) {
@@ -279,13 +297,15 @@ void bind_dense(py::module_& m) {
           py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("out") = none);
     m.def("dense_forward", &dense_forward_binding, py::arg("x"), py::arg("weight"), py::arg("bias") = none,
           py::arg("activation") = "identity", py::arg("negative_slope") = 0.01, py::arg("alpha") = 1.0,
-          py::arg("prelu_weight") = none, py::arg("return_saved") = false, py::arg("out") = none);
+          py::arg("prelu_weight") = none, py::arg("return_saved") = false, py::arg("dropout") = 0.0,
+          py::arg("seed") = none, py::arg("offset") = 0, py::arg("out") = none);
     m.def("dense_backward", &dense_backward_binding, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
           py::arg("y"), py::arg("activation") = "identity", py::arg("negative_slope") = 0.01,
           py::arg("alpha") = 1.0, py::arg("prelu_weight") = none, py::arg("saved") = none,
           py::arg("has_bias") = true, py::arg("need_grad_x") = true, py::arg("accumulate") = false,
           py::arg("accumulate_grad_x") = false, py::arg("grad_x") = none, py::arg("grad_weight") = none,
-          py::arg("grad_bias") = none, py::arg("grad_prelu_weight") = none);
+          py::arg("grad_bias") = none, py::arg("grad_prelu_weight") = none, py::arg("dropout") = 0.0,
+          py::arg("seed") = none, py::arg("offset") = 0);
 }
 
 }  // namespace gradcore::python

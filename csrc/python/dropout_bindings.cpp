@@ -13,20 +13,6 @@
 namespace gradcore::python {
 namespace {
 
-// A Python integer in [0, 2^64): the generator's seed and offset.
-std::uint64_t counter(py::handle v, const char* name) {
-    if (PyBool_Check(v.ptr()) || !PyIndex_Check(v.ptr())) {
-        throw py::type_error(std::string(name) + " must be an int, got " + type_name_of(v));
-    }
-    const py::int_ i = py::reinterpret_steal<py::int_>(PyNumber_Index(v.ptr()));
-    const unsigned long long u = PyLong_AsUnsignedLongLong(i.ptr());
-    if (u == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
-        PyErr_Clear();
-        throw py::value_error(std::string(name) + " must be in [0, 2**64), got " + std::string(py::str(v)));
-    }
-    return u;
-}
-
 py::object dropout_binding(py::handle x_arg, py::handle p_arg, py::handle seed_arg, py::handle offset_arg,
                            py::handle out_arg) {
     const double p = real(p_arg, "p");

@@ -85,6 +85,20 @@ inline long long integer(pybind11::handle v, const char* name, long long lo, lon
 }
 
 // An axis of an array (NumPy arrays have at most 64).
+// A Python integer in [0, 2^64): the generator's seed and offset.
+inline std::uint64_t counter(pybind11::handle v, const char* name) {
+    if (PyBool_Check(v.ptr()) || !PyIndex_Check(v.ptr())) {
+        throw pybind11::type_error(std::string(name) + " must be an int, got " + type_name_of(v));
+    }
+    const pybind11::int_ i = pybind11::reinterpret_steal<pybind11::int_>(PyNumber_Index(v.ptr()));
+    const unsigned long long u = PyLong_AsUnsignedLongLong(i.ptr());
+    if (u == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        throw pybind11::value_error(std::string(name) + " must be in [0, 2**64), got " + std::string(pybind11::str(v)));
+    }
+    return u;
+}
+
 inline int axis(pybind11::handle v, const char* name) { return static_cast<int>(integer(v, name, -64, 63)); }
 
 // The names of the enums the API takes as strings, each written once: for parsing, for

@@ -17,6 +17,7 @@
 #include "gradcore/runtime.hpp"
 #include "runtime/checks.hpp"
 #include "runtime/dispatch.hpp"
+#include "runtime/dropout_rows.hpp"
 #include "runtime/gemm.hpp"
 #include "runtime/thread_pool.hpp"
 #include "runtime/typed_kernels.hpp"
@@ -48,6 +49,10 @@ kernels::ActivationArgs<T> activation_args(Activation act, double alpha, const T
     return {act, static_cast<T>(alpha), act == Activation::prelu ? prelu_weight : nullptr, count > 1};
 }
 
+void check_dropout(const DenseDropout& d) {
+    if (!(d.p >= 0.0 && d.p < 1.0)) throw std::invalid_argument("dropout must be in [0, 1)");
+}
+
 template <class T>
 const kernels::GemmTable<T>& gemm_table() {
     return runtime::gemm_kernels<T>(runtime::active_table());
@@ -63,9 +68,13 @@ void forward(const DenseForward<T>& f) {
     if (f.y.rows != batch || f.y.cols != out) {
         throw std::invalid_argument("y has shape " + shape(f.y.rows, f.y.cols) + ", expected " + shape(batch, out));
     }
-    if (!needs_saved(f.act)) {
+    check_dropout(f.dropout);
+    const DenseDropout& drop = f.dropout;
+    if (!needs_saved(f.act, drop.p)) {
         runtime::gemm<T>(f.x, transposed(f.weight), f.y, T(1), T(0), f.bias, f.act,
                          static_cast<T>(f.negative_slope));
+        if (drop.p > 0) runtime::dropout_rows(f.y.data, f.y.rs, f.y.data, f.y.rs, batch, out, drop.p, drop.seed,
+                                              drop.offset);
         return;
     }
     const kernels::ActivationArgs<T> args =
@@ -85,12 +94,16 @@ void forward(const DenseForward<T>& f) {
         k.activate(y, f.y.rs, y, f.y.rs, s.data ? s.data + r0 * s.rs : nullptr, s.rs, r1 - r0, out, args);
     };
     runtime::parallel_for(static_cast<std::size_t>((batch + step - 1) / step), batch * out, runtime::TaskFn(rows));
+    // (saved holds act'(z) unmasked: the backward regenerates the mask)
+    if (drop.p > 0) runtime::dropout_rows(f.y.data, f.y.rs, f.y.data, f.y.rs, batch, out, drop.p, drop.seed, drop.offset);
 }
 
 template <class T>
 void backward(const DenseBackward<T>& b) {
     const std::int64_t batch = b.x.rows, in = b.x.cols, out = b.weight.rows;
-    const bool from_saved = needs_saved(b.act);
+    check_dropout(b.dropout);
+    const DenseDropout& drop = b.dropout;
+    const bool from_saved = needs_saved(b.act, drop.p);
     // What the activation's derivative is taken from: the forward's saved array, or y.
     const MatrixRef<const T>& y = from_saved ? b.saved : b.y;
     const char* y_name = from_saved ? "saved" : "y";
@@ -114,7 +127,9 @@ void backward(const DenseBackward<T>& b) {
     if (b.grad_x.data) expect("grad_x", b.grad_x.rows, b.grad_x.cols, batch, in);
     if (b.grad_weight.data) expect("grad_weight", b.grad_weight.rows, b.grad_weight.cols, out, in);
 
-    const bool need_grad_z = b.act != Activation::identity;
+    // With dropout, grad_z starts as the masked grad_y (the mask regenerated), which the
+    // activation's pass then scales in place.
+    const bool need_grad_z = b.act != Activation::identity || drop.p > 0;
     MatrixRef<const T> grad_z = b.grad_y;
     std::unique_ptr<T[]> grad_z_buffer;  // (not zeroed: every element is written first)
     const kernels::GemmTable<T>& k = gemm_table<T>();
@@ -129,6 +144,11 @@ void backward(const DenseBackward<T>& b) {
             ld_gz = out;
             grad_z = {gz, batch, out, out, 1};
         }
+        if (drop.p > 0) {
+            runtime::dropout_rows(b.grad_y.data, b.grad_y.rs, gz, ld_gz, batch, out, drop.p, drop.seed, drop.offset);
+        }
+        const T* g_src = drop.p > 0 ? gz : b.grad_y.data;
+        const std::int64_t ld_g = drop.p > 0 ? ld_gz : b.grad_y.rs;
         // Column strips in parallel: each strip owns its bias entries (no reduction
         // across threads, deterministic for any thread count). A shared prelu slope's
         // gradient is summed from per-column sums, in column order.
@@ -146,13 +166,13 @@ void backward(const DenseBackward<T>& b) {
                 T* slope_sums = slope_out ? slope_out + j0 : nullptr;
                 kernels::ActivationArgs<T> strip_args = args;  // the strip's own slopes
                 if (args.per_column) strip_args.slopes += j0;
-                k.grad_z_from_saved(b.grad_y.data + j0, b.grad_y.rs, y.data + j0, y.rs, gz + j0, ld_gz, batch, w,
-                                    strip_args, bias, slope_sums, b.accumulate);
-            } else if (gz) {
-                k.grad_z(b.grad_y.data + j0, b.grad_y.rs, b.y.data + j0, b.y.rs, gz + j0, ld_gz, batch,
-                         w, act, slope, b.grad_bias ? b.grad_bias + j0 : nullptr, b.accumulate);
-            } else {  // identity: only the bias reduction is needed
-                k.column_sums(b.grad_y.data + j0, b.grad_y.rs, batch, w, b.grad_bias + j0, b.accumulate);
+                k.grad_z_from_saved(g_src + j0, ld_g, y.data + j0, y.rs, gz + j0, ld_gz, batch, w, strip_args, bias,
+                                    slope_sums, b.accumulate);
+            } else if (act != Activation::identity) {
+                k.grad_z(g_src + j0, ld_g, b.y.data + j0, b.y.rs, gz + j0, ld_gz, batch, w, act, slope,
+                         b.grad_bias ? b.grad_bias + j0 : nullptr, b.accumulate);
+            } else if (b.grad_bias) {  // identity: only the bias reduction is needed
+                k.column_sums(g_src + j0, ld_g, batch, w, b.grad_bias + j0, b.accumulate);
             }
         };
         runtime::parallel_for(static_cast<std::size_t>(strips), batch * out, runtime::TaskFn(strip));

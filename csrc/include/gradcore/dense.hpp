@@ -19,8 +19,20 @@ enum class Activation : int {
     elu = 5, silu = 6, gelu = 7, gelu_tanh = 8, prelu = 9
 };
 
-// Whether the backward reads the forward's `saved` array instead of y.
-constexpr bool needs_saved(Activation a) { return static_cast<int>(a) >= static_cast<int>(Activation::elu); }
+// Whether the backward reads the forward's `saved` array instead of y: the activations
+// above, and with dropout also tanh and sigmoid (y is then scaled by the mask).
+constexpr bool needs_saved(Activation a, double dropout = 0.0) {
+    return static_cast<int>(a) >= static_cast<int>(Activation::elu) ||
+           (dropout > 0.0 && (a == Activation::tanh || a == Activation::sigmoid));
+}
+
+// Dropout fused into the layer (y = dropout(act(z)), gradcore/dropout.hpp's mask with
+// element (r, j) = r * out + j of the call): p in [0, 1); the backward, given the same p,
+// seed and offset, regenerates the mask.
+struct DenseDropout {
+    double p = 0.0;
+    std::uint64_t seed = 0, offset = 0;
+};
 
 // m(i, j) = data[i * rs + j * cs].
 template <class T>
@@ -51,6 +63,7 @@ struct DenseForward {
     const T* prelu_weight = nullptr;  // prelu: prelu_weight_count = 1 (shared) or out slopes
     std::int64_t prelu_weight_count = 0;
     MatrixRef<T> saved{};            // (batch, out), unit column stride; data may be null
+    DenseDropout dropout{};
 };
 GRADCORE_API void dense_forward(const DenseForward<float>& args);
 GRADCORE_API void dense_forward(const DenseForward<double>& args);
@@ -77,6 +90,7 @@ struct DenseBackward {
     std::int64_t prelu_weight_count = 0;
     MatrixRef<const T> saved{};
     T* grad_prelu_weight = nullptr;
+    DenseDropout dropout{};
 };
 GRADCORE_API void dense_backward(const DenseBackward<float>& args);
 GRADCORE_API void dense_backward(const DenseBackward<double>& args);
