@@ -5,11 +5,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -124,13 +123,8 @@ struct ActivationParams {
         : act(parse_activation(activation)),
           negative_slope(real(negative_slope_arg, "negative_slope")),
           alpha(real(alpha_arg, "alpha")) {
-        if (act == Activation::elu && !(alpha >= 0.0 && std::isfinite(alpha))) {
-            throw py::value_error("alpha must be a finite number >= 0 (elu's derivative is taken from its input)");
-        }
-        dropout.p = real(dropout_arg, "dropout");
-        if (!(dropout.p >= 0.0 && dropout.p < 1.0)) {
-            throw py::value_error("dropout must be in [0, 1), got " + std::string(py::repr(dropout_arg)));
-        }
+        if (act == Activation::elu) rules::finite_nonnegative(alpha, "alpha");  // (the C++ API's rules)
+        dropout.p = real(dropout_arg, "dropout", rules::probability_below_one);
         if (dropout.p > 0.0) {
             if (seed_arg.is_none()) throw py::value_error("dropout > 0 needs seed= (and offset=, the call's stream)");
             dropout.seed = counter(seed_arg, "seed");

@@ -15,8 +15,7 @@ namespace {
 
 py::object dropout_binding(py::handle x_arg, py::handle p_arg, py::handle seed_arg, py::handle offset_arg,
                            py::handle out_arg) {
-    const double p = real(p_arg, "p");
-    if (!(p >= 0.0 && p <= 1.0)) throw py::value_error("p must be in [0, 1], got " + std::string(py::repr(p_arg)));
+    const double p = real(p_arg, "p", rules::probability);  // the C++ API's rule
     const std::uint64_t seed = counter(seed_arg, "seed"), offset = counter(offset_arg, "offset");
     Call call("dropout", Call::cpu_only);
     const ArrayArg x = call.array(x_arg, "x", Access::read, kLayerFloats);

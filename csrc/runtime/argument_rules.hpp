@@ -49,6 +49,16 @@ inline void finite_nonnegative(double v, const char* name) {
     }
 }
 
+// A dropout probability: in [0, 1] (gradcore::dropout; 1 zeroes everything).
+inline void probability(double p, const char* name) {
+    if (!(p >= 0.0 && p <= 1.0)) throw std::invalid_argument(std::string(name) + " must be in [0, 1], got " + number(p));
+}
+
+// In [0, 1): the dense layer's dropout, whose backward scales by 1 / (1 - p).
+inline void probability_below_one(double p, const char* name) {
+    if (!(p >= 0.0 && p < 1.0)) throw std::invalid_argument(std::string(name) + " must be in [0, 1), got " + number(p));
+}
+
 // clip_by_value_'s bounds: lo <= hi, neither NaN (either may be infinite).
 inline void clip_bounds(double lo, double hi) {
     if (std::isnan(lo) || std::isnan(hi)) {

@@ -7,7 +7,6 @@
 // same one NumPy's composition materialises; with the identity activation grad_y is
 // used directly and there is none.
 #include <algorithm>
-#include <cmath>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -15,6 +14,7 @@
 
 #include "gradcore/dense.hpp"
 #include "gradcore/runtime.hpp"
+#include "runtime/argument_rules.hpp"
 #include "runtime/checks.hpp"
 #include "runtime/dispatch.hpp"
 #include "runtime/dropout_rows.hpp"
@@ -43,14 +43,12 @@ kernels::ActivationArgs<T> activation_args(Activation act, double alpha, const T
         throw std::invalid_argument("prelu needs prelu_weight with 1 or out_features (" + std::to_string(out) +
                                     ") values, got " + std::to_string(prelu_weight ? count : 0));
     }
-    if (act == Activation::elu && !(alpha >= 0.0 && std::isfinite(alpha))) {
-        throw std::invalid_argument("elu's alpha must be a finite number >= 0");
-    }
+    if (act == Activation::elu) rules::finite_nonnegative(alpha, "alpha");
     return {act, static_cast<T>(alpha), act == Activation::prelu ? prelu_weight : nullptr, count > 1};
 }
 
 void check_dropout(const DenseDropout& d) {
-    if (!(d.p >= 0.0 && d.p < 1.0)) throw std::invalid_argument("dropout must be in [0, 1)");
+    rules::probability_below_one(d.p, "dropout");
 }
 
 template <class T>

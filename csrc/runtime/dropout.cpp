@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "gradcore/dropout.hpp"
+#include "runtime/argument_rules.hpp"
 #include "runtime/dispatch.hpp"
 #include "runtime/dropout_rows.hpp"
 #include "runtime/thread_pool.hpp"
@@ -32,7 +33,7 @@ struct Mask {
     std::uint32_t threshold;
     double scale;
     explicit Mask(double p) {
-        if (!(p >= 0.0 && p <= 1.0)) throw std::invalid_argument("p must be in [0, 1]");
+        rules::probability(p, "p");
         threshold = static_cast<std::uint32_t>(std::ceil(p * 16777216.0));
         scale = p < 1.0 ? 1.0 / (1.0 - p) : 0.0;
     }
